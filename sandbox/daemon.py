@@ -1,0 +1,82 @@
+"""`elastic-inference sandbox up --detach | down | status`: the sandbox as a background process."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from .runner import PID_FILE, SANDBOX_JSON
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def running_pid(state_dir: Path) -> int | None:
+    pid_file = Path(state_dir) / PID_FILE
+    if not pid_file.exists():
+        return None
+    try:
+        pid = int(pid_file.read_text().strip())
+    except ValueError:
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def start_detached(state_dir: Path, speed: float, extra_args: list[str] | None = None,
+                   timeout: float = 60.0) -> dict[str, Any]:
+    """Start ``python -m sandbox up`` in its own session; return sandbox.json once the new process wrote it."""
+    state_dir = Path(state_dir).resolve()
+    state_dir.mkdir(parents=True, exist_ok=True)
+    if (pid := running_pid(state_dir)) is not None:
+        raise RuntimeError(f"a sandbox is already running in {state_dir} (pid {pid}); stop it with `sandbox down`")
+    info_path = state_dir / SANDBOX_JSON
+    info_path.unlink(missing_ok=True)
+    log = open(state_dir / "sandbox.log", "ab")  # noqa: SIM115 - handed to the child
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sandbox", "up", "--dir", str(state_dir), "--speed", str(speed), *(extra_args or [])],
+        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+    )
+    (state_dir / PID_FILE).write_text(str(proc.pid))
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            (state_dir / PID_FILE).unlink(missing_ok=True)
+            tail = (state_dir / "sandbox.log").read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"sandbox exited with code {proc.returncode}:\n{tail}")
+        if info_path.exists():
+            info = json.loads(info_path.read_text())
+            if info.get("pid") == proc.pid:
+                return info
+        time.sleep(0.05)
+    proc.terminate()
+    raise TimeoutError(f"sandbox did not start within {timeout}s (see {state_dir / 'sandbox.log'})")
+
+
+def stop_detached(state_dir: Path, timeout: float = 30.0) -> bool:
+    """Stop the background sandbox of ``state_dir``. False if none was running."""
+    state_dir = Path(state_dir).resolve()
+    pid = running_pid(state_dir)
+    if pid is None:
+        (state_dir / PID_FILE).unlink(missing_ok=True)
+        return False
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and _pid_alive(pid):
+        time.sleep(0.05)
+    if _pid_alive(pid):
+        os.kill(pid, signal.SIGKILL)
+    (state_dir / PID_FILE).unlink(missing_ok=True)
+    return True

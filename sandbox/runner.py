@@ -1,0 +1,221 @@
+"""Start and stop a whole sandbox: in-process (tests, the demo) or as a background process (the CLI).
+
+``Sandbox(state_dir).start()`` runs every service on its own event loop in a daemon thread, binds each HTTP app to
+a free loopback port, writes ``sandbox.json`` (mode 0600) and returns its contents; ``stop()`` shuts everything
+down and closes the state database. The same state directory started again resumes every object and the clock.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from .accounts import Accounts
+from .clock import SimClock
+from .context import SandboxContext
+from .registry import service_classes
+from .service import Service
+from .store import Store
+
+log = logging.getLogger("sandbox")
+
+SANDBOX_JSON = "sandbox.json"
+PID_FILE = "sandbox.pid"
+DEFAULT_DIR = Path(".sandbox")
+DEFAULT_SPEED = 10.0
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (it holds the sandbox's generated credentials)."""
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        fh.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_info(state_dir: Path = DEFAULT_DIR) -> dict[str, Any]:
+    """The ``sandbox.json`` of a sandbox (raises FileNotFoundError with a hint when it never started)."""
+    path = Path(state_dir) / SANDBOX_JSON
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: start the sandbox with `elastic-inference sandbox up`")
+    return json.loads(path.read_text())
+
+
+class Sandbox:
+    def __init__(
+        self,
+        state_dir: Path | str = DEFAULT_DIR,
+        speed: float = DEFAULT_SPEED,
+        host: str = "127.0.0.1",
+        options: dict[str, Any] | None = None,
+    ) -> None:
+        if host not in ("127.0.0.1", "localhost", "::1"):
+            raise ValueError("the sandbox listens on loopback only")
+        self.state_dir = Path(state_dir).resolve()
+        self.speed = speed
+        self.host = host
+        self.options = options or {}
+        self.info: dict[str, Any] = {}
+        self.ctx: SandboxContext | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._servers: list[uvicorn.Server] = []
+        self._services: list[Service] = []
+        self._ready = threading.Event()
+        self._stopped = threading.Event()
+        self._error: BaseException | None = None
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    def start(self, timeout: float = 60.0) -> dict[str, Any]:
+        """Start in a background thread; returns the contents of ``sandbox.json`` once every endpoint listens."""
+        self._thread = threading.Thread(target=self._thread_main, name="sandbox", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(timeout):
+            raise TimeoutError(f"sandbox did not start within {timeout}s")
+        if self._error:
+            raise RuntimeError(f"sandbox failed to start: {self._error}") from self._error
+        return self.info
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop and self._thread and self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._shutdown(), self._loop)
+            self._thread.join(timeout)
+
+    def __enter__(self) -> Sandbox:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def run_foreground(self) -> None:
+        """Run in this thread until SIGINT/SIGTERM (``sandbox up`` without ``--detach``)."""
+        self._thread = threading.current_thread()
+        loop = asyncio.new_event_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, lambda: asyncio.ensure_future(self._shutdown(), loop=loop))
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        finally:
+            loop.close()
+
+    # ---- internals -------------------------------------------------------------------------------------------
+    def _thread_main(self) -> None:
+        loop = asyncio.new_event_loop()
+        self._loop = loop
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # reported to start()
+            self._error = exc
+            self._ready.set()
+        finally:
+            loop.close()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        store = Store(self.state_dir / "state.db")
+        clock = SimClock(self.speed, start=store.get_meta("clock"))
+        accounts = Accounts(store)
+        ctx = SandboxContext(state_dir=self.state_dir, store=store, clock=clock, accounts=accounts, host=self.host)
+        ctx.options = self.options  # type: ignore[attr-defined]
+        self.ctx = ctx
+        tasks: list[asyncio.Task] = []
+        try:
+            for cls in service_classes():
+                svc = cls(ctx)
+                ctx.services[svc.name] = svc
+                self._services.append(svc)
+            for svc in self._services:
+                app = svc.app()
+                if app is not None:
+                    sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.bind((self.host, 0))
+                    port = sock.getsockname()[1]
+                    endpoint = f"{svc.scheme}://{self.host}:{port}"
+                    ctx.endpoints[svc.name] = endpoint
+                    svc.on_bound(endpoint)
+                    config = uvicorn.Config(
+                        app, log_level="warning", access_log=False, lifespan="off",
+                        timeout_keep_alive=75, **svc.ssl_options(),
+                    )
+                    server = uvicorn.Server(config)
+                    server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+                    self._servers.append(server)
+                    tasks.append(asyncio.create_task(server.serve(sockets=[sock]), name=f"http-{svc.name}"))
+            for svc in self._services:
+                await svc.start()
+            while not all(s.started for s in self._servers):
+                if any(t.done() for t in tasks):
+                    for t in tasks:
+                        if t.done() and t.exception():
+                            raise t.exception()  # type: ignore[misc]
+                await asyncio.sleep(0.01)
+            self.info = self._render_info()
+            write_private(self.state_dir / SANDBOX_JSON, json.dumps(self.info, indent=2) + "\n")
+            self._ready.set()
+            log.info("sandbox up: %s", {k: v for k, v in self.info.items() if k.endswith("endpoint")})
+            persist = asyncio.create_task(self._persist_clock(), name="clock-persist")
+            await self._stopped_async()
+            persist.cancel()
+        finally:
+            for svc in reversed(self._services):
+                with contextlib.suppress(Exception):
+                    await svc.stop()
+            for server in self._servers:
+                server.should_exit = True
+            if tasks:
+                await asyncio.wait(tasks, timeout=10)
+            store.set_meta("clock", clock.now())
+            store.close()
+
+    async def _persist_clock(self) -> None:
+        assert self.ctx
+        while True:
+            await asyncio.sleep(1.0)
+            self.ctx.store.set_meta("clock", self.ctx.clock.now())
+
+    async def _stopped_async(self) -> None:
+        self._stop_event = asyncio.Event()
+        await self._stop_event.wait()
+
+    async def _shutdown(self) -> None:
+        while not hasattr(self, "_stop_event"):
+            await asyncio.sleep(0.01)
+        self._stop_event.set()
+
+    def _render_info(self) -> dict[str, Any]:
+        assert self.ctx
+        ident = self.ctx.identity
+        info: dict[str, Any] = {
+            "region": ident.region,
+            "zones": ident.zones,
+            "cluster_id": ident.cluster_id,
+            "account_id": ident.account_id,
+            "access_key_id": ident.access_key.access_key_id,
+            "access_key_secret": ident.access_key.access_key_secret.get_secret_value(),
+            "speed": self.speed,
+            "state_dir": str(self.state_dir),
+            "pid": os.getpid(),
+            "started_at": time.time(),
+        }
+        for name, endpoint in self.ctx.endpoints.items():
+            info[f"{name}_endpoint"] = endpoint
+        for svc in self._services:
+            info.update(svc.info())
+        return info

@@ -1,0 +1,41 @@
+"""The shape of one emulated service: an optional HTTP app bound to a loopback port, and background loops."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .context import SandboxContext
+
+
+class Service:
+    """Base class. Subclasses set ``name`` and override what they use.
+
+    - ``app()``: an ASGI app to serve on its own loopback port (None: no HTTP endpoint).
+    - ``scheme``: ``http`` or ``https``; with https, ``ssl_options()`` gives uvicorn's ``ssl_*`` keyword arguments.
+    - ``start()``: start background loops (controllers); they must stop on ``stop()``.
+    - ``info()``: extra keys for ``sandbox.json`` (never secrets other than the sandbox's own generated ones).
+    """
+
+    name: str = "service"
+    scheme: str = "http"
+
+    def __init__(self, ctx: SandboxContext) -> None:
+        self.ctx = ctx
+
+    def app(self) -> Any | None:
+        return None
+
+    def ssl_options(self) -> dict[str, Any]:
+        return {}
+
+    def on_bound(self, endpoint: str) -> None:  # noqa: B027 - optional hook
+        """Called with this service's endpoint (``scheme://host:port``) once its socket is bound."""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    async def stop(self) -> None:  # noqa: B027 - optional hook
+        pass
+
+    def info(self) -> dict[str, Any]:
+        return {}

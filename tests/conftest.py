@@ -1,0 +1,40 @@
+"""Shared fixtures: a real sandbox on loopback, started in-process once per test session."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Tests never reach a real cloud: fail fast if a developer's environment points at one.
+for _var in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="session")
+def sandbox(tmp_path_factory: pytest.TempPathFactory):
+    """A running sandbox (all services) and its ``sandbox.json`` contents as ``sandbox.info``."""
+    from sandbox.runner import Sandbox
+
+    state = tmp_path_factory.mktemp("sandbox")
+    sb = Sandbox(state, speed=float(os.environ.get("SANDBOX_TEST_SPEED", "50")))
+    sb.start()
+    yield sb
+    sb.stop()
+
+
+@pytest.fixture(scope="session")
+def sandbox_info(sandbox) -> dict:
+    return sandbox.info
+
+
+@pytest.fixture
+def fresh_sandbox(tmp_path: Path):
+    """A sandbox of its own for tests that change global state (restart, stock, faults)."""
+    from sandbox.runner import Sandbox
+
+    sb = Sandbox(tmp_path / "sb", speed=50.0)
+    sb.start()
+    yield sb
+    sb.stop()
