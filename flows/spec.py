@@ -1,0 +1,741 @@
+"""DeploySpec: every parameter of the ACK "elastic inference on ECS" procedure, validated, with names derived once.
+
+Groups follow the procedure: node pool, model, storage, serving, autoscaling, ingress, load test, verification.
+Defaults are the seed procedure's values where it gives them. Bad input is rejected here, before any cloud call,
+with a message that names the field (pydantic's ``loc``) and the rule.
+
+Every name that more than one step uses (Deployment/Service name, SLS route and project, PV volumeHandle, the OSS
+prefix the model is uploaded to, ...) is derived in :class:`DerivedNames`, never typed twice.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import UTC, datetime
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+# --- naming rules -------------------------------------------------------------------------------------------------
+# Kubernetes DNS-1123 label (Service names, label-ish names) and subdomain (most object names).
+# Source: k8s.io/apimachinery/pkg/util/validation/validation.go (IsDNS1123Label, IsDNS1123Subdomain).
+DNS1123_LABEL = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+DNS1123_SUBDOMAIN = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+# Label keys: optional DNS-1123 subdomain prefix (<=253) + "/" + name (<=63, alnum, -_. inside).
+LABEL_NAME = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?)?$")
+# OSS bucket naming: 3-63 chars, lowercase letters, digits and hyphens, starts and ends with a letter or digit.
+# Source: OSS documentation "Bucket naming conventions".
+OSS_BUCKET = re.compile(r"^[a-z0-9][a-z0-9-]{1,61}[a-z0-9]$")
+# Version policy grammar of this project (arena's --version-policy): latest[:N] | all | specific:N[,N...]
+VERSION_POLICY = re.compile(r"^(latest(:[1-9][0-9]*)?|all|specific:[0-9]+(,[0-9]+)*)$")
+QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
+VSWITCH_ID = re.compile(r"^vsw-[a-z0-9]{6,40}$")
+INSTANCE_TYPE = re.compile(r"^ecs\.[a-z0-9-]+\.[a-z0-9-]+$")
+CRON_FIELD = re.compile(r"^[0-9*,/\-]+$")
+
+NAME_MAX = 63
+
+
+def _dns_label(value: str, what: str = "name") -> str:
+    if len(value) > NAME_MAX:
+        raise ValueError(f"{what} {value!r} is {len(value)} characters; Kubernetes allows at most {NAME_MAX}")
+    if not DNS1123_LABEL.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be a DNS-1123 label: lowercase letters, digits and '-', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _dns_subdomain(value: str, what: str = "name") -> str:
+    if len(value) > 253:
+        raise ValueError(f"{what} {value!r} is longer than 253 characters")
+    if not DNS1123_SUBDOMAIN.match(value):
+        raise ValueError(
+            f"{what} {value!r} must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _label_key(key: str) -> str:
+    prefix, _, name = key.rpartition("/")
+    if prefix:
+        _dns_subdomain(prefix, "label key prefix")
+    if not name or len(name) > NAME_MAX or not LABEL_NAME.match(name):
+        raise ValueError(
+            f"label key {key!r}: the name part must be 1-63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return key
+
+
+def _label_value(value: str) -> str:
+    if len(value) > NAME_MAX or not LABEL_NAME.match(value):
+        raise ValueError(
+            f"label value {value!r} must be at most 63 characters of letters, digits, '-', '_' or '.', "
+            "starting and ending with a letter or digit"
+        )
+    return value
+
+
+def _labels(labels: dict[str, str]) -> dict[str, str]:
+    for k, v in labels.items():
+        _label_key(k)
+        _label_value(v)
+    return labels
+
+
+def truncate_name(name: str, limit: int = NAME_MAX) -> str:
+    """Helm's ``trunc 63 | trimSuffix "-"`` (arena's charts/tfserving/templates/_helpers.tpl)."""
+    return name[:limit].rstrip("-")
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+
+
+# --- groups -------------------------------------------------------------------------------------------------------
+class Taint(_Model):
+    key: str = Field(description="Taint key")
+    value: str = Field(default="", description="Taint value")
+    effect: Literal["NoSchedule", "NoExecute", "PreferNoSchedule"] = Field(
+        default="NoSchedule", description="Taint effect"
+    )
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, v: str) -> str:
+        return _label_key(v)
+
+
+class SpotPriceLimit(_Model):
+    instance_type: str = Field(description="ECS instance type the limit applies to")
+    price_limit: float = Field(gt=0, description="Highest hourly price to pay for a spot instance of this type")
+
+
+class NodePoolSpec(_Model):
+    """Step 1: the elastic node pool (ACK CreateClusterNodePool)."""
+
+    name: str = Field(default="elastic-inference", description="Node pool name (unique within the cluster)")
+    instance_types: list[str] = Field(
+        default_factory=lambda: ["ecs.gn6i-c4g1.xlarge", "ecs.gn6i-c8g1.2xlarge", "ecs.gn7i-c8g1.2xlarge"],
+        description="ECS instance types the scaling group may launch (1-10, GPU types for TF Serving)",
+    )
+    vswitch_ids: list[str] = Field(
+        default_factory=lambda: ["vsw-sandbox0zone0h", "vsw-sandbox0zone0i"],
+        description="vSwitch ids (1-8) the instances are placed in; one per zone spreads spot risk",
+    )
+    min_instances: int = Field(default=0, ge=0, le=1000, description="Auto scaling: minimum instances")
+    max_instances: int = Field(default=10, ge=0, le=1000, description="Auto scaling: maximum instances")
+    auto_scaling_type: Literal["cpu", "gpu", "gpushare", "spot"] = Field(
+        default="gpu", description="Auto scaling type (immutable after creation)"
+    )
+    billing: Literal["spot", "on-demand"] = Field(
+        default="spot", description="Preemptible (spot) instances or pay-as-you-go only"
+    )
+    spot_strategy: Literal["SpotAsPriceGo", "SpotWithPriceLimit"] = Field(
+        default="SpotAsPriceGo", description="Spot bidding: follow the market price, or cap it per instance type"
+    )
+    spot_price_limits: list[SpotPriceLimit] = Field(
+        default_factory=list, description="Per instance type price caps (SpotWithPriceLimit only)"
+    )
+    spot_instance_pools: int = Field(
+        default=3, ge=1, le=10, description="Spot instances spread over the N cheapest instance types"
+    )
+    spot_instance_remedy: bool = Field(
+        default=True, description="Buy a replacement when a spot instance gets its reclaim notice"
+    )
+    multi_az_policy: Literal["COST_OPTIMIZED", "PRIORITY", "BALANCE"] = Field(
+        default="COST_OPTIMIZED", description="Scaling policy; the seed uses cost optimization"
+    )
+    on_demand_base_capacity: int = Field(
+        default=0, ge=0, le=1000, description="Pay-as-you-go instances created first, before any spot"
+    )
+    on_demand_percentage_above_base: int = Field(
+        default=30, ge=0, le=100, description="Percentage of pay-as-you-go instances above the base capacity"
+    )
+    compensate_with_on_demand: bool = Field(
+        default=True, description="Launch pay-as-you-go instances when spot cannot be had (COST_OPTIMIZED only)"
+    )
+    labels: dict[str, str] = Field(
+        default_factory=lambda: {"inference": "tensorflow"}, description="Node labels the serving pods select"
+    )
+    taints: list[Taint] = Field(default_factory=list, description="Node taints")
+    system_disk_category: Literal["cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto", "cloud_essd_entry"] = (
+        Field(default="cloud_essd", description="System disk category")
+    )
+    system_disk_size: int = Field(default=120, ge=20, le=2048, description="System disk size in GiB")
+    security_group_ids: list[str] = Field(default_factory=list, description="Security groups of the instances")
+    key_pair: str | None = Field(default=None, description="ECS key pair for login (or login_password)")
+    login_password: SecretStr | None = Field(default=None, description="Login password (or key_pair)")
+    runtime: str = Field(default="containerd", description="Container runtime")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not 1 <= len(v) <= NAME_MAX or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", v):
+            raise ValueError(
+                f"node pool name {v!r} must be 1-63 characters of letters, digits, '-' or '_', starting with a "
+                "letter or digit"
+            )
+        return v
+
+    @field_validator("instance_types")
+    @classmethod
+    def _types(cls, v: list[str]) -> list[str]:
+        if not 1 <= len(v) <= 10:
+            raise ValueError(f"must list 1 to 10 instance types, got {len(v)}")
+        for t in v:
+            if not INSTANCE_TYPE.match(t):
+                raise ValueError(f"{t!r} is not an ECS instance type (expected the form ecs.<family>.<size>)")
+        if len(set(v)) != len(v):
+            raise ValueError("instance types must not repeat")
+        return v
+
+    @field_validator("vswitch_ids")
+    @classmethod
+    def _vswitches(cls, v: list[str]) -> list[str]:
+        if not 1 <= len(v) <= 8:
+            raise ValueError(f"must list 1 to 8 vSwitch ids, got {len(v)}")
+        for s in v:
+            if not VSWITCH_ID.match(s):
+                raise ValueError(f"{s!r} is not a vSwitch id (expected vsw- followed by lowercase letters/digits)")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str]) -> dict[str, str]:
+        return _labels(v)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> NodePoolSpec:
+        if self.min_instances > self.max_instances:
+            raise ValueError(
+                f"min_instances ({self.min_instances}) must be <= max_instances ({self.max_instances})"
+            )
+        if self.key_pair and self.login_password:
+            raise ValueError("set key_pair or login_password, not both")
+        limited = {p.instance_type for p in self.spot_price_limits}
+        if unknown := limited - set(self.instance_types):
+            raise ValueError(f"spot_price_limits names instance types not in instance_types: {sorted(unknown)}")
+        if self.spot_strategy == "SpotWithPriceLimit" and self.billing == "spot" and not self.spot_price_limits:
+            raise ValueError("spot_strategy SpotWithPriceLimit needs spot_price_limits")
+        if self.compensate_with_on_demand and self.multi_az_policy != "COST_OPTIMIZED" and self.billing == "spot":
+            # ACK: compensate_with_on_demand only applies with multi_az_policy=COST_OPTIMIZED.
+            raise ValueError("compensate_with_on_demand requires multi_az_policy COST_OPTIMIZED")
+        return self
+
+
+class ModelSpec(_Model):
+    """Step 2: the trained model, in TF Serving's layout ``<base>/<version>/...``."""
+
+    name: str = Field(default="chnsenticorp", description="Model name TF Serving serves it under")
+    local_dir: Path | None = Field(
+        default=None,
+        description="Local model base directory holding one sub-directory per numeric version",
+    )
+    source_uri: str | None = Field(
+        default=None,
+        description="Where the model comes from when not local: oss://bucket/prefix (copied inside OSS)",
+    )
+    version_policy: str = Field(
+        default="specific:1623831335", description="Versions to serve: latest[:N] | all | specific:N[,N...]"
+    )
+    upload_part_size: int = Field(
+        default=8 * 1024 * 1024, ge=100 * 1024, le=5 * 1024**3, description="Multipart part size in bytes"
+    )
+    multipart_threshold: int = Field(
+        default=16 * 1024 * 1024, ge=100 * 1024, description="Files at least this big go up in parallel parts"
+    )
+    upload_threads: int = Field(default=4, ge=1, le=64, description="Parallel part uploads per file")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", v):
+            raise ValueError(f"model name {v!r} must be 1-63 characters of letters, digits, '_', '.' or '-'")
+        return v
+
+    @field_validator("version_policy")
+    @classmethod
+    def _policy(cls, v: str) -> str:
+        if not VERSION_POLICY.match(v):
+            raise ValueError(f"version policy {v!r} must be latest[:N] | all | specific:N[,N...]")
+        return v
+
+    @field_validator("source_uri")
+    @classmethod
+    def _source(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        m = re.match(r"^oss://([^/]+)(/.*)?$", v)
+        if not m:
+            raise ValueError(f"source_uri {v!r} must be oss://bucket/prefix")
+        if not OSS_BUCKET.match(m.group(1)):
+            raise ValueError(f"source_uri bucket {m.group(1)!r} breaks the OSS bucket naming rules")
+        return v
+
+    @model_validator(mode="after")
+    def _layout(self) -> ModelSpec:
+        if self.local_dir is not None:
+            check_model_layout(self.local_dir, self.versions_wanted())
+        return self
+
+    def versions_wanted(self) -> list[int] | None:
+        """The versions the policy names explicitly (``specific``), else None."""
+        if self.version_policy.startswith("specific:"):
+            return [int(x) for x in self.version_policy.split(":", 1)[1].split(",")]
+        return None
+
+    def model_config_policy(self) -> str:
+        """The ``model_version_policy`` block of TF Serving's model config (model_server_config.proto)."""
+        p = self.version_policy
+        if p == "all":
+            return "all {}"
+        if p.startswith("latest"):
+            n = int(p.split(":", 1)[1]) if ":" in p else 1
+            return f"latest {{ num_versions: {n} }}"
+        versions = " ".join(f"versions: {v}" for v in self.versions_wanted() or [])
+        return f"specific {{ {versions} }}"
+
+
+def check_model_layout(base: Path, wanted: list[int] | None = None) -> list[int]:
+    """Check TF Serving's ``<base>/<version>/...`` layout; return the numeric versions found.
+
+    TF Serving's file system storage path source treats every all-digit sub-directory of the base path as a
+    version (tensorflow_serving/sources/storage_path/file_system_storage_path_source.cc).
+    """
+    base = Path(base)
+    if not base.is_dir():
+        raise ValueError(f"model directory {str(base)!r} does not exist or is not a directory")
+    versions = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+    if not versions:
+        raise ValueError(
+            f"model directory {str(base)!r} has no version sub-directory: TF Serving expects <base>/<version>/..."
+            " with a numeric version such as 1623831335"
+        )
+    for v in versions:
+        vdir = base / str(v)
+        if not any(vdir.iterdir()):
+            raise ValueError(f"model version directory {str(vdir)!r} is empty")
+        if not ((vdir / "saved_model.pb").exists() or (vdir / "saved_model.pbtxt").exists()
+                or (vdir / "model.json").exists()):
+            raise ValueError(
+                f"model version directory {str(vdir)!r} holds neither a SavedModel (saved_model.pb) nor a demo "
+                "model (model.json)"
+            )
+    if wanted:
+        missing = [v for v in wanted if v not in versions]
+        if missing:
+            raise ValueError(
+                f"version policy names versions {missing} that are not in {str(base)!r} (found {versions})"
+            )
+    return versions
+
+
+class StorageSpec(_Model):
+    """Step 3: the OSS bucket and its PV/PVC (CSI driver ossplugin.csi.alibabacloud.com)."""
+
+    bucket: str = Field(default="elastic-inference-models", description="OSS bucket holding the model")
+    oss_url: str | None = Field(
+        default=None,
+        description="OSS endpoint the CSI driver mounts from; default: the region's internal endpoint",
+    )
+    path: str = Field(default="/", description="Bucket path mounted at the serving data mount point")
+    pv_name: str = Field(default="model-csi-pv", description="PersistentVolume name (= CSI volumeHandle)")
+    pvc_name: str = Field(default="model-pvc", description="PersistentVolumeClaim name")
+    capacity: str = Field(default="5Gi", description="PV capacity and PVC request")
+    access_modes: list[Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce"]] = Field(
+        default_factory=lambda: ["ReadWriteMany"], description="Access modes"
+    )
+    reclaim_policy: Literal["Retain", "Delete"] = Field(default="Retain", description="PV reclaim policy")
+    other_opts: str = Field(
+        default="-o max_stat_cache_size=0 -o allow_other", description="ossfs mount options (otherOpts)"
+    )
+    auth: Literal["secret", "rrsa"] = Field(
+        default="secret",
+        description="How the CSI driver authenticates: a Secret with akId/akSecret, or RRSA (a RAM role)",
+    )
+    rrsa_role_name: str | None = Field(default=None, description="RAM role for RRSA (auth=rrsa)")
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket(cls, v: str) -> str:
+        if not OSS_BUCKET.match(v):
+            raise ValueError(
+                f"bucket {v!r} breaks the OSS bucket naming rules: 3-63 characters of lowercase letters, digits "
+                "and '-', starting and ending with a letter or digit"
+            )
+        return v
+
+    @field_validator("pv_name", "pvc_name")
+    @classmethod
+    def _k8s_name(cls, v: str) -> str:
+        return _dns_subdomain(_dns_label(v))
+
+    @field_validator("capacity")
+    @classmethod
+    def _capacity(cls, v: str) -> str:
+        if not QUANTITY.match(v):
+            raise ValueError(f"capacity {v!r} is not a Kubernetes quantity such as 5Gi")
+        return v
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in PurePosixPath(v).parts:
+            raise ValueError(f"path {v!r} must be an absolute bucket path such as / or /models")
+        return v
+
+    @field_validator("access_modes")
+    @classmethod
+    def _modes(cls, v: list[str]) -> list[str]:
+        if not v:
+            raise ValueError("at least one access mode is required")
+        return v
+
+    @model_validator(mode="after")
+    def _auth(self) -> StorageSpec:
+        if self.auth == "rrsa" and not self.rrsa_role_name:
+            raise ValueError("auth rrsa needs rrsa_role_name")
+        return self
+
+
+class ServingSpec(_Model):
+    """Step 4: TF Serving, rendered as ``arena serve tensorflow`` does."""
+
+    name: str = Field(default="bert-tfserving", description="Serving name (arena --name)")
+    version: str | None = Field(
+        default=None,
+        description="Serving version (arena --version); default: the time of validation as YYYYMMDDhhmm. "
+        "Pin it for repeatable deploys.",
+    )
+    namespace: str = Field(default="default", description="Namespace of every Kubernetes object")
+    image: str = Field(default="tensorflow/serving:1.15.0-gpu", description="TF Serving image")
+    gpus: int = Field(default=1, ge=0, le=16, description="nvidia.com/gpu per replica (limits and requests)")
+    cpu: str | None = Field(default=None, description="CPU limit per replica, e.g. 4")
+    memory: str | None = Field(default=None, description="Memory limit per replica, e.g. 8Gi")
+    selector: dict[str, str] | None = Field(
+        default=None, description="nodeSelector (arena --selector); default: the node pool's labels"
+    )
+    mount_path: str = Field(default="/models", description="Where the PVC is mounted (arena --data pvc:PATH)")
+    model_path: str = Field(default="/models/tensorflow", description="TF Serving model base path")
+    port: int = Field(default=8500, ge=1, le=65535, description="gRPC port")
+    rest_api_port: int = Field(default=8501, ge=1, le=65535, description="REST port")
+    replicas: int = Field(default=1, ge=0, le=1000, description="Initial replicas (the HPA takes over)")
+    tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod tolerations")
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return _dns_label(v, "serving name")
+
+    @field_validator("namespace")
+    @classmethod
+    def _ns(cls, v: str) -> str:
+        return _dns_label(v, "namespace")
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: str | None) -> str | None:
+        if v is not None:
+            _dns_label(v, "serving version")
+        return v
+
+    @field_validator("selector")
+    @classmethod
+    def _selector(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        return None if v is None else _labels(v)
+
+    @field_validator("image")
+    @classmethod
+    def _image(cls, v: str) -> str:
+        if not v or any(c.isspace() for c in v):
+            raise ValueError(f"image {v!r} must be a non-empty image reference without spaces")
+        return v
+
+    @field_validator("cpu", "memory")
+    @classmethod
+    def _quantity(cls, v: str | None) -> str | None:
+        if v is not None and not QUANTITY.match(v):
+            raise ValueError(f"{v!r} is not a Kubernetes quantity")
+        return v
+
+    @field_validator("mount_path", "model_path")
+    @classmethod
+    def _abs(cls, v: str) -> str:
+        if not v.startswith("/") or ".." in PurePosixPath(v).parts:
+            raise ValueError(f"{v!r} must be an absolute container path")
+        return v.rstrip("/") or "/"
+
+    @model_validator(mode="after")
+    def _paths(self) -> ServingSpec:
+        if self.port == self.rest_api_port:
+            raise ValueError("port and rest_api_port must differ")
+        mount = PurePosixPath(self.mount_path)
+        model = PurePosixPath(self.model_path)
+        if model != mount and mount not in model.parents:
+            raise ValueError(
+                f"model_path {self.model_path!r} must lie under the data mount_path {self.mount_path!r}, "
+                "or TF Serving cannot see the model"
+            )
+        return self
+
+
+class AutoscalingSpec(_Model):
+    """Step 5: HPA (autoscaling/v2) on the SLS ingress QPS external metric."""
+
+    min_replicas: int = Field(default=1, ge=1, le=1000, description="HPA minReplicas")
+    max_replicas: int = Field(default=10, ge=1, le=1000, description="HPA maxReplicas")
+    target_qps: int = Field(default=10, ge=1, description="Average QPS per replica that triggers scale-out")
+    metric_name: Literal["sls_ingress_qps", "sls_alb_ingress_qps"] = Field(
+        default="sls_ingress_qps", description="External metric served by alibaba-cloud-metrics-adapter"
+    )
+    logstore: str = Field(default="nginx-ingress", description="SLS logstore of the ingress access logs")
+    behavior: dict[str, Any] | None = Field(
+        default=None, description="HPA spec.behavior (autoscaling/v2); default: Kubernetes defaults"
+    )
+
+    @model_validator(mode="after")
+    def _range(self) -> AutoscalingSpec:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+        return self
+
+
+class IngressSpec(_Model):
+    """Step 6: the internet-facing Ingress."""
+
+    host: str = Field(default="test.example.com", description="Host name of the rule")
+    path: str = Field(default="/", description="Path of the rule")
+    path_type: Literal["ImplementationSpecific", "Prefix", "Exact"] = Field(
+        default="ImplementationSpecific", description="Path type (the console's default rule)"
+    )
+    class_name: str = Field(default="nginx", description="IngressClass")
+    service_port: int = Field(default=8501, ge=1, le=65535, description="Service port the rule sends to")
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str) -> str:
+        return _dns_subdomain(v, "ingress host")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str) -> str:
+        if not v.startswith("/"):
+            raise ValueError(f"path {v!r} must start with /")
+        return v
+
+
+class LoadStage(_Model):
+    duration_s: float = Field(gt=0, description="Length of the stage in seconds")
+    users: int = Field(ge=0, le=10000, description="Concurrent users")
+    spawn_rate: float = Field(default=10, gt=0, description="Users started per second")
+
+
+class LoadTestSpec(_Model):
+    """Step 7: the stress test through the Ingress (Locust, step shape)."""
+
+    enabled: bool = Field(default=True, description="Run the load test")
+    stages: list[LoadStage] = Field(
+        default_factory=lambda: [
+            LoadStage(duration_s=60, users=5, spawn_rate=5),
+            LoadStage(duration_s=120, users=40, spawn_rate=10),
+            LoadStage(duration_s=120, users=40, spawn_rate=10),
+        ],
+        description="Step load: each stage holds its user count for its duration",
+    )
+    wait_time_s: float = Field(default=1.0, ge=0, description="Pause of each user between requests")
+    payload_file: Path | None = Field(default=None, description="A :predict body to send instead of generated")
+    sample_interval_s: float = Field(default=5.0, gt=0, description="Timeline sampling period (seconds)")
+
+    @field_validator("stages")
+    @classmethod
+    def _stages(cls, v: list[LoadStage]) -> list[LoadStage]:
+        if not v:
+            raise ValueError("at least one load stage is required")
+        return v
+
+
+class VerificationSpec(_Model):
+    """Step 8: what the deploy must prove."""
+
+    max_error_rate: float = Field(default=0.01, ge=0, le=1, description="SLO: failed share of requests")
+    p95_ms: float = Field(default=1000, gt=0, description="SLO: p95 latency of the final stage, milliseconds")
+    require_scale_out: bool = Field(default=True, description="Fail unless the HPA and the pool scaled out")
+    require_mix: bool = Field(default=True, description="Fail unless pay-as-you-go and spot both appear")
+
+
+class DeploySpec(_Model):
+    """Every parameter of one elastic inference deploy."""
+
+    cluster_id: str | None = Field(
+        default=None, description="ACK cluster id; default: the one of the cluster block the flow runs with"
+    )
+    node_pool: NodePoolSpec = Field(default_factory=NodePoolSpec)
+    model: ModelSpec = Field(default_factory=ModelSpec)
+    storage: StorageSpec = Field(default_factory=StorageSpec)
+    serving: ServingSpec = Field(default_factory=ServingSpec)
+    autoscaling: AutoscalingSpec = Field(default_factory=AutoscalingSpec)
+    ingress: IngressSpec = Field(default_factory=IngressSpec)
+    load_test: LoadTestSpec = Field(default_factory=LoadTestSpec)
+    verification: VerificationSpec = Field(default_factory=VerificationSpec)
+
+    @field_validator("cluster_id")
+    @classmethod
+    def _cluster(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^c[a-z0-9]{8,40}$", v):
+            raise ValueError(f"cluster_id {v!r} is not an ACK cluster id (c followed by lowercase hex)")
+        return v
+
+    @model_validator(mode="after")
+    def _cross(self) -> DeploySpec:
+        if self.serving.version is None:
+            # arena's default version: the current time as 200601021504 (pkg/argsbuilder/serving.go).
+            object.__setattr__(self.serving, "version", datetime.now(UTC).strftime("%Y%m%d%H%M"))
+        if self.ingress.service_port != self.serving.rest_api_port:
+            raise ValueError(
+                f"ingress.service_port ({self.ingress.service_port}) must be the serving rest_api_port "
+                f"({self.serving.rest_api_port})"
+            )
+        selector = self.serving.selector or self.node_pool.labels
+        if not all(self.node_pool.labels.get(k) == v for k, v in selector.items()):
+            raise ValueError(
+                f"serving.selector {selector} does not match node_pool.labels {self.node_pool.labels}: "
+                "the pods could never land on the elastic pool"
+            )
+        if self.autoscaling.max_replicas > self.node_pool.max_instances * max(1, self._replicas_per_node_bound()):
+            raise ValueError(
+                f"autoscaling.max_replicas ({self.autoscaling.max_replicas}) can never fit on "
+                f"node_pool.max_instances ({self.node_pool.max_instances}) nodes"
+            )
+        return self
+
+    def _replicas_per_node_bound(self) -> int:
+        # Without knowing instance sizes here, a GPU replica needs >= 1 GPU; big types have up to 8.
+        return 8 if self.serving.gpus else 110
+
+    # ---- derived names -----------------------------------------------------------------------------------------
+    def with_cluster(self, cluster_id: str) -> DeploySpec:
+        return self.model_copy(update={"cluster_id": cluster_id})
+
+    @property
+    def names(self) -> DerivedNames:
+        return DerivedNames.of(self)
+
+    # ---- loading -----------------------------------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | Path) -> DeploySpec:
+        """Load from YAML or JSON (chosen by suffix; YAML is a superset of JSON so either parses)."""
+        path = Path(path)
+        text = path.read_text()
+        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise SpecError(f"{path}: the spec must be a mapping at the top level")
+        base = path.parent
+        local_dir = (data.get("model") or {}).get("local_dir")
+        if local_dir and not Path(local_dir).is_absolute():
+            data.setdefault("model", {})["local_dir"] = str((base / local_dir).resolve())
+        return cls.parse(data, source=str(path))
+
+    @classmethod
+    def parse(cls, data: dict[str, Any], source: str = "spec") -> DeploySpec:
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError.from_validation(exc, source) from None
+
+
+class SpecError(ValueError):
+    """A spec that breaks a rule; the message names each field and the rule."""
+
+    @classmethod
+    def from_validation(cls, exc: ValidationError, source: str) -> SpecError:
+        lines = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"]) or "(spec)"
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {field}: {msg}")
+        return cls(f"{source}: invalid deploy spec\n" + "\n".join(lines))
+
+
+class DerivedNames(BaseModel):
+    """Every name used by more than one step, computed once from the spec."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    release: str
+    deployment: str
+    service: str
+    model_config_map: str
+    model_config_file: str
+    hpa: str
+    ingress: str
+    pv: str
+    pvc: str
+    volume_handle: str
+    oss_secret: str
+    sls_project: str | None
+    sls_logstore: str
+    sls_route: str
+    model_oss_prefix: str
+    model_base_path: str
+    node_selector: dict[str, str]
+    pod_labels: dict[str, str]
+
+    @classmethod
+    def of(cls, spec: DeploySpec) -> DerivedNames:
+        s = spec.serving
+        release = f"{s.name}-{s.version}"
+        fullname = truncate_name(f"{release}-tensorflow-serving")
+        # The container sees the bucket's `storage.path` at `mount_path`; the model base path below it maps to
+        # the same relative path in the bucket: that is where the model is uploaded.
+        rel = PurePosixPath(s.model_path).relative_to(PurePosixPath(s.mount_path))
+        prefix = PurePosixPath(spec.storage.path.lstrip("/")) / rel
+        model_prefix = str(prefix).strip("/").removeprefix(".").strip("/")
+        return cls(
+            namespace=s.namespace,
+            release=release,
+            deployment=fullname,
+            service=fullname,
+            model_config_map=truncate_name(f"{fullname}-cm"),
+            model_config_file="/tfserving/config/model.config",
+            hpa=truncate_name(f"{s.name}-hpa"),
+            ingress=s.name,
+            pv=spec.storage.pv_name,
+            pvc=spec.storage.pvc_name,
+            volume_handle=spec.storage.pv_name,
+            oss_secret=truncate_name(f"{spec.storage.pv_name}-oss-secret"),
+            sls_project=f"k8s-log-{spec.cluster_id}" if spec.cluster_id else None,
+            sls_logstore=spec.autoscaling.logstore,
+            sls_route=f"{s.namespace}-{fullname}-{s.rest_api_port}",
+            model_oss_prefix=(model_prefix + "/") if model_prefix else "",
+            model_base_path=s.model_path,
+            node_selector=dict(s.selector or spec.node_pool.labels),
+            pod_labels={
+                "app": "tensorflow-serving",
+                "release": release,
+                "servingName": s.name,
+                "servingType": "tf-serving",
+                "servingVersion": str(s.version),
+                "modelName": spec.model.name,
+            },
+        )
+
+
+SpecPath = Annotated[Path, Field(description="Path of a DeploySpec YAML or JSON file")]
