@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 from pathlib import Path
 
-from .runner import DEFAULT_DIR, DEFAULT_SPEED, PID_FILE, Sandbox
+from .daemon import run_foreground
+from .runner import DEFAULT_DIR, DEFAULT_SPEED
 
 
 def main() -> None:
@@ -19,16 +19,7 @@ def main() -> None:
     up.add_argument("--faults", type=Path, default=None)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    options = {"faults": str(args.faults)} if args.faults else {}
-    sandbox = Sandbox(args.dir, speed=args.speed, options=options)
-    pid_file = sandbox.state_dir / PID_FILE
-    sandbox.state_dir.mkdir(parents=True, exist_ok=True)
-    pid_file.write_text(str(os.getpid()))
-    try:
-        sandbox.run_foreground()
-    finally:
-        if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
-            pid_file.unlink()
+    run_foreground(args.dir, args.speed, {"faults": str(args.faults)} if args.faults else {})
 
 
 if __name__ == "__main__":

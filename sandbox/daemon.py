@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from .runner import PID_FILE, SANDBOX_JSON
+from .runner import PID_FILE, SANDBOX_JSON, Sandbox
 
 
 def _pid_alive(pid: int) -> bool:
@@ -80,3 +80,16 @@ def stop_detached(state_dir: Path, timeout: float = 30.0) -> bool:
         os.kill(pid, signal.SIGKILL)
     (state_dir / PID_FILE).unlink(missing_ok=True)
     return True
+
+
+def run_foreground(state_dir: Path, speed: float, options: dict[str, Any] | None = None) -> None:
+    """Run the sandbox in this process until SIGINT/SIGTERM, holding DIR/sandbox.pid while it runs."""
+    sandbox = Sandbox(state_dir, speed=speed, options=options or {})
+    sandbox.state_dir.mkdir(parents=True, exist_ok=True)
+    pid_file = sandbox.state_dir / PID_FILE
+    pid_file.write_text(str(os.getpid()))
+    try:
+        sandbox.run_foreground()
+    finally:
+        if pid_file.exists() and pid_file.read_text().strip() == str(os.getpid()):
+            pid_file.unlink()

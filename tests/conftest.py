@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
-# Tests never reach a real cloud: fail fast if a developer's environment points at one.
-for _var in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET"):
+# Tests never reach a real cloud: drop credentials a developer's environment may carry.
+for _var in ("ALIBABA_CLOUD_ACCESS_KEY_ID", "ALIBABA_CLOUD_ACCESS_KEY_SECRET", "PREFECT_API_URL", "PREFECT_API_KEY"):
     os.environ.pop(_var, None)
+# Prefect state of the test session stays in a temporary home, never in the user's ~/.prefect.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="ei-prefect-home-")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("PREFECT_LOGGING_TO_API_ENABLED", "true")
 
 
 @pytest.fixture(scope="session")

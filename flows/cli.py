@@ -1,0 +1,92 @@
+"""The `elastic-inference` command line: the sandbox, the deploy flow, and the demo."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+sandbox_app = typer.Typer(no_args_is_help=True, help="The local emulation of ACK, OSS, ECS/ESS and SLS.")
+app.add_typer(sandbox_app, name="sandbox")
+console = Console()
+
+DirOpt = Annotated[Path, typer.Option("--dir", help="Sandbox state directory")]
+
+
+@sandbox_app.command("up")
+def sandbox_up(
+    dir: DirOpt = Path(".sandbox"),
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 10.0,
+    detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
+    faults: Annotated[Path | None, typer.Option(help="Fault injection file (YAML)")] = None,
+) -> None:
+    """Start the sandbox; its endpoints and credentials go to DIR/sandbox.json (mode 0600)."""
+    from sandbox.daemon import run_foreground, running_pid, start_detached
+
+    if speed <= 0:
+        raise typer.BadParameter("must be > 0", param_hint="--speed")
+    if (pid := running_pid(dir)) is not None:
+        console.print(f"[yellow]a sandbox is already running in {dir} (pid {pid})[/]")
+        raise typer.Exit(1)
+    extra = ["--faults", str(faults)] if faults else []
+    if detach:
+        info = start_detached(dir, speed, extra)
+        _print_info(info)
+        console.print(f"stop it with: elastic-inference sandbox down --dir {dir}")
+        return
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    console.print(f"sandbox starting in {dir.resolve()} (Ctrl-C to stop)")
+    run_foreground(dir, speed, {"faults": str(faults)} if faults else {})
+
+
+@sandbox_app.command("down")
+def sandbox_down(dir: DirOpt = Path(".sandbox")) -> None:
+    """Stop the background sandbox of DIR (its state stays for the next `up`)."""
+    from sandbox.daemon import stop_detached
+
+    if stop_detached(dir):
+        console.print(f"sandbox in {dir} stopped")
+    else:
+        console.print(f"no sandbox running in {dir}")
+
+
+@sandbox_app.command("status")
+def sandbox_status(
+    dir: DirOpt = Path(".sandbox"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print sandbox.json (secret masked)")] = False,
+) -> None:
+    """Say whether the sandbox of DIR runs, and where its endpoints are."""
+    from sandbox.daemon import running_pid
+
+    pid = running_pid(dir)
+    info_path = dir / "sandbox.json"
+    info = json.loads(info_path.read_text()) if info_path.exists() else {}
+    masked = {k: ("********" if "secret" in k or "token" in k else v) for k, v in info.items()}
+    if as_json:
+        print(json.dumps({"running": pid is not None, **masked}, indent=2))
+        raise typer.Exit(0 if pid else 3)
+    if pid is None:
+        console.print(f"no sandbox running in {dir}" + (" (state kept from a previous run)" if info else ""))
+        raise typer.Exit(3)
+    console.print(f"sandbox running in {dir} (pid {pid})")
+    _print_info(masked)
+
+
+def _print_info(info: dict) -> None:
+    for key in sorted(info):
+        if key.endswith("_endpoint") or key in ("region", "cluster_id", "access_key_id", "kubeconfig", "speed"):
+            console.print(f"  {key:<18} {info[key]}")
+
+
+def main() -> None:  # pragma: no cover - console script entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()
