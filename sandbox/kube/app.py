@@ -1,0 +1,346 @@
+"""HTTP routes of the API server (starlette): path parsing, query options, content negotiation, watch streams.
+
+Paths and verbs as apiserver's ``endpoints/installer.go`` registers them; request/response conventions from
+``endpoints/handlers/{create,get,update,patch,delete,watch}.go``: create 201, apply-create 201, delete 200 (or 202
+when finalizers delay it), watch as chunked JSON lines ``{"type","object"}``, Table when the Accept header asks
+``as=Table;g=meta.k8s.io`` (``handlers/response.go``), ``Warning: 299 - "..."`` headers for dropped fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+import orjson
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from . import conversion, discovery, openapi, tables
+from .api import KubeStore, decode_continue, encode_continue, parse_body
+from .errors import KubeError, bad_request, method_not_allowed, unauthorized, unsupported_media_type
+from .patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES
+from .resources import GROUPS, ResourceType, lookup, served
+
+log = logging.getLogger("sandbox.kube")
+JSON = "application/json"
+
+
+def _json(body: Any, code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status_code=code, media_type=JSON, headers=headers)
+
+
+def _raw(blob: bytes, code: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(blob, status_code=code, media_type=JSON, headers=headers)
+
+
+def _error(e: KubeError) -> Response:
+    return _json(e.status(), e.code)
+
+
+def _not_found_page() -> Response:
+    return PlainTextResponse("404 page not found\n", status_code=404)
+
+
+def _warn_headers(warnings: list[str]) -> dict[str, str] | None:
+    if not warnings:
+        return None
+    return {"Warning": ", ".join(f'299 - "{w.replace(chr(34), chr(39))}"' for w in warnings)}
+
+
+def _bool(v: str | None) -> bool:
+    return v is not None and v.lower() in ("true", "1", "")
+
+
+def _table_wanted(accept: str) -> bool:
+    for part in accept.split(","):
+        p = part.replace(" ", "")
+        if "as=Table" in p and "g=meta.k8s.io" in p:
+            return True
+        if p.startswith(JSON) or p.startswith("*/*") or p.startswith("application/yaml"):
+            return False
+    return False
+
+
+class KubeApp:
+    def __init__(self, kube: Any) -> None:
+        self.kube = kube
+        self.store: KubeStore = kube.store
+        self.app = Starlette(routes=[Route("/{path:path}", self.dispatch,
+                                           methods=["GET", "POST", "PUT", "PATCH", "DELETE", "HEAD", "OPTIONS"])])
+
+    async def __call__(self, scope, receive, send):
+        await self.app(scope, receive, send)
+
+    # ---- entry ---------------------------------------------------------------------------------------------------
+    async def dispatch(self, request: Request) -> Response:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or not self.kube.tokens.check(auth[7:].strip()):
+            return _error(unauthorized())
+        try:
+            return await self._route(request)
+        except KubeError as e:
+            return _error(e)
+        except Exception as e:  # noqa: BLE001 - never leak a traceback as a 500 without a Status
+            log.exception("kube api: %s %s", request.method, request.url.path)
+            return _json(KubeError(500, "InternalError", f"Internal error occurred: {e}").status(), 500)
+
+    async def _route(self, request: Request) -> Response:
+        path = request.path_params.get("path", "").strip("/")
+        seg = path.split("/") if path else []
+        accept = request.headers.get("accept", "")
+        if not seg:
+            return _json({"paths": ["/api", "/api/v1", "/apis", "/openapi/v3", "/version", "/healthz", "/livez",
+                                    "/readyz"] + [f"/apis/{g}/{v}" for g, vs in GROUPS.items() if g for v in vs]})
+        head = seg[0]
+        if head in ("healthz", "livez", "readyz") and len(seg) == 1:
+            return PlainTextResponse("ok")
+        if head == "version" and len(seg) == 1:
+            return _json(discovery.VERSION_INFO)
+        if head == "openapi":
+            return self._openapi(seg[1:], request)
+        if head == "api":
+            if len(seg) == 1:
+                agg = discovery.wants_aggregated(accept)
+                if agg:
+                    return self._aggregated(True, agg)
+                return _json(discovery.api_versions(request.url.netloc))
+            if seg[1] != "v1":
+                return _not_found_page()
+            if len(seg) == 2:
+                return _json(discovery.resource_list("", "v1"))
+            return await self._resource(request, "", "v1", seg[2:])
+        if head == "apis":
+            if len(seg) == 1:
+                agg = discovery.wants_aggregated(accept)
+                if agg:
+                    return self._aggregated(False, agg)
+                return _json(discovery.api_group_list(self.kube.extra_groups()))
+            group = seg[1]
+            if len(seg) >= 3 and (group, seg[2]) in self.kube.aggregated:
+                return await self.kube.aggregated[(group, seg[2])]["handler"](request)
+            if len(seg) == 2:
+                if group in GROUPS and group:
+                    return _json(discovery.api_group(group))
+                extra = dict(self.kube.extra_groups())
+                if group in extra:
+                    return _json(discovery.api_group(group, extra[group]))
+                return _not_found_page()
+            if not served(group, seg[2]):
+                return _not_found_page()
+            if len(seg) == 3:
+                return _json(discovery.resource_list(group, seg[2]))
+            return await self._resource(request, group, seg[2], seg[3:])
+        return _not_found_page()
+
+    def _aggregated(self, core: bool, version: str) -> Response:
+        body = discovery.aggregated(core, version, self.kube.extra_aggregated())
+        ctype = discovery.AGG_CONTENT_TYPE.format(v=version)
+        return Response(orjson.dumps(body), media_type=ctype)
+
+    def _openapi(self, seg: list[str], request: Request) -> Response:
+        if seg == ["v3"]:
+            return _json(openapi.index())
+        if len(seg) >= 2 and seg[0] == "v3":
+            doc = openapi.document("/".join(seg[1:]))
+            if doc is None:
+                return _not_found_page()
+            return _raw(doc, headers={"Cache-Control": "public, immutable", "Etag": openapi.etag("/".join(seg[1:]))})
+        return _not_found_page()
+
+    # ---- resources -----------------------------------------------------------------------------------------------
+    async def _resource(self, request: Request, group: str, version: str, rest: list[str]) -> Response:
+        ns = ""
+        if len(rest) >= 3 and rest[0] == "namespaces":
+            candidate = lookup(group, version, rest[2])
+            if candidate is not None and candidate.namespaced:
+                ns = rest[1]
+                rest = rest[2:]
+        rt = lookup(group, version, rest[0])
+        if rt is None or len(rest) > 3:
+            return _not_found_page()
+        name = rest[1] if len(rest) > 1 else None
+        sub = rest[2] if len(rest) > 2 else ""
+        if sub and rt.sub(sub) is None:
+            return _not_found_page()
+        if rt.namespaced and name is not None and not ns:
+            return _not_found_page()
+        q = request.query_params
+        method = request.method
+        manager = q.get("fieldManager") or _default_manager(request)
+        dry_run = q.get("dryRun") == "All"
+        if q.get("dryRun") not in (None, "All"):
+            raise bad_request(f"unsupported dry run value {q.get('dryRun')!r}: only All is supported")
+        fv = q.get("fieldValidation") or "Warn"
+        if fv not in ("Strict", "Warn", "Ignore"):
+            raise bad_request(f"fieldValidation must be one of Ignore, Warn, Strict (got {fv})")
+        warnings: list[str] = []
+        table = _table_wanted(request.headers.get("accept", ""))
+        if method in ("GET", "HEAD"):
+            if name is None:
+                if _bool(q.get("watch")) and q.get("watch") is not None:
+                    return self._watch(request, rt, ns or None, table)
+                return self._list(request, rt, ns or None, table)
+            if sub == "scale":
+                return _json(self.store.get_scale(rt, ns, name))
+            obj = self.store.get(rt, ns, name)
+            if table:
+                return _json(tables.table(rt, [obj], self.store.clock.now(), q.get("includeObject", "Metadata")))
+            return _json(obj)
+        if method == "POST":
+            body = await self._body(request)
+            if name is None:
+                out = self.store.create(rt, body, ns or None, field_manager=manager, dry_run=dry_run,
+                                        field_validation=fv, warnings=warnings)
+                return _json(out, 201, _warn_headers(warnings))
+            if rt.plural == "pods" and sub == "binding":
+                target = (body.get("target") or {}) if isinstance(body, dict) else {}
+                if not target.get("name"):
+                    raise bad_request("binding target name is required")
+                self.store.bind(ns, name, target["name"], dry_run=dry_run)
+                return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                              "code": 201}, 201)
+            raise method_not_allowed("create", rt.plural, rt.group)
+        if name is None and method == "DELETE":
+            opts = await self._delete_options(request)
+            deleted = self.store.delete_collection(rt, ns or None, q.get("labelSelector"), q.get("fieldSelector"),
+                                                   **opts)
+            return _json({"kind": rt.list_kind, "apiVersion": rt.api_version,
+                          "metadata": {"resourceVersion": str(self.store.resource_version())}, "items": deleted})
+        if name is None:
+            raise method_not_allowed(method.lower(), rt.plural, rt.group)
+        if method == "PUT":
+            if sub == "binding":
+                raise method_not_allowed("update", rt.plural, rt.group)
+            body = await self._body(request)
+            out = self.store.update(rt, body, ns or None, name=name, subresource=sub, field_manager=manager,
+                                    dry_run=dry_run, field_validation=fv, warnings=warnings)
+            return _json(out, 200, _warn_headers(warnings))
+        if method == "PATCH":
+            ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+            if ctype == APPLY_PATCH_CBOR or ctype not in PATCH_TYPES:
+                raise unsupported_media_type(ctype or "(none)")
+            raw = await request.body()
+            body = parse_body(raw, yaml_ok=ctype == APPLY_PATCH)
+            force = _bool(q.get("force")) if q.get("force") is not None else False
+            if force and ctype != APPLY_PATCH:
+                raise bad_request("force may not be specified for non-apply patch")
+            out, created = self.store.patch(rt, ns or None, name, body, ctype, subresource=sub,
+                                            field_manager=q.get("fieldManager") or (None if ctype == APPLY_PATCH
+                                                                                    else manager),
+                                            force=force, dry_run=dry_run, field_validation=fv, warnings=warnings)
+            return _json(out, 201 if created else 200, _warn_headers(warnings))
+        if method == "DELETE":
+            opts = await self._delete_options(request)
+            out = self.store.delete(rt, ns or None, name, **opts)
+            if out["metadata"].get("deletionTimestamp") and self.store.try_get(rt, ns or None, name) is not None:
+                return _json(out, 200 if rt.plural == "pods" else 202)
+            if rt.plural == "pods":
+                return _json(out)
+            return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
+                          "details": {"name": name, "group": rt.group, "kind": rt.plural,
+                                      "uid": out["metadata"].get("uid")}})
+        raise method_not_allowed(method.lower(), rt.plural, rt.group)
+
+    async def _body(self, request: Request) -> Any:
+        ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype and ("protobuf" in ctype or "cbor" in ctype):
+            raise unsupported_media_type(ctype)
+        raw = await request.body()
+        return parse_body(raw, yaml_ok=ctype == "application/yaml")
+
+    async def _delete_options(self, request: Request) -> dict[str, Any]:
+        q = request.query_params
+        raw = await request.body()
+        body: dict[str, Any] = {}
+        if raw.strip():
+            parsed = parse_body(raw)
+            if not isinstance(parsed, dict):
+                raise bad_request("DeleteOptions must be an object")
+            body = parsed
+        policy = q.get("propagationPolicy") or body.get("propagationPolicy")
+        orphan = q.get("orphanDependents") or body.get("orphanDependents")
+        if policy is None and orphan is not None:
+            policy = "Orphan" if str(orphan).lower() == "true" else "Background"
+        grace = q.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
+        dry = q.get("dryRun") == "All" or "All" in (body.get("dryRun") or [])
+        try:
+            grace_i = None if grace is None else int(grace)
+        except ValueError:
+            raise bad_request(f"invalid gracePeriodSeconds {grace!r}") from None
+        return {"propagation_policy": policy, "grace_period_seconds": grace_i,
+                "preconditions": body.get("preconditions"), "dry_run": dry}
+
+    def _list(self, request: Request, rt: ResourceType, ns: str | None, table: bool) -> Response:
+        q = request.query_params
+        entries, rv = self.store.select(rt, ns, q.get("labelSelector"), q.get("fieldSelector"))
+        cont = q.get("continue")
+        if cont:
+            _crv, start = decode_continue(cont)
+            entries = [e for e in entries if (e.obj["metadata"].get("namespace", ""), e.obj["metadata"]["name"]) > start]
+        limit = q.get("limit")
+        next_token, remaining = None, None
+        if limit:
+            try:
+                n = int(limit)
+            except ValueError:
+                raise bad_request(f"invalid limit {limit!r}") from None
+            if n > 0 and len(entries) > n:
+                last = entries[n - 1].obj["metadata"]
+                next_token = encode_continue(rv, (last.get("namespace", ""), last["name"]))
+                remaining = len(entries) - n
+                entries = entries[:n]
+        meta: dict[str, Any] = {"resourceVersion": str(rv)}
+        if next_token:
+            meta["continue"] = next_token
+            meta["remainingItemCount"] = remaining
+        if table:
+            objs = [conversion.from_storage(rt, e.obj) for e in entries]
+            body = tables.table(rt, objs, self.store.clock.now(), q.get("includeObject", "Metadata"))
+            body["metadata"] = meta
+            return _json(body)
+        if rt.storage:
+            blobs = [orjson.dumps(conversion.from_storage(rt, e.obj)) for e in entries]
+        else:
+            blobs = [e.blob for e in entries]
+        head = orjson.dumps({"kind": rt.list_kind, "apiVersion": rt.api_version, "metadata": meta})
+        return _raw(head[:-1] + b',"items":[' + b",".join(blobs) + b"]}")
+
+    def _watch(self, request: Request, rt: ResourceType, ns: str | None, table: bool) -> Response:
+        q = request.query_params
+        timeout = q.get("timeoutSeconds")
+        try:
+            timeout_f = float(timeout) if timeout else None
+        except ValueError:
+            raise bad_request(f"invalid timeoutSeconds {timeout!r}") from None
+        # parse selectors now so a bad one is a 400, not an error inside the stream
+        from .selectors import parse_fields, parse_labels
+        parse_labels(q.get("labelSelector"))
+        parse_fields(q.get("fieldSelector"), rt.key)
+        gen = self.store.watch_raw(rt, ns, q.get("labelSelector"), q.get("fieldSelector"), q.get("resourceVersion"),
+                                   timeout_f, _bool(q.get("allowWatchBookmarks")) if q.get("allowWatchBookmarks")
+                                   else False)
+        include = q.get("includeObject", "Metadata")
+        clock = self.store.clock
+
+        async def stream():
+            try:
+                async for kind, obj in gen:
+                    if table and kind in ("ADDED", "MODIFIED", "DELETED"):
+                        obj = tables.table(rt, [obj], clock.now(), include)
+                    yield orjson.dumps({"type": kind, "object": obj}) + b"\n"
+            except (asyncio.CancelledError, GeneratorExit):
+                raise
+            finally:
+                with contextlib.suppress(Exception):
+                    await gen.aclose()
+
+        return StreamingResponse(stream(), media_type=JSON)
+
+
+def _default_manager(request: Request) -> str:
+    ua = request.headers.get("user-agent", "unknown")
+    return ua.split("/", 1)[0][:128] or "unknown"

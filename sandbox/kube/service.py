@@ -1,0 +1,130 @@
+"""The sandbox's Kubernetes API server (HTTPS, bearer token, 1.33).
+
+``KubeService.store`` is the in-process API the controllers use (see :mod:`sandbox.kube.api` for the contract);
+``user_kubeconfig()`` serves ACK's DescribeClusterUserKubeconfig; ``register_api()`` lets another sandbox
+service answer an aggregated API group (e.g. ``external.metrics.k8s.io``) on this server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from ..runner import write_private
+from ..service import Service
+from . import kubeconfig, seed
+from .api import KubeStore
+from .app import KubeApp
+from .auth import Tokens
+from .certs import ensure_certs
+
+log = logging.getLogger("sandbox.kube")
+DEFAULT_USER_TTL_MINUTES = 3 * 365 * 24 * 60  # ACK's default for a kubeconfig without a temporary duration
+
+
+class KubeService(Service):
+    name = "kube"
+    scheme = "https"
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.dir = ctx.state_dir / "kube"
+        self.tls = ensure_certs(self.dir)
+        self.tokens = Tokens(ctx.store, ctx.clock)
+        self.store = KubeStore(ctx)
+        self.aggregated: dict[tuple[str, str], dict[str, Any]] = {}
+        self.endpoint = ""
+        self.kubeconfig_path = ctx.state_dir / "kubeconfig"
+        self._tasks: list[asyncio.Task] = []
+        self._seed()
+
+    # ---- Service hooks -------------------------------------------------------------------------------------------
+    def app(self) -> Any:
+        return KubeApp(self)
+
+    def ssl_options(self) -> dict[str, Any]:
+        return {"ssl_certfile": str(self.tls.cert), "ssl_keyfile": str(self.tls.key)}
+
+    def on_bound(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+        text = kubeconfig.render(endpoint, self.tls.ca_cert.read_bytes(), self.tokens.admin)
+        write_private(self.kubeconfig_path, text)
+
+    async def start(self) -> None:
+        self.store.loop = asyncio.get_running_loop()
+        self._tasks.append(asyncio.create_task(self._gc_loop(), name="kube-gc"))
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+
+    def info(self) -> dict[str, Any]:
+        return {"kube_endpoint": self.endpoint, "kubeconfig": str(self.kubeconfig_path)}
+
+    # ---- ACK DescribeClusterUserKubeconfig ---------------------------------------------------------------------------
+    def user_kubeconfig(self, temporary_minutes: int | None = None, private_ip: bool = False) -> tuple[str, str]:
+        """(kubeconfig YAML with a new token, expiration RFC 3339 in simulated time)."""
+        minutes = temporary_minutes or DEFAULT_USER_TTL_MINUTES
+        ident = self.ctx.identity
+        token, expires = self.tokens.issue(f"{ident.account_id}", minutes * 60)
+        text = kubeconfig.render(self.endpoint, self.tls.ca_cert.read_bytes(), token, cluster="kubernetes",
+                                 user=ident.account_id, context=f"{ident.account_id}-{ident.cluster_id}")
+        return text, self.ctx.clock.iso(expires)
+
+    # ---- aggregated APIs served by other sandbox services -------------------------------------------------------------
+    def register_api(self, group: str, version: str, resources: list[dict[str, Any]],
+                     handler: Callable[[Any], Awaitable[Any]]) -> None:
+        """Serve ``/apis/{group}/{version}/...`` with ``handler(starlette Request) -> Response``.
+
+        ``resources`` are aggregated-discovery resource entries (``{"resource", "responseKind", "scope",
+        "verbs"}``); they appear in ``/apis`` discovery like an APIService-backed group.
+        """
+        self.aggregated[(group, version)] = {"resources": resources, "handler": handler}
+
+    def extra_groups(self) -> list[tuple[str, list[str]]]:
+        groups: dict[str, list[str]] = {}
+        for g, v in self.aggregated:
+            groups.setdefault(g, []).append(v)
+        return list(groups.items())
+
+    def extra_aggregated(self) -> list[dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for (g, v), spec in self.aggregated.items():
+            item = out.setdefault(g, {"metadata": {"name": g, "creationTimestamp": None}, "versions": []})
+            item["versions"].append({"version": v, "resources": spec["resources"], "freshness": "Current"})
+        return list(out.values())
+
+    # ---- internals -----------------------------------------------------------------------------------------------
+    def _seed(self) -> None:
+        if self.ctx.store.get_meta("kube_seeded"):
+            return
+        for resource, obj in seed.objects():
+            ns = obj["metadata"].get("namespace")
+            created = self.store.create(resource, obj, ns, field_manager="kube-apiserver")
+            if resource == "apiservices":
+                created["status"] = {"conditions": [seed.available_condition(self.store.now())]}
+                self.store.update_status(resource, created, field_manager="kube-apiserver")
+        self.ctx.store.set_meta("kube_seeded", True)
+
+    async def _gc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            try:
+                if self.store._gc_dirty or self._tick():
+                    self.store._gc_dirty = False
+                    if self.store.gc_pass():
+                        self.store._gc_dirty = True
+            except Exception:  # noqa: BLE001 - the loop must survive one bad object
+                log.exception("kube gc pass failed")
+
+    _ticks = 0
+
+    def _tick(self) -> bool:
+        self._ticks += 1
+        return self._ticks % 5 == 0
