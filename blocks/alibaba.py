@@ -6,6 +6,7 @@ logs. They are unwrapped only at the moment an SDK client is built.
 
 from __future__ import annotations
 
+import logging
 from typing import Any, Literal
 from urllib.parse import urlparse
 
@@ -28,6 +29,49 @@ def _split_endpoint(endpoint: str, default_scheme: str = "https") -> tuple[str, 
     if parsed.scheme not in ("http", "https") or not parsed.netloc:
         raise ValueError(f"endpoint {endpoint!r} must be host[:port] or http(s)://host[:port]")
     return parsed.scheme, parsed.netloc
+
+
+# The SDKs log at DEBUG what they sign and send: oss2 the string to sign and the request headers, aliyunsdkcore the
+# request headers. With STS credentials those hold the security token. This filter blanks the secrets of every
+# credentials block that built a client from those loggers' records.
+_SDK_LOGGERS = (
+    "oss2.auth",
+    "oss2.http",
+    "oss2.api",
+    "oss2.credentials",
+    "aliyunsdkcore.client",
+    "aliyunsdkcore.http.http_response",
+    "aliyunsdkcore.auth.signers.sts_token_signer",
+    "aliyunsdkcore.auth.signers.access_key_signer",
+)
+
+
+class _RedactSecrets(logging.Filter):
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self.secrets:
+            return True
+        message = record.getMessage()
+        redacted = message
+        for secret in self.secrets:
+            redacted = redacted.replace(secret, "******")
+        if redacted != message:
+            record.msg, record.args = redacted, None
+        return True
+
+
+_REDACT = _RedactSecrets()
+
+
+def _redact_in_sdk_logs(*secrets: str) -> None:
+    _REDACT.secrets.update(s for s in secrets if s)
+    for name in _SDK_LOGGERS:
+        sdk_logger = logging.getLogger(name)
+        if _REDACT not in sdk_logger.filters:
+            sdk_logger.addFilter(_REDACT)
 
 
 class AlibabaCloudCredentials(CredentialsBlock):
@@ -103,8 +147,10 @@ bucket = creds.get_client("oss", bucket="my-models")   # oss2.Bucket
     # ---- clients ---------------------------------------------------------------------------------------------
     def get_acs_client(self, **kwargs: Any) -> AcsClient:
         secret = self.access_key_secret.get_secret_value()
+        token = self.security_token.get_secret_value() if self.security_token is not None else ""
+        _redact_in_sdk_logs(secret, token)
         if self.security_token is not None:
-            cred = StsTokenCredential(self.access_key_id, secret, self.security_token.get_secret_value())
+            cred = StsTokenCredential(self.access_key_id, secret, token)
         else:
             cred = AccessKeyCredential(self.access_key_id, secret)
         kwargs.setdefault("connect_timeout", 10)
@@ -113,8 +159,10 @@ bucket = creds.get_client("oss", bucket="my-models")   # oss2.Bucket
 
     def get_oss_auth(self) -> oss2.Auth | oss2.StsAuth:
         secret = self.access_key_secret.get_secret_value()
+        token = self.security_token.get_secret_value() if self.security_token is not None else ""
+        _redact_in_sdk_logs(secret, token)
         if self.security_token is not None:
-            return oss2.StsAuth(self.access_key_id, secret, self.security_token.get_secret_value())
+            return oss2.StsAuth(self.access_key_id, secret, token)
         return oss2.Auth(self.access_key_id, secret)
 
     def get_oss_bucket(self, bucket: str, **kwargs: Any) -> oss2.Bucket:

@@ -45,6 +45,25 @@ INSTANCE_TYPE = re.compile(r"^ecs\.[a-z0-9-]+\.[a-z0-9-]+$")
 CRON_FIELD = re.compile(r"^[0-9*,/\-]+$")
 
 NAME_MAX = 63
+# Kubernetes Service names are DNS-1035 labels (must start with a letter): apimachinery ValidateServiceName.
+DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# SLS logstore naming: 2-63 characters of lowercase letters, digits, '-' and '_', starting and ending with a
+# lowercase letter or digit (Simple Log Service "Limits on names").
+SLS_LOGSTORE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,61}[a-z0-9]$")
+# arena's chart name (charts/tfserving/Chart.yaml): the `app` label and the suffix of the full name.
+CHART_NAME = "tensorflow-serving"
+
+
+class _FieldError(ValueError):
+    """A rule broken by a field that a model-level validator checks: ``field`` is the path below the model.
+
+    Pydantic reports a model validator's error at the model's own location; :class:`SpecError` appends ``field``
+    so that the message names the exact field (``node_pool.max_instances``, not just ``node_pool``).
+    """
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
 
 
 def _dns_label(value: str, what: str = "name") -> str:
@@ -98,8 +117,20 @@ def _labels(labels: dict[str, str]) -> dict[str, str]:
 
 
 def truncate_name(name: str, limit: int = NAME_MAX) -> str:
-    """Helm's ``trunc 63 | trimSuffix "-"`` (arena's charts/tfserving/templates/_helpers.tpl)."""
+    """Helm's ``trunc 63 | trimSuffix "-"`` (arena's charts/tfserving/templates/_helpers.tpl).
+
+    Helm's trimSuffix drops one '-'; we drop all trailing ones so the result is always a valid DNS label (for
+    the names that pass validation the two agree).
+    """
     return name[:limit].rstrip("-")
+
+
+def serving_fullname(release: str) -> str:
+    """arena's ``tensorflow-serving.fullname``: ``<release>-tensorflow-serving`` cut to 63 characters, or the
+    release itself when it already contains the chart name (charts/tfserving/templates/_helpers.tpl)."""
+    if CHART_NAME in release:
+        return truncate_name(release)
+    return truncate_name(f"{release}-{CHART_NAME}")
 
 
 class _Model(BaseModel):
@@ -118,6 +149,11 @@ class Taint(_Model):
     @classmethod
     def _key(cls, v: str) -> str:
         return _label_key(v)
+
+    @field_validator("value")
+    @classmethod
+    def _value(cls, v: str) -> str:
+        return _label_value(v)
 
 
 class SpotPriceLimit(_Model):
@@ -222,19 +258,25 @@ class NodePoolSpec(_Model):
     @model_validator(mode="after")
     def _consistent(self) -> NodePoolSpec:
         if self.min_instances > self.max_instances:
-            raise ValueError(
-                f"min_instances ({self.min_instances}) must be <= max_instances ({self.max_instances})"
+            raise _FieldError(
+                "max_instances",
+                f"min_instances ({self.min_instances}) must be <= max_instances ({self.max_instances})",
             )
         if self.key_pair and self.login_password:
-            raise ValueError("set key_pair or login_password, not both")
+            raise _FieldError("login_password", "set key_pair or login_password, not both")
         limited = {p.instance_type for p in self.spot_price_limits}
         if unknown := limited - set(self.instance_types):
-            raise ValueError(f"spot_price_limits names instance types not in instance_types: {sorted(unknown)}")
+            raise _FieldError(
+                "spot_price_limits",
+                f"spot_price_limits names instance types not in instance_types: {sorted(unknown)}",
+            )
         if self.spot_strategy == "SpotWithPriceLimit" and self.billing == "spot" and not self.spot_price_limits:
-            raise ValueError("spot_strategy SpotWithPriceLimit needs spot_price_limits")
+            raise _FieldError("spot_price_limits", "spot_strategy SpotWithPriceLimit needs spot_price_limits")
         if self.compensate_with_on_demand and self.multi_az_policy != "COST_OPTIMIZED" and self.billing == "spot":
             # ACK: compensate_with_on_demand only applies with multi_az_policy=COST_OPTIMIZED.
-            raise ValueError("compensate_with_on_demand requires multi_az_policy COST_OPTIMIZED")
+            raise _FieldError(
+                "compensate_with_on_demand", "compensate_with_on_demand requires multi_az_policy COST_OPTIMIZED"
+            )
         return self
 
 
@@ -264,8 +306,12 @@ class ModelSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$", v):
-            raise ValueError(f"model name {v!r} must be 1-63 characters of letters, digits, '_', '.' or '-'")
+        # It is also the value of the pods' `modelName` label, hence the label-value rule.
+        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", v):
+            raise ValueError(
+                f"model name {v!r} must be 1-63 characters of letters, digits, '_', '.' or '-', "
+                "starting and ending with a letter or digit"
+            )
         return v
 
     @field_validator("version_policy")
@@ -290,7 +336,10 @@ class ModelSpec(_Model):
     @model_validator(mode="after")
     def _layout(self) -> ModelSpec:
         if self.local_dir is not None:
-            check_model_layout(self.local_dir, self.versions_wanted())
+            try:
+                check_model_layout(self.local_dir, self.versions_wanted())
+            except ValueError as exc:
+                raise _FieldError("local_dir", str(exc)) from None
         return self
 
     def versions_wanted(self) -> list[int] | None:
@@ -320,7 +369,7 @@ def check_model_layout(base: Path, wanted: list[int] | None = None) -> list[int]
     base = Path(base)
     if not base.is_dir():
         raise ValueError(f"model directory {str(base)!r} does not exist or is not a directory")
-    versions = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and p.name.isdigit())
+    versions = sorted(int(p.name) for p in base.iterdir() if p.is_dir() and re.fullmatch(r"[0-9]+", p.name))
     if not versions:
         raise ValueError(
             f"model directory {str(base)!r} has no version sub-directory: TF Serving expects <base>/<version>/..."
@@ -409,7 +458,7 @@ class StorageSpec(_Model):
     @model_validator(mode="after")
     def _auth(self) -> StorageSpec:
         if self.auth == "rrsa" and not self.rrsa_role_name:
-            raise ValueError("auth rrsa needs rrsa_role_name")
+            raise _FieldError("rrsa_role_name", "auth rrsa needs rrsa_role_name")
         return self
 
 
@@ -440,7 +489,11 @@ class ServingSpec(_Model):
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        return _dns_label(v, "serving name")
+        _dns_label(v, "serving name")
+        if not DNS1035_LABEL.match(v):
+            # The Service is named after it, and Service names are DNS-1035 labels.
+            raise ValueError(f"serving name {v!r} must start with a lowercase letter (it names the Service)")
+        return v
 
     @field_validator("namespace")
     @classmethod
@@ -483,11 +536,12 @@ class ServingSpec(_Model):
     @model_validator(mode="after")
     def _paths(self) -> ServingSpec:
         if self.port == self.rest_api_port:
-            raise ValueError("port and rest_api_port must differ")
+            raise _FieldError("rest_api_port", "port and rest_api_port must differ")
         mount = PurePosixPath(self.mount_path)
         model = PurePosixPath(self.model_path)
         if model != mount and mount not in model.parents:
-            raise ValueError(
+            raise _FieldError(
+                "model_path",
                 f"model_path {self.model_path!r} must lie under the data mount_path {self.mount_path!r}, "
                 "or TF Serving cannot see the model"
             )
@@ -511,8 +565,21 @@ class AutoscalingSpec(_Model):
     @model_validator(mode="after")
     def _range(self) -> AutoscalingSpec:
         if self.min_replicas > self.max_replicas:
-            raise ValueError(f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})")
+            raise _FieldError(
+                "max_replicas", f"min_replicas ({self.min_replicas}) must be <= max_replicas ({self.max_replicas})"
+            )
         return self
+
+    @field_validator("logstore")
+    @classmethod
+    def _logstore(cls, v: str) -> str:
+        # Also a label value in the HPA's metric selector (sls.logstore).
+        if not SLS_LOGSTORE.match(v):
+            raise ValueError(
+                f"logstore {v!r} breaks the SLS logstore naming rules: 2-63 characters of lowercase letters, "
+                "digits, '-' and '_', starting and ending with a letter or digit"
+            )
+        return v
 
 
 class IngressSpec(_Model):
@@ -602,26 +669,56 @@ class DeploySpec(_Model):
 
     @model_validator(mode="after")
     def _cross(self) -> DeploySpec:
-        if self.serving.version is None:
+        defaulted = self.serving.version is None
+        if defaulted:
             # arena's default version: the current time as 200601021504 (pkg/argsbuilder/serving.go).
             object.__setattr__(self.serving, "version", datetime.now(UTC).strftime("%Y%m%d%H%M"))
+        self._check_derived_names(defaulted)
         if self.ingress.service_port != self.serving.rest_api_port:
-            raise ValueError(
+            raise _FieldError(
+                "ingress.service_port",
                 f"ingress.service_port ({self.ingress.service_port}) must be the serving rest_api_port "
-                f"({self.serving.rest_api_port})"
+                f"({self.serving.rest_api_port})",
             )
         selector = self.serving.selector or self.node_pool.labels
         if not all(self.node_pool.labels.get(k) == v for k, v in selector.items()):
-            raise ValueError(
+            raise _FieldError(
+                "serving.selector",
                 f"serving.selector {selector} does not match node_pool.labels {self.node_pool.labels}: "
-                "the pods could never land on the elastic pool"
+                "the pods could never land on the elastic pool",
             )
         if self.autoscaling.max_replicas > self.node_pool.max_instances * max(1, self._replicas_per_node_bound()):
-            raise ValueError(
+            raise _FieldError(
+                "autoscaling.max_replicas",
                 f"autoscaling.max_replicas ({self.autoscaling.max_replicas}) can never fit on "
                 f"node_pool.max_instances ({self.node_pool.max_instances}) nodes"
             )
         return self
+
+    def _check_derived_names(self, version_defaulted: bool) -> None:
+        """Names built from several fields must still obey the rules of the place they end up in."""
+        s = self.serving
+        version = f"{s.version} (the default, the time of validation)" if version_defaulted else repr(s.version)
+        release = f"{s.name}-{s.version}"
+        # `release` is a pod label value (and the Deployment's selector): at most 63 characters.
+        # (Helm itself caps release names at 53; arena would refuse beyond that, we render without Helm.)
+        if len(release) > NAME_MAX:
+            raise _FieldError(
+                "serving.version" if not version_defaulted else "serving.name",
+                f"serving name {s.name!r} + version {version} make the release label {release!r} "
+                f"({len(release)} characters); a label value holds at most {NAME_MAX}: shorten the name or version",
+            )
+        # The HPA selects the SLS metric with the label sls.ingress.route={namespace}-{service}-{port}: a label
+        # value too, so at most 63 characters, or the HPA controller cannot parse its own metric selector.
+        route = f"{s.namespace}-{serving_fullname(release)}-{s.rest_api_port}"
+        if len(route) > NAME_MAX:
+            raise _FieldError(
+                "serving.name",
+                f"the SLS route {route!r} ({{namespace}}-{{service}}-{{port}}, from serving.namespace "
+                f"{s.namespace!r}, serving.name {s.name!r}, version {version}) is {len(route)} characters; the "
+                f"HPA's sls.ingress.route label selector allows at most {NAME_MAX}: shorten the namespace, "
+                "name or version",
+            )
 
     def _replicas_per_node_bound(self) -> int:
         # Without knowing instance sizes here, a GPU replica needs >= 1 GPU; big types have up to 8.
@@ -640,16 +737,24 @@ class DeploySpec(_Model):
     def from_file(cls, path: str | Path) -> DeploySpec:
         """Load from YAML or JSON (chosen by suffix; YAML is a superset of JSON so either parses)."""
         path = Path(path)
-        text = path.read_text()
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        try:
+            text = path.read_text()
+            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        except OSError as exc:
+            raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
+        except (ValueError, yaml.YAMLError) as exc:
+            raise SpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
             raise SpecError(f"{path}: the spec must be a mapping at the top level")
+        # Relative local paths are relative to the spec file's folder, not to the working directory.
         base = path.parent
-        local_dir = (data.get("model") or {}).get("local_dir")
-        if local_dir and not Path(local_dir).is_absolute():
-            data.setdefault("model", {})["local_dir"] = str((base / local_dir).resolve())
+        for group, key in (("model", "local_dir"), ("load_test", "payload_file")):
+            section = data.get(group)
+            value = section.get(key) if isinstance(section, dict) else None
+            if isinstance(value, str) and value and not Path(value).is_absolute():
+                section[key] = str((base / value).resolve())
         return cls.parse(data, source=str(path))
 
     @classmethod
@@ -667,7 +772,11 @@ class SpecError(ValueError):
     def from_validation(cls, exc: ValidationError, source: str) -> SpecError:
         lines = []
         for err in exc.errors():
-            field = ".".join(str(p) for p in err["loc"]) or "(spec)"
+            loc = [str(p) for p in err["loc"]]
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, _FieldError):
+                loc.extend(cause.field.split("."))
+            field = ".".join(loc) or "(spec)"
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {field}: {msg}")
         return cls(f"{source}: invalid deploy spec\n" + "\n".join(lines))
@@ -702,12 +811,12 @@ class DerivedNames(BaseModel):
     def of(cls, spec: DeploySpec) -> DerivedNames:
         s = spec.serving
         release = f"{s.name}-{s.version}"
-        fullname = truncate_name(f"{release}-tensorflow-serving")
+        fullname = serving_fullname(release)
         # The container sees the bucket's `storage.path` at `mount_path`; the model base path below it maps to
         # the same relative path in the bucket: that is where the model is uploaded.
         rel = PurePosixPath(s.model_path).relative_to(PurePosixPath(s.mount_path))
-        prefix = PurePosixPath(spec.storage.path.lstrip("/")) / rel
-        model_prefix = str(prefix).strip("/").removeprefix(".").strip("/")
+        parts = [p for p in (*PurePosixPath(spec.storage.path).parts, *rel.parts) if p not in ("/", ".")]
+        model_prefix = "/".join(parts)
         return cls(
             namespace=s.namespace,
             release=release,
@@ -728,7 +837,7 @@ class DerivedNames(BaseModel):
             model_base_path=s.model_path,
             node_selector=dict(s.selector or spec.node_pool.labels),
             pod_labels={
-                "app": "tensorflow-serving",
+                "app": CHART_NAME,
                 "release": release,
                 "servingName": s.name,
                 "servingType": "tf-serving",
