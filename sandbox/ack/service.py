@@ -1,0 +1,107 @@
+"""The ACK OpenAPI service (``name = "cs"``: ``sandbox.json`` gets ``cs_endpoint``).
+
+A Starlette app speaking CS 2015-12-15 ROA JSON (see :mod:`sandbox.ack.protocol`, :mod:`sandbox.ack.routes`),
+backed by :class:`sandbox.ack.state.AckState` over the shared store and the fleet service (ESS/ECS). A reconcile
+loop on the simulated clock moves node pools through their states and settles tasks; it wakes on the bus topic
+``"fleet"`` as well as on its resync period.
+
+In-process API (for the Kubernetes side): ``nodepool(nodepool_id)`` -> the pool as DescribeClusterNodePoolDetail
+renders it (labels/taints in ``kubernetes_config``), ``nodepools()`` -> all of them. Changes are announced on the
+bus topic ``"ack"``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from ..context import SandboxContext
+from ..fleet.service import FleetService
+from ..service import Service
+from ..timings import resolve
+from .auth import Verifier
+from .errors import AckError, error_response, json_response, new_request_id
+from .protocol import read_request
+from .routes import AckApi
+from .state import AckState
+
+log = logging.getLogger("sandbox.ack")
+
+METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+
+
+class AckService(Service):
+    name = "cs"
+
+    def __init__(self, ctx: SandboxContext) -> None:
+        super().__init__(ctx)
+        fleet = ctx.services.get("fleet")
+        if not isinstance(fleet, FleetService):
+            raise RuntimeError("the ACK service needs the fleet service (register FleetService before AckService)")
+        self.timings = resolve(getattr(ctx, "options", None))
+        self.state = AckState(ctx.store, ctx.clock, ctx.identity, fleet, self.timings)
+        self.api = AckApi(self.state, ctx.services, ctx.endpoints)
+        self.verifier = Verifier(ctx.accounts.secret_for)
+        self._task: asyncio.Task | None = None
+
+    # ---- HTTP ------------------------------------------------------------------------------------------------
+    def app(self) -> Any:
+        return Starlette(routes=[Route("/{path:path}", self._handle, methods=METHODS)])
+
+    async def _handle(self, request: Request) -> Response:
+        rid = new_request_id()
+        try:
+            req = await read_request(request, self.verifier, rid)
+            status, body = await self.api.dispatch(req)
+            if req.method != "GET":
+                self.ctx.bus.notify("ack")
+            return json_response(status, body, rid)
+        except AckError as err:
+            return error_response(err, rid)
+        except Exception:  # a sandbox bug: still the real error shape, and logged
+            log.exception("ACK request failed: %s %s", request.method, request.url.path)
+            return error_response(AckError(500, "InternalError",
+                                           "The request processing has failed due to some unknown error."), rid)
+
+    # ---- lifecycle -------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.state.ensure_default_pool()
+        self._task = asyncio.create_task(self._run(), name="ack-reconcile")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    async def _run(self) -> None:
+        clock = self.ctx.clock
+        while True:
+            try:
+                if self.state.step():
+                    self.ctx.bus.notify("ack")
+            except Exception:
+                log.exception("ACK reconcile failed")
+            due = self._next_due()
+            wait = self.timings["ack_resync"] if due is None else min(self.timings["ack_resync"],
+                                                                       max(0.0, due - clock.now()))
+            await self.ctx.bus.wait("fleet", timeout=clock.real_seconds(wait) + 0.001)
+
+    def _next_due(self) -> float | None:
+        dues = [p["state_until"] for p in self.state._pools() if p.get("state_until")]
+        return min(dues) if dues else None
+
+    # ---- in-process API --------------------------------------------------------------------------------------
+    def nodepools(self) -> list[dict[str, Any]]:
+        return self.state.list_pools(None)
+
+    def nodepool(self, nodepool_id: str) -> dict[str, Any] | None:
+        p = self.state._pool(nodepool_id)
+        return None if p is None else self.state.render_pool(p)
