@@ -78,6 +78,49 @@ def sandbox_status(
     _print_info(masked)
 
 
+@app.command("demo")
+def demo(
+    spec: Annotated[Path | None, typer.Option(help="Spec file (default examples/sandbox.yaml)")] = None,
+    dir: DirOpt = Path(".sandbox"),
+    speed: Annotated[float, typer.Option(help="Sandbox speed (simulated seconds per real second)")] = 10.0,
+    keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox running afterwards")] = False,
+) -> None:
+    """Start a sandbox, run the whole deploy flow on it, print what happened, stop the sandbox."""
+    from .demo import DEFAULT_SPEC, run_demo
+
+    run_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console)
+
+
+@app.command("deploy")
+def deploy_cmd(
+    spec: Annotated[Path, typer.Argument(help="DeploySpec YAML or JSON file")],
+    cluster_block: Annotated[
+        str | None, typer.Option(help="Name of the saved `ACK Cluster` block to deploy to")
+    ] = None,
+    sandbox_dir: Annotated[
+        Path | None, typer.Option(help="Deploy to the running sandbox of this directory (saves its blocks)")
+    ] = None,
+) -> None:
+    """Run the deploy flow with SPEC against a saved cluster block, or against a running sandbox."""
+    from .deploy import deploy, summarize
+    from .spec import DeploySpec, SpecError
+
+    try:
+        parsed = DeploySpec.from_file(spec)
+    except SpecError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    if (cluster_block is None) == (sandbox_dir is None):
+        raise typer.BadParameter("give exactly one of --cluster-block or --sandbox-dir")
+    if sandbox_dir is not None:
+        from .sandbox_profile import read_sandbox_info, save_sandbox_blocks
+
+        cluster_block = save_sandbox_blocks(read_sandbox_info(sandbox_dir))
+    result = deploy(spec=parsed, cluster_block=cluster_block, show_progress=True)
+    for key, value in summarize(result).items():
+        console.print(f"{key:<10} {value}")
+
+
 def _print_info(info: dict) -> None:
     for key in sorted(info):
         if key.endswith("_endpoint") or key in ("region", "cluster_id", "access_key_id", "kubeconfig", "speed"):

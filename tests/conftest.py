@@ -43,3 +43,13 @@ def fresh_sandbox(tmp_path: Path):
     sb.start()
     yield sb
     sb.stop()
+
+
+@pytest.fixture(scope="session")
+def prefect_api() -> str:
+    """A real Prefect server (subprocess, temporary SQLite database) for the whole session; returns its API URL."""
+    from prefect.settings import PREFECT_API_URL
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=180):
+        yield str(PREFECT_API_URL.value())

@@ -254,11 +254,10 @@ def test_delete_model_objects_removes_the_prefix_only(creds, model, tmp_path):
         delete_model_objects(creds, bucket, "/")
 
 
-def test_inside_a_flow_run_progress_goes_to_a_prefect_artifact(creds, model, tmp_path):
+def test_inside_a_flow_run_progress_goes_to_a_prefect_artifact(creds, model, tmp_path, prefect_api):
     from prefect import flow
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-    from prefect.testing.utilities import prefect_test_harness
 
     generate_demo_model(model, size_bytes=12 * MiB, shard_bytes=16 * MiB)
     spec = _spec(model, _bucket_name("flow"), upload_part_size=1 * MiB, multipart_threshold=2 * MiB)
@@ -267,12 +266,11 @@ def test_inside_a_flow_run_progress_goes_to_a_prefect_artifact(creds, model, tmp
     def deploy_model():
         return upload_model(spec, creds, checkpoint_dir=tmp_path / "ck")
 
-    with prefect_test_harness():
-        report = deploy_model()
-        with get_client(sync_client=True) as client:
-            artifacts = client.read_artifacts(
-                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["model-upload"]))
-            )
+    report = deploy_model()
+    with get_client(sync_client=True) as client:
+        artifacts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["model-upload"]))
+        )
     assert report.files_uploaded == report.files_total
     assert len(artifacts) == 1
     assert artifacts[0].type == "progress"

@@ -1,0 +1,84 @@
+"""`elastic-inference sandbox up --detach | status | down` as a user runs them, in a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import stat
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlparse
+
+import oss2
+
+CLI = [sys.executable, "-m", "flows.cli"]
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
+    return subprocess.run([*CLI, *args], cwd=REPO, capture_output=True, text=True, check=check, timeout=120)
+
+
+def test_up_status_down_and_state_survives(tmp_path: Path) -> None:
+    state = tmp_path / "sb"
+    up = run("sandbox", "up", "--detach", "--dir", str(state), "--speed", "20")
+    try:
+        info_path = state / "sandbox.json"
+        info = json.loads(info_path.read_text())
+        for key in ("oss_endpoint", "cs_endpoint", "region", "cluster_id", "access_key_id", "access_key_secret"):
+            assert info[key], key
+        assert stat.S_IMODE(os.stat(info_path).st_mode) == 0o600
+        # Loopback only: every endpoint is 127.0.0.1, and the secret is not echoed by `up`.
+        for key in ("oss_endpoint", "cs_endpoint"):
+            assert urlparse(info[key]).hostname == "127.0.0.1"
+        assert info["access_key_secret"] not in up.stdout + up.stderr
+
+        status = run("sandbox", "status", "--dir", str(state), "--json")
+        shown = json.loads(status.stdout)
+        assert shown["running"] is True
+        assert shown["access_key_secret"] == "********"
+        assert info["access_key_secret"] not in status.stdout
+
+        # Something stored before `down` is still there after the next `up`.
+        auth = oss2.Auth(info["access_key_id"], info["access_key_secret"])
+        bucket = oss2.Bucket(auth, info["oss_endpoint"], "cli-survives")
+        bucket.create_bucket()
+        bucket.put_object("kept.txt", b"still here")
+    finally:
+        run("sandbox", "down", "--dir", str(state))
+
+    gone = run("sandbox", "status", "--dir", str(state), check=False)
+    assert gone.returncode == 3
+    port = urlparse(info["oss_endpoint"]).port
+    with socket.socket() as s:
+        assert s.connect_ex(("127.0.0.1", port)) != 0, "the sandbox still listens after `down`"
+
+    run("sandbox", "up", "--detach", "--dir", str(state))
+    try:
+        again = json.loads((state / "sandbox.json").read_text())
+        assert again["cluster_id"] == info["cluster_id"]
+        assert again["access_key_id"] == info["access_key_id"]
+        auth = oss2.Auth(again["access_key_id"], again["access_key_secret"])
+        assert oss2.Bucket(auth, again["oss_endpoint"], "cli-survives").get_object("kept.txt").read() == b"still here"
+    finally:
+        run("sandbox", "down", "--dir", str(state))
+
+
+def test_second_up_in_same_dir_is_refused(tmp_path: Path) -> None:
+    state = tmp_path / "sb"
+    run("sandbox", "up", "--detach", "--dir", str(state))
+    try:
+        second = run("sandbox", "up", "--detach", "--dir", str(state), check=False)
+        assert second.returncode != 0
+        assert "already running" in second.stdout + second.stderr
+    finally:
+        run("sandbox", "down", "--dir", str(state))
+
+
+def test_bad_speed_is_refused_before_start(tmp_path: Path) -> None:
+    res = run("sandbox", "up", "--dir", str(tmp_path / "sb"), "--speed", "0", check=False)
+    assert res.returncode != 0
+    assert "--speed" in res.stdout + res.stderr
+    assert not (tmp_path / "sb" / "sandbox.json").exists()
