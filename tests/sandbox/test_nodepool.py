@@ -1,0 +1,230 @@
+"""The node pool step against the sandbox's ACK OpenAPI, through aliyunsdkcore over loopback sockets.
+
+Tasks are called with ``.fn(...)``: no Prefect server is involved.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import pytest
+
+from blocks.alibaba import AlibabaCloudCredentials
+from flows.spec import NodePoolSpec
+from tasks.ack_api import AckApi, AckApiError
+from tasks.nodepool import (
+    NodePoolDriftError,
+    NodePoolFailedError,
+    NodePoolTimeoutError,
+    delete_node_pool,
+    ensure_node_pool,
+)
+
+# Waits inside the tasks are bounded by these (real seconds; the sandbox runs at speed 50).
+WAIT = {"timeout": 300.0, "poll_interval": 0.2, "max_poll_interval": 1.0}
+
+
+@pytest.fixture(scope="module")
+def info(sandbox) -> dict:
+    return sandbox.info
+
+
+@pytest.fixture(scope="module")
+def creds(info) -> AlibabaCloudCredentials:
+    return AlibabaCloudCredentials(
+        access_key_id=info["access_key_id"],
+        access_key_secret=info["access_key_secret"],
+        region_id=info["region"],
+        cs_endpoint=info["cs_endpoint"],
+    )
+
+
+@pytest.fixture(scope="module")
+def api(creds, info) -> AckApi:
+    return AckApi(creds, info["cluster_id"])
+
+
+def pool_spec(name: str, **kw) -> NodePoolSpec:
+    kw.setdefault("key_pair", "sandbox-key")
+    return NodePoolSpec(name=name, **kw)
+
+
+def ensure(spec: NodePoolSpec, creds, info):
+    return ensure_node_pool.fn(spec, creds, info["cluster_id"], **WAIT)
+
+
+def delete(name: str, creds, info):
+    return delete_node_pool.fn(name, creds, info["cluster_id"], force=True, **WAIT)
+
+
+def test_ensure_twice_gives_one_pool(creds, info, api, caplog):
+    caplog.set_level(logging.DEBUG)
+    password = "Sandbox-Pass-123"
+    spec = pool_spec("np-idempotent", key_pair=None, login_password=password)
+    first = ensure(spec, creds, info)
+    assert first.created and first.state == "active" and first.nodepool_id
+    assert first.spot_strategy == "SpotAsPriceGo"
+    second = ensure(spec, creds, info)
+    assert (second.created, second.updated_fields, second.nodepool_id) == (False, [], first.nodepool_id)
+    same_name = [p for p in api.describe_node_pools("np-idempotent") if p.name == "np-idempotent"]
+    assert [p.nodepool_id for p in same_name] == [first.nodepool_id]
+    # what ACK stored is what the spec says
+    pool = api.describe_node_pool(first.nodepool_id)
+    assert pool.auto_scaling["type"] == "gpu" and pool.auto_scaling["enable"] is True
+    assert pool.scaling_group["on_demand_percentage_above_base_capacity"] == 30
+    assert {"key": "inference", "value": "tensorflow"} in pool.kubernetes_config["labels"]
+    for secret in (password, info["access_key_secret"]):
+        assert secret not in caplog.text
+        assert secret not in first.model_dump_json()
+    # the create task can be followed
+    assert first.task_ids
+    assert api.describe_task(first.task_ids[0]).state == "success"
+
+
+def test_drift_in_mutable_fields_is_updated_in_place(creds, info, api):
+    spec = pool_spec("np-drift", max_instances=5)
+    created = ensure(spec, creds, info)
+    assert created.created
+    changed = pool_spec("np-drift", max_instances=7, labels={"inference": "tensorflow", "tier": "gold"})
+    updated = ensure(changed, creds, info)
+    assert updated.created is False and updated.nodepool_id == created.nodepool_id
+    assert sorted(updated.updated_fields) == ["auto_scaling.max_instances", "kubernetes_config.labels"]
+    assert updated.max_instances == 7
+    pool = api.describe_node_pool(created.nodepool_id)
+    assert pool.auto_scaling["max_instances"] == 7
+    assert {"key": "tier", "value": "gold"} in pool.kubernetes_config["labels"]
+    again = ensure(changed, creds, info)
+    assert again.updated_fields == [] and again.created is False
+
+
+def test_drift_in_an_immutable_field_is_refused(creds, info, api):
+    spec = pool_spec("np-immutable")
+    created = ensure(spec, creds, info)
+    with pytest.raises(NodePoolDriftError) as err:
+        ensure(pool_spec("np-immutable", auto_scaling_type="cpu", max_instances=3), creds, info)
+    text = str(err.value)
+    assert "auto_scaling.type" in text and "'gpu'" in text and "'cpu'" in text
+    assert "node_pool.name" in text
+    pool = api.describe_node_pool(created.nodepool_id)
+    # refused before any change: neither the immutable field nor the mutable one moved
+    assert pool.auto_scaling["type"] == "gpu" and pool.auto_scaling["max_instances"] == 10
+
+
+def test_wrong_secret_is_rejected_and_never_shown(info, caplog):
+    caplog.set_level(logging.DEBUG)
+    wrong = "WrongSecretWrongSecretWrong123"
+    bad = AlibabaCloudCredentials(
+        access_key_id=info["access_key_id"],
+        access_key_secret=wrong,
+        region_id=info["region"],
+        cs_endpoint=info["cs_endpoint"],
+    )
+    with pytest.raises(AckApiError) as err:
+        AckApi(bad, info["cluster_id"]).describe_node_pools()
+    assert err.value.code == "SignatureDoesNotMatch" and err.value.http_status == 400
+    assert err.value.request_id
+    with pytest.raises(AckApiError) as err2:
+        ensure_node_pool.fn(pool_spec("np-never"), bad, info["cluster_id"], **WAIT)
+    for e in (err.value, err2.value):
+        assert wrong not in str(e) and wrong not in repr(e)
+    assert wrong not in caplog.text and info["access_key_secret"] not in caplog.text
+
+
+def test_unknown_access_key_id(info):
+    bad = AlibabaCloudCredentials(
+        access_key_id="LTAInobodyHasThisKey0000",
+        access_key_secret=info["access_key_secret"],
+        region_id=info["region"],
+        cs_endpoint=info["cs_endpoint"],
+    )
+    with pytest.raises(AckApiError) as err:
+        AckApi(bad, info["cluster_id"]).describe_cluster()
+    assert err.value.code.startswith("InvalidAccessKeyId")
+    assert info["access_key_secret"] not in str(err.value)
+
+
+def test_client_errors_surface_at_once_with_the_real_code(api):
+    with pytest.raises(AckApiError) as err:
+        api.describe_node_pool("np00000000000000000000000000000000")
+    assert err.value.not_found and err.value.code == "ErrorNodePoolNotFound"
+    assert not err.value.transient
+
+
+def test_delete_twice_is_fine(creds, info, api):
+    created = ensure(pool_spec("np-delete"), creds, info)
+    first = delete("np-delete", creds, info)
+    assert first.existed and first.nodepool_id == created.nodepool_id
+    assert api.find_node_pool("np-delete") is None
+    second = delete("np-delete", creds, info)
+    assert second.existed is False
+
+
+def test_describe_nodes_pages_through_all_nodes(creds, info, api):
+    result = ensure(pool_spec("np-pages", min_instances=3, max_instances=4), creds, info)
+    deadline = time.monotonic() + 120
+    nodes = api.describe_nodes(result.nodepool_id)
+    while len(nodes) < 3 and time.monotonic() < deadline:
+        time.sleep(0.2)
+        nodes = api.describe_nodes(result.nodepool_id)
+    assert len(nodes) == 3
+    paged = api.describe_nodes(result.nodepool_id, page_size=2)
+    assert sorted(n.instance_id for n in paged) == sorted(n.instance_id for n in nodes)
+    assert {n.nodepool_id for n in paged} == {result.nodepool_id}
+    assert all(n.instance_charge_type in ("PostPaid", "PrePaid") for n in paged)
+    one_by_one = api.describe_nodes(result.nodepool_id, page_size=1)
+    assert len({n.instance_id for n in one_by_one}) == 3
+    assert delete("np-pages", creds, info).existed
+
+
+def test_cluster_and_kubeconfig(api, info):
+    cluster = api.describe_cluster()
+    assert cluster.get("cluster_id") == info["cluster_id"]
+    try:
+        config, expiration = api.user_kubeconfig(minutes=15)
+    except AckApiError as exc:  # the Kubernetes side of the sandbox may not be there yet
+        pytest.skip(f"kubeconfig not available: {exc}")
+    assert "clusters" in config and expiration
+
+
+# --- failures and timeouts, on sandboxes of their own (they change stock and timings) ------------------------------
+def _creds_of(sb) -> tuple[AlibabaCloudCredentials, str]:
+    i = sb.info
+    c = AlibabaCloudCredentials(
+        access_key_id=i["access_key_id"],
+        access_key_secret=i["access_key_secret"],
+        region_id=i["region"],
+        cs_endpoint=i["cs_endpoint"],
+    )
+    return c, i["cluster_id"]
+
+
+def test_a_failed_task_fails_the_step_with_the_reason(fresh_sandbox):
+    c, cluster_id = _creds_of(fresh_sandbox)
+    fleet = fresh_sandbox.ctx.services["fleet"]
+    for zone in fresh_sandbox.info["zones"]:
+        fleet.set_spot_stock("ecs.gn6i-c4g1.xlarge", zone, 0)
+    spec = pool_spec(
+        "np-nostock",
+        instance_types=["ecs.gn6i-c4g1.xlarge"],
+        min_instances=2,
+        max_instances=2,
+        on_demand_percentage_above_base=0,
+        compensate_with_on_demand=False,
+    )
+    with pytest.raises(NodePoolFailedError) as err:
+        ensure_node_pool.fn(spec, c, cluster_id, **WAIT)
+    assert "OperationDenied.NoStock" in str(err.value) and "np-nostock" in str(err.value)
+
+
+def test_a_timeout_says_what_was_last_seen(tmp_path):
+    from sandbox.runner import Sandbox
+
+    # A pool that never leaves `initial`: a cloud that takes forever, deterministically.
+    with Sandbox(tmp_path / "slow", speed=50.0, options={"timings": {"nodepool_create": 1e9}}) as sb:
+        c, cluster_id = _creds_of(sb)
+        with pytest.raises(NodePoolTimeoutError) as err:
+            ensure_node_pool.fn(pool_spec("np-slow"), c, cluster_id, timeout=0.5, poll_interval=0.1)
+        text = str(err.value)
+        assert "np-slow" in text and "state=initial" in text and "total=0" in text
+        assert "state=running" in text  # the create task is still running
