@@ -205,7 +205,8 @@ class KubeStore:
     def _prepare(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
                  field_validation: str) -> list[str]:
         """Schema check, defaulting, allocation, semantic checks (the admission + validation chain)."""
-        warnings = validation.check_schema(rt if rt.key != "events" else resolve("events"), obj, field_validation)
+        warnings = validation.check_schema(rt if rt.key != "events" else resolve("events"), obj, field_validation,
+                                           skip_status=rt.has_status)
         defaults.apply_defaults(rt.key, obj)
         if rt.key == "services":
             spec = obj["spec"]
@@ -273,7 +274,7 @@ class KubeStore:
         if not meta.get("name") and meta.get("generateName"):
             meta["name"] = meta["generateName"] + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
         if rt.has_status and rt.key not in _KEEP_STATUS_ON_CREATE:
-            obj.pop("status", None)
+            obj["status"] = {}
         w = self._prepare(rt, obj, None, field_validation)
         if warnings is not None:
             warnings.extend(w)

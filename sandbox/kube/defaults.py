@@ -176,6 +176,7 @@ def secret(obj: dict[str, Any]) -> None:
 
 def hpa(obj: dict[str, Any]) -> None:
     obj.setdefault("spec", {}).setdefault("minReplicas", 1)
+    obj.setdefault("status", {}).setdefault("desiredReplicas", 0)  # not omitempty in the Go type
 
 
 DEFAULTERS = {

@@ -55,7 +55,8 @@ def _del_path(obj: Any, path: list, key: str) -> None:
         cur.pop(key, None)
 
 
-def check_schema(rt: ResourceType, obj: dict[str, Any], field_validation: str) -> list[str]:
+def check_schema(rt: ResourceType, obj: dict[str, Any], field_validation: str,
+                 skip_status: bool = False) -> list[str]:
     """Validate against the 1.33 schema; returns warnings (unknown fields dropped), raises 400/422."""
     v = sch.validator(rt.group, rt.version, rt.kind)
     if v is None:
@@ -65,6 +66,8 @@ def check_schema(rt: ResourceType, obj: dict[str, Any], field_validation: str) -
     unknown: list[tuple[list, str]] = []
     for err in v.iter_errors(obj):
         path = list(err.absolute_path)
+        if skip_status and path and path[0] == "status":
+            continue
         if err.validator == "additionalProperties":
             props = (err.schema or {}).get("properties", {})
             for k in err.instance:
