@@ -8,6 +8,7 @@ from .service import Service
 def service_classes() -> list[type[Service]]:
     from .ack.service import AckService
     from .fleet.service import FleetService
+    from .kube.service import KubeService
     from .oss.service import OssService
 
-    return [OssService, FleetService, AckService]
+    return [OssService, FleetService, AckService, KubeService]
