@@ -1,0 +1,130 @@
+"""Plan mode: every request body and manifest the deploy would send, rendered without calling anything.
+
+``render_all`` is pure: it takes the spec and the few facts that normally come from the cloud (cluster id,
+AccessKey id, OSS endpoint or region) and returns the Kubernetes manifests in apply order. The OSS Secret is
+rendered with its secret REDACTED (only the AccessKey id stays visible), so a printed plan is safe to share. The
+CLI's ``deploy --plan`` prints :func:`plan_documents` as YAML; ``--plan --server`` applies the manifests with
+``dryRun=All`` (the Secret then needs the real key, which the plan never holds).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+import yaml
+
+from flows.spec import DeploySpec
+from tasks.autoscaling import render_hpa
+from tasks.ingress import render_ingress
+from tasks.preflight import render_namespace
+from tasks.serving import render_serving
+from tasks.storage import REDACTED, default_oss_url, redact_secret, render_storage
+
+
+def _with_cluster(spec: DeploySpec, cluster_id: str | None) -> DeploySpec:
+    cid = cluster_id or spec.cluster_id
+    if not cid:
+        raise ValueError("the plan needs the ACK cluster id (the HPA's sls.project is k8s-log-<cluster id>)")
+    return spec if spec.cluster_id == cid else spec.with_cluster(cid)
+
+
+def render_all(
+    spec: DeploySpec,
+    cluster_id: str | None,
+    access_key_id: str | None,
+    *,
+    oss_url: str | None = None,
+    region_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """Every manifest in apply order: [Namespace], [Secret], PV, PVC, ConfigMap, Deployment, Service, HPA, Ingress.
+
+    The Namespace is listed unless it is ``default`` (preflight creates it when missing). The OSS endpoint is
+    ``oss_url``, else ``storage.oss_url``, else the internal endpoint of ``region_id``, else a placeholder.
+    """
+    spec = _with_cluster(spec, cluster_id)
+    url = (
+        oss_url
+        or spec.storage.oss_url
+        or (default_oss_url(region_id) if region_id else "oss-<region>-internal.aliyuncs.com")
+    )
+    manifests: list[dict[str, Any]] = []
+    if spec.names.namespace != "default":
+        manifests.append(render_namespace(spec))
+    storage = render_storage(spec, url, access_key_id or "<AccessKey id>", REDACTED)
+    manifests += [redact_secret(m, keep=("akId",)) for m in storage]
+    manifests += render_serving(spec)
+    manifests.append(render_hpa(spec))
+    manifests.append(render_ingress(spec))
+    return manifests
+
+
+def nodepool_request(spec: DeploySpec, cluster_id: str | None) -> dict[str, Any] | None:
+    """The ACK CreateClusterNodePool request (``tasks.nodepool.render_create_nodepool_request``, imported lazily),
+    as ``{"CreateClusterNodePool": {method, path, body}}`` with the login password masked; None when that
+    renderer is not available."""
+    try:
+        module = importlib.import_module("tasks.nodepool")
+    except ImportError:
+        return None
+    render = getattr(module, "render_create_nodepool_request", None)
+    if render is None:
+        return None
+    spec = _with_cluster(spec, cluster_id)
+    first = next(iter(inspect.signature(render).parameters.values()), None)
+    wants_pool = first is not None and "NodePool" in str(first.annotation)
+    body = render(spec.node_pool if wants_pool else spec)
+    if hasattr(body, "model_dump"):
+        body = body.model_dump(mode="json", exclude_none=True)
+    hide = getattr(module, "redacted", None)
+    body = hide(body) if callable(hide) else _mask_passwords(body)
+    return {
+        "CreateClusterNodePool": {
+            "method": "POST",
+            "path": f"/clusters/{spec.cluster_id}/nodepools",
+            "body": body,
+        }
+    }
+
+
+def _mask_passwords(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: (REDACTED if "password" in k and v else _mask_passwords(v)) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_mask_passwords(v) for v in value]
+    return value
+
+
+def plan_documents(
+    spec: DeploySpec,
+    cluster_id: str | None,
+    access_key_id: str | None,
+    *,
+    oss_url: str | None = None,
+    region_id: str | None = None,
+) -> list[dict[str, Any]]:
+    """The ACK request (when available) followed by every manifest, each a YAML document of the plan."""
+    docs: list[dict[str, Any]] = []
+    request = nodepool_request(spec, cluster_id)
+    if request is not None:
+        docs.append(request)
+    docs += render_all(spec, cluster_id, access_key_id, oss_url=oss_url, region_id=region_id)
+    return docs
+
+
+class _PlanDumper(yaml.SafeDumper):
+    """Multi-line strings (the model config file) as YAML literal blocks, as a person would write them."""
+
+
+def _str(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+_PlanDumper.add_representer(str, _str)
+
+
+def to_yaml(documents: list[dict[str, Any]]) -> str:
+    """The plan as a multi-document YAML stream (``kubectl apply -f`` reads the manifests back as they are)."""
+    return yaml.dump_all(documents, Dumper=_PlanDumper, sort_keys=False, default_flow_style=False)
