@@ -257,7 +257,7 @@ def test_delete_model_objects_removes_the_prefix_only(creds, model, tmp_path):
 def test_inside_a_flow_run_progress_goes_to_a_prefect_artifact(creds, model, tmp_path, prefect_api):
     from prefect import flow
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterKey
 
     generate_demo_model(model, size_bytes=12 * MiB, shard_bytes=16 * MiB)
     spec = _spec(model, _bucket_name("flow"), upload_part_size=1 * MiB, multipart_threshold=2 * MiB)
@@ -266,10 +266,15 @@ def test_inside_a_flow_run_progress_goes_to_a_prefect_artifact(creds, model, tmp
     def deploy_model():
         return upload_model(spec, creds, checkpoint_dir=tmp_path / "ck")
 
-    report = deploy_model()
+    state = deploy_model(return_state=True)
+    report = state.result()
     with get_client(sync_client=True) as client:
+        # The Prefect server is shared by the test session: look at this flow run's artifacts only.
         artifacts = client.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["model-upload"]))
+            artifact_filter=ArtifactFilter(
+                key=ArtifactFilterKey(any_=["model-upload"]),
+                flow_run_id=ArtifactFilterFlowRunId(any_=[state.state_details.flow_run_id]),
+            )
         )
     assert report.files_uploaded == report.files_total
     assert len(artifacts) == 1
