@@ -100,9 +100,14 @@ def deploy_cmd(
     sandbox_dir: Annotated[
         Path | None, typer.Option(help="Deploy to the running sandbox of this directory (saves its blocks)")
     ] = None,
+    plan: Annotated[
+        bool, typer.Option("--plan", help="Print every ACK request and manifest as YAML; call nothing")
+    ] = False,
+    server: Annotated[
+        bool, typer.Option("--server", help="With --plan: send the manifests as server-side dry runs")
+    ] = False,
 ) -> None:
     """Run the deploy flow with SPEC against a saved cluster block, or against a running sandbox."""
-    from .deploy import deploy, summarize
     from .spec import DeploySpec, SpecError
 
     try:
@@ -110,6 +115,13 @@ def deploy_cmd(
     except SpecError as exc:
         console.print(f"[red]{exc}[/]")
         raise typer.Exit(2) from None
+    if server and not plan:
+        raise typer.BadParameter("--server only goes with --plan", param_hint="--server")
+    if plan:
+        _plan(parsed, cluster_block, sandbox_dir, server)
+        return
+    from .deploy import deploy, summarize
+
     if (cluster_block is None) == (sandbox_dir is None):
         raise typer.BadParameter("give exactly one of --cluster-block or --sandbox-dir")
     if sandbox_dir is not None:
@@ -119,6 +131,26 @@ def deploy_cmd(
     result = deploy(spec=parsed, cluster_block=cluster_block, show_progress=True)
     for key, value in summarize(result).items():
         console.print(f"{key:<10} {value}")
+
+
+def _plan(spec, cluster_block: str | None, sandbox_dir: Path | None, server: bool) -> None:
+    from .plan import render_plan, server_dry_run
+
+    cluster = None
+    if sandbox_dir is not None:
+        from .sandbox_profile import cluster_from_sandbox, read_sandbox_info
+
+        cluster = cluster_from_sandbox(read_sandbox_info(sandbox_dir))
+    elif cluster_block is not None:
+        from blocks import AckCluster
+
+        cluster = AckCluster.load(cluster_block)
+    print(render_plan(spec, cluster), end="")
+    if server:
+        if cluster is None:
+            raise typer.BadParameter("--plan --server needs --cluster-block or --sandbox-dir")
+        for result in server_dry_run(spec, cluster):
+            console.print(f"# server dry run: {result}", highlight=False, soft_wrap=True)
 
 
 def _print_info(info: dict) -> None:

@@ -9,15 +9,15 @@ CLI's ``deploy --plan`` prints :func:`plan_documents` as YAML; ``--plan --server
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from typing import Any
 
 import yaml
+from pydantic import SecretStr
 
 from flows.spec import DeploySpec
 from tasks.autoscaling import render_hpa
 from tasks.ingress import render_ingress
+from tasks.nodepool import redacted, render_create_nodepool_request
 from tasks.preflight import render_namespace
 from tasks.serving import render_serving
 from tasks.storage import REDACTED, default_oss_url, redact_secret, render_storage
@@ -37,11 +37,14 @@ def render_all(
     *,
     oss_url: str | None = None,
     region_id: str | None = None,
+    access_key_secret: SecretStr | None = None,
 ) -> list[dict[str, Any]]:
     """Every manifest in apply order: [Namespace], [Secret], PV, PVC, ConfigMap, Deployment, Service, HPA, Ingress.
 
     The Namespace is listed unless it is ``default`` (preflight creates it when missing). The OSS endpoint is
     ``oss_url``, else ``storage.oss_url``, else the internal endpoint of ``region_id``, else a placeholder.
+    The Secret is redacted unless ``access_key_secret`` is given (a server-side dry run needs the real one; such
+    a list must never be printed).
     """
     spec = _with_cluster(spec, cluster_id)
     url = (
@@ -52,48 +55,28 @@ def render_all(
     manifests: list[dict[str, Any]] = []
     if spec.names.namespace != "default":
         manifests.append(render_namespace(spec))
-    storage = render_storage(spec, url, access_key_id or "<AccessKey id>", REDACTED)
-    manifests += [redact_secret(m, keep=("akId",)) for m in storage]
+    if access_key_secret is not None:
+        manifests += render_storage(spec, url, access_key_id, access_key_secret)
+    else:
+        storage = render_storage(spec, url, access_key_id or "<AccessKey id>", REDACTED)
+        manifests += [redact_secret(m, keep=("akId",)) for m in storage]
     manifests += render_serving(spec)
     manifests.append(render_hpa(spec))
     manifests.append(render_ingress(spec))
     return manifests
 
 
-def nodepool_request(spec: DeploySpec, cluster_id: str | None) -> dict[str, Any] | None:
-    """The ACK CreateClusterNodePool request (``tasks.nodepool.render_create_nodepool_request``, imported lazily),
-    as ``{"CreateClusterNodePool": {method, path, body}}`` with the login password masked; None when that
-    renderer is not available."""
-    try:
-        module = importlib.import_module("tasks.nodepool")
-    except ImportError:
-        return None
-    render = getattr(module, "render_create_nodepool_request", None)
-    if render is None:
-        return None
+def nodepool_request(spec: DeploySpec, cluster_id: str | None) -> dict[str, Any]:
+    """The ACK CreateClusterNodePool request as ``{"CreateClusterNodePool": {method, path, body}}``, login
+    password masked."""
     spec = _with_cluster(spec, cluster_id)
-    first = next(iter(inspect.signature(render).parameters.values()), None)
-    wants_pool = first is not None and "NodePool" in str(first.annotation)
-    body = render(spec.node_pool if wants_pool else spec)
-    if hasattr(body, "model_dump"):
-        body = body.model_dump(mode="json", exclude_none=True)
-    hide = getattr(module, "redacted", None)
-    body = hide(body) if callable(hide) else _mask_passwords(body)
     return {
         "CreateClusterNodePool": {
             "method": "POST",
             "path": f"/clusters/{spec.cluster_id}/nodepools",
-            "body": body,
+            "body": redacted(render_create_nodepool_request(spec.node_pool)),
         }
     }
-
-
-def _mask_passwords(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: (REDACTED if "password" in k and v else _mask_passwords(v)) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_mask_passwords(v) for v in value]
-    return value
 
 
 def plan_documents(
@@ -105,10 +88,7 @@ def plan_documents(
     region_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The ACK request (when available) followed by every manifest, each a YAML document of the plan."""
-    docs: list[dict[str, Any]] = []
-    request = nodepool_request(spec, cluster_id)
-    if request is not None:
-        docs.append(request)
+    docs: list[dict[str, Any]] = [nodepool_request(spec, cluster_id)]
     docs += render_all(spec, cluster_id, access_key_id, oss_url=oss_url, region_id=region_id)
     return docs
 
