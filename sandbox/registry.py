@@ -8,7 +8,10 @@ from .service import Service
 def service_classes() -> list[type[Service]]:
     from .ack.service import AckService
     from .fleet.service import FleetService
+    from .hpa.service import HpaService
+    from .ingress.service import IngressService
     from .kube.service import KubeService
+    from .metrics.service import MetricsService
     from .oss.service import OssService
 
-    return [OssService, FleetService, AckService, KubeService]
+    return [OssService, FleetService, AckService, KubeService, IngressService, MetricsService, HpaService]

@@ -32,6 +32,9 @@ DEFAULTS: dict[str, float] = {
     "nodepool_update": 10.0,  # updating -> active after ModifyClusterNodePool
     "nodepool_delete": 30.0,  # deleting -> gone, after its instances are released
     "ack_resync": 5.0,  # the ACK reconcile loop's resync period
+    # HPA controller (sandbox.hpa; kube-controller-manager defaults, RecommendedDefaultHPAControllerConfiguration)
+    "hpa_sync": 15.0,  # --horizontal-pod-autoscaler-sync-period
+    "hpa_downscale_stabilization": 300.0,  # --horizontal-pod-autoscaler-downscale-stabilization
 }
 
 

@@ -1,0 +1,137 @@
+"""The data plane: a raw ASGI app (served by uvicorn + httptools) proxying to the ready endpoints of a route.
+
+nginx semantics followed (ingress-nginx defaults, ``nginx.tmpl``):
+
+- no Ingress rule matches the Host and path -> the default backend's ``404``;
+- a rule matches but its Service has no ready endpoints -> ``503 Service Temporarily Unavailable``;
+- round robin over the endpoints; a connection error moves to the next endpoint (``proxy_next_upstream error
+  timeout``, ``proxy_next_upstream_tries 3``); when every try failed -> ``502 Bad Gateway``; a response that does
+  not come within ``proxy-read-timeout`` -> ``504 Gateway Time-out``; an upstream that breaks the response -> 502;
+- request headers as ``nginx.tmpl`` sets them: ``Host`` kept, ``X-Request-ID``, ``X-Real-IP``,
+  ``X-Forwarded-For``/``-Host``/``-Port``/``-Proto``/``-Scheme``, ``X-Scheme``; hop-by-hop headers dropped; the
+  upstream's ``Server`` and ``Date`` hidden (``proxy_hide_header`` defaults);
+- every request that matched a route is logged for SLS under its ``proxy_upstream_name`` with ``request_time``
+  (first byte in to last byte out) and ``request_length``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from .upstream import ConnectFailed, UpstreamBroken, UpstreamTimeout
+
+if TYPE_CHECKING:
+    from .service import IngressService
+
+_HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding", b"te", b"trailer", b"upgrade",
+        b"host", b"content-length", b"x-request-id", b"x-real-ip", b"x-forwarded-for", b"x-forwarded-host",
+        b"x-forwarded-port", b"x-forwarded-proto", b"x-forwarded-scheme", b"x-scheme"}
+_HIDE = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection",
+         b"content-length", b"server", b"date"}
+_REASONS = {404: "Not Found", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+MAX_TRIES = 3
+
+
+def _error_page(code: int) -> bytes:
+    title = f"{code} {_REASONS[code]}"
+    return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n<center><h1>{title}</h1></center>\r\n"
+            f"<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n").encode()
+
+
+_PAGES = {code: _error_page(code) for code in _REASONS}
+
+
+class IngressProxy:
+    def __init__(self, service: IngressService) -> None:
+        self.svc = service
+        self.port = b"80"
+
+    async def __call__(self, scope: dict[str, Any], receive, send) -> None:
+        if scope["type"] != "http":
+            return
+        t0 = time.perf_counter()
+        host = b""
+        for k, v in scope["headers"]:
+            if k == b"host":
+                host = v
+                break
+        hostname = host.split(b":", 1)[0].decode("latin-1").lower()
+        backend = self.svc.table.match(hostname, scope["path"])
+        if backend is None:
+            await self._page(send, 404)
+            return
+
+        body = b""
+        more = True
+        while more:
+            msg = await receive()
+            body += msg.get("body", b"")
+            more = msg.get("more_body", False)
+
+        status = await self._proxy(scope, send, backend, host, body)
+        req_len = len(body) + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + len(scope.get("raw_path") or b"")
+        self.svc.log.record(backend.upstream, time.perf_counter() - t0, req_len)
+        del status
+
+    async def _proxy(self, scope, send, backend, host: bytes, body: bytes) -> int:
+        eps = backend.endpoints
+        if not eps:
+            return await self._page(send, 503)
+        method = scope["method"]
+        target = scope.get("raw_path") or scope["path"].encode()
+        if scope.get("query_string"):
+            target += b"?" + scope["query_string"]
+        client = (scope.get("client") or ("", 0))[0].encode()
+        xff = client
+        lines = [f"{method} ".encode() + target + b" HTTP/1.1", b"host: " + host]
+        for k, v in scope["headers"]:
+            if k in _HOP:
+                if k == b"x-forwarded-for":
+                    xff = v + b", " + client
+                continue
+            lines.append(k + b": " + v)
+        scheme = scope.get("scheme", "http").encode()
+        lines += [b"x-request-id: " + os.urandom(16).hex().encode(), b"x-real-ip: " + client,
+                  b"x-forwarded-for: " + xff, b"x-forwarded-host: " + host, b"x-forwarded-port: " + self.port,
+                  b"x-forwarded-proto: " + scheme, b"x-forwarded-scheme: " + scheme, b"x-scheme: " + scheme]
+        if body or method in ("POST", "PUT", "PATCH"):
+            lines.append(b"content-length: " + str(len(body)).encode())
+        head = b"\r\n".join(lines) + b"\r\n\r\n"
+
+        n = len(eps)
+        start = backend.rr
+        backend.rr = (start + 1) % n
+        resolve = self.svc.resolve
+        pool = self.svc.pool
+        for i in range(min(n, MAX_TRIES)):
+            ip, port = eps[(start + i) % n]
+            addr = resolve(ip, port)
+            if addr is None:
+                continue  # not reachable from here: like a connect() failure
+            try:
+                resp = await pool.request(addr[0], addr[1], head, body, head_only=method == "HEAD")
+            except ConnectFailed:
+                continue
+            except UpstreamTimeout:
+                return await self._page(send, 504)
+            except UpstreamBroken:
+                return await self._page(send, 502)
+            headers = [(k, v) for k, v in resp.headers if k.lower() not in _HIDE]
+            if method != "HEAD" or not any(k.lower() == b"content-length" for k, _ in resp.headers):
+                headers.append((b"content-length", str(len(resp.body)).encode()))
+            else:
+                headers += [(k, v) for k, v in resp.headers if k.lower() == b"content-length"]
+            await send({"type": "http.response.start", "status": resp.status, "headers": headers})
+            await send({"type": "http.response.body", "body": resp.body})
+            return resp.status
+        return await self._page(send, 502)
+
+    @staticmethod
+    async def _page(send, code: int) -> int:
+        page = _PAGES[code]
+        await send({"type": "http.response.start", "status": code,
+                    "headers": [(b"content-type", b"text/html"), (b"content-length", str(len(page)).encode())]})
+        await send({"type": "http.response.body", "body": page})
+        return code

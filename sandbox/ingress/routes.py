@@ -1,0 +1,183 @@
+"""The ingress routing table, computed from Ingress, Service and Endpoints objects (pure functions).
+
+As ingress-nginx does it (``internal/ingress/controller/controller.go`` ``getBackendServers``; upstream names
+from ``upstreamName()``: ``{namespace}-{service}-{port}`` with the backend's service port number or name):
+
+- Ingresses of class ``nginx``: ``spec.ingressClassName: nginx``, the legacy annotation
+  ``kubernetes.io/ingress.class: nginx``, or no class when the ``nginx`` IngressClass is the default one.
+- One server per host; rules without a host go to the catch-all server. A request for a host that has a server
+  only uses that server's paths (no fallback to the catch-all's paths), as nginx picks one ``server`` block.
+  Wildcard hosts (``*.example.com``) match exactly one leading label.
+- Paths: ``Exact`` is ``location = /p``; ``Prefix`` matches whole path elements (``/foo`` matches ``/foo`` and
+  ``/foo/bar``, not ``/foobar``); ``ImplementationSpecific`` is a plain string prefix, like ingress-nginx without
+  regex annotations. Longest path wins; Exact before Prefix on equal paths.
+- Endpoints: the ready ``addresses`` of the Service's Endpoints subsets, on the port whose name equals the Service
+  port's name (the single port when unnamed). ``notReadyAddresses`` are never used.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+INGRESS_CLASS = "nginx"
+
+
+@dataclass
+class Backend:
+    namespace: str
+    service: str
+    port: int | str  # as written in the Ingress
+    upstream: str  # proxy_upstream_name
+    endpoints: list[tuple[str, int]] = field(default_factory=list)
+    rr: int = 0  # round-robin cursor (mutated by the data plane)
+
+
+@dataclass(frozen=True)
+class PathRule:
+    path: str
+    path_type: str
+    backend: Backend
+
+    def matches(self, path: str) -> bool:
+        p = self.path
+        if self.path_type == "Exact":
+            return path == p
+        if self.path_type == "Prefix":
+            if p == "/" or path == p:
+                return True
+            base = p.rstrip("/")
+            return path.startswith(base + "/")
+        return path.startswith(p)
+
+
+@dataclass
+class RouteTable:
+    hosts: dict[str, list[PathRule]] = field(default_factory=dict)
+    wildcards: dict[str, list[PathRule]] = field(default_factory=dict)  # suffix ".example.com" -> rules
+    catch_all: list[PathRule] = field(default_factory=list)
+    default_backend: Backend | None = None
+
+    def match(self, host: str, path: str) -> Backend | None:
+        rules = self.hosts.get(host)
+        if rules is None and "." in host:
+            rules = self.wildcards.get(host[host.index("."):])
+        if rules is None:
+            rules = self.catch_all
+        for r in rules:
+            if r.matches(path):
+                return r.backend
+        return self.default_backend
+
+    def backends(self) -> list[Backend]:
+        seen: dict[int, Backend] = {}
+        for rules in [*self.hosts.values(), *self.wildcards.values(), self.catch_all]:
+            for r in rules:
+                seen[id(r.backend)] = r.backend
+        if self.default_backend:
+            seen[id(self.default_backend)] = self.default_backend
+        return list(seen.values())
+
+
+def is_nginx_ingress(ing: dict[str, Any], default_class: str | None) -> bool:
+    spec = ing.get("spec") or {}
+    cls = spec.get("ingressClassName")
+    if cls is None:
+        cls = ((ing.get("metadata") or {}).get("annotations") or {}).get("kubernetes.io/ingress.class")
+    if cls is None:
+        cls = default_class
+    return cls == INGRESS_CLASS
+
+
+def default_ingress_class(classes: list[dict[str, Any]]) -> str | None:
+    for c in classes:
+        ann = (c.get("metadata") or {}).get("annotations") or {}
+        if ann.get("ingressclass.kubernetes.io/is-default-class") == "true":
+            return c["metadata"]["name"]
+    return None
+
+
+def service_endpoints(service: dict[str, Any] | None, endpoints: dict[str, Any] | None,
+                      port: int | str) -> list[tuple[str, int]]:
+    """Ready (ip, targetPort) pairs for the Service port given by number or name."""
+    if not service:
+        return []
+    sport = None
+    for p in (service.get("spec") or {}).get("ports") or []:
+        if (isinstance(port, int) and p.get("port") == port) or (isinstance(port, str) and p.get("name") == port):
+            sport = p
+            break
+    if sport is None or not endpoints:
+        return []
+    name = sport.get("name") or ""
+    out: list[tuple[str, int]] = []
+    for subset in endpoints.get("subsets") or []:
+        ports = subset.get("ports") or []
+        chosen = None
+        for ep in ports:
+            if (ep.get("name") or "") == name or len(ports) == 1:
+                chosen = ep
+                break
+        if chosen is None:
+            continue
+        for addr in subset.get("addresses") or []:
+            if addr.get("ip"):
+                out.append((addr["ip"], int(chosen["port"])))
+    return out
+
+
+def _backend_ref(b: dict[str, Any] | None) -> tuple[str, int | str] | None:
+    svc = (b or {}).get("service")
+    if not svc or not svc.get("name"):
+        return None
+    port = svc.get("port") or {}
+    return svc["name"], port["number"] if port.get("number") is not None else port.get("name", "")
+
+
+def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str], dict[str, Any]],
+                endpoints: dict[tuple[str, str], dict[str, Any]], default_class: str | None = None,
+                previous: RouteTable | None = None) -> RouteTable:
+    """The routing table of every nginx-class Ingress (oldest first wins on duplicate host+path, as ingress-nginx)."""
+    cursors = {b.upstream: b.rr for b in previous.backends()} if previous else {}
+    backends: dict[str, Backend] = {}
+
+    def backend(ns: str, ref: tuple[str, int | str]) -> Backend:
+        name, port = ref
+        upstream = f"{ns}-{name}-{port}"
+        b = backends.get(upstream)
+        if b is None:
+            eps = service_endpoints(services.get((ns, name)), endpoints.get((ns, name)), port)
+            b = backends[upstream] = Backend(ns, name, port, upstream, eps, cursors.get(upstream, 0))
+        return b
+
+    table = RouteTable()
+    seen: set[tuple[str, str, str]] = set()
+    ordered = sorted(ingresses, key=lambda i: (i["metadata"].get("creationTimestamp") or "", i["metadata"]["name"]))
+    for ing in ordered:
+        if not is_nginx_ingress(ing, default_class) or (ing["metadata"].get("deletionTimestamp")):
+            continue
+        ns = ing["metadata"].get("namespace", "default")
+        spec = ing.get("spec") or {}
+        dref = _backend_ref(spec.get("defaultBackend"))
+        if dref and table.default_backend is None:
+            table.default_backend = backend(ns, dref)
+        for rule in spec.get("rules") or []:
+            host = (rule.get("host") or "").lower()
+            for p in ((rule.get("http") or {}).get("paths") or []):
+                ref = _backend_ref(p.get("backend"))
+                if ref is None:
+                    continue
+                path, ptype = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
+                if (host, path, ptype) in seen:
+                    continue
+                seen.add((host, path, ptype))
+                pr = PathRule(path, ptype, backend(ns, ref))
+                if not host:
+                    table.catch_all.append(pr)
+                elif host.startswith("*."):
+                    table.wildcards.setdefault(host[1:], []).append(pr)
+                else:
+                    table.hosts.setdefault(host, []).append(pr)
+    for rules in [*table.hosts.values(), *table.wildcards.values(), table.catch_all]:
+        rules.sort(key=lambda r: (-len(r.path), r.path_type != "Exact"))
+    return table

@@ -1,0 +1,165 @@
+"""The cluster's nginx ingress load balancer: one HTTP listener on loopback (``ingress_endpoint`` in sandbox.json).
+
+Control side: on every change of Ingresses, Services, Endpoints or IngressClasses the routing table is rebuilt
+(:mod:`.routes`) and the listener's address is published in each nginx-class Ingress's
+``status.loadBalancer.ingress[0]`` (``{"ip": "127.0.0.1", "ports": [{"port": <listener port>, "protocol": "TCP"}]}``).
+Data side: :mod:`.proxy`. Access log for SLS: :mod:`.stats` (``IngressService.log``), read by the metrics service.
+
+**The pod-endpoint seam.** Endpoints hold pod IPs (``10.x``) that do not exist on this machine; whoever runs the
+pod's process says where it really listens. A resolver is ``fn(pod_ip, port) -> (host, port) | None``; the first
+non-None answer wins::
+
+    ingress = ctx.services["ingress"]
+    ingress.add_resolver(runtime.resolve)     # e.g. the TF-Serving runtime: its per-pod loopback listener
+    ingress.remove_resolver(runtime.resolve)
+
+An endpoint no resolver knows is treated like a refused connection (next endpoint, then 502).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import socket
+from collections.abc import Callable
+from typing import Any
+
+import uvicorn
+
+from ..service import Service
+from .proxy import IngressProxy
+from .routes import RouteTable, build_table, default_ingress_class, is_nginx_ingress
+from .stats import AccessLog
+from .upstream import UpstreamPool
+
+log = logging.getLogger("sandbox.ingress")
+
+Resolver = Callable[[str, int], "tuple[str, int] | None"]
+_WATCHED = {"ingresses", "services", "endpoints", "ingressclasses"}
+RESYNC_SECONDS = 5.0  # real seconds between full rebuilds when nothing changed (safety net)
+
+
+class IngressService(Service):
+    name = "ingress"
+
+    def __init__(self, ctx) -> None:
+        super().__init__(ctx)
+        self.table = RouteTable()
+        self.log = AccessLog()
+        self.pool = UpstreamPool()
+        self.resolvers: list[Resolver] = []
+        self.host = ctx.host
+        self.port = 0
+        self.proxy = IngressProxy(self)
+        self._dirty: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self._server: uvicorn.Server | None = None
+        self._serve: asyncio.Task | None = None
+        self.endpoint = ""
+
+    # ---- the seam --------------------------------------------------------------------------------------------------
+    def add_resolver(self, fn: Resolver) -> None:
+        if fn not in self.resolvers:
+            self.resolvers.append(fn)
+
+    def remove_resolver(self, fn: Resolver) -> None:
+        with contextlib.suppress(ValueError):
+            self.resolvers.remove(fn)
+
+    def resolve(self, pod_ip: str, port: int) -> tuple[str, int] | None:
+        for fn in self.resolvers:
+            addr = fn(pod_ip, port)
+            if addr is not None:
+                return addr
+        return None
+
+    # ---- Service hooks ---------------------------------------------------------------------------------------------
+    # The listener is served here rather than through ``app()``: nginx's $remote_addr is the TCP peer, so uvicorn's
+    # proxy-headers rewriting (on by default in the runner's config) must be off, and so are its Server header and
+    # access log (less work per request).
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._dirty = asyncio.Event()
+        self._dirty.set()
+        sock = socket.socket(socket.AF_INET6 if ":" in self.ctx.host else socket.AF_INET)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((self.ctx.host, int((getattr(self.ctx, "options", None) or {}).get("ingress_port", 0))))
+        self.host, self.port = self.ctx.host, sock.getsockname()[1]
+        self.proxy.port = str(self.port).encode()
+        self.endpoint = f"http://{self.host}:{self.port}"
+        self.ctx.endpoints[self.name] = self.endpoint
+        config = uvicorn.Config(self.proxy, log_level="warning", access_log=False, lifespan="off",
+                                timeout_keep_alive=75, proxy_headers=False, server_header=False, backlog=4096)
+        self._server = uvicorn.Server(config)
+        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        self._serve = asyncio.create_task(self._server.serve(sockets=[sock]), name="ingress-http")
+        while not self._server.started:
+            if self._serve.done():
+                self._serve.result()
+            await asyncio.sleep(0.01)
+        kube = self.ctx.services["kube"]
+        kube.store.on_change(self._on_change)
+        self._task = asyncio.create_task(self._run(), name="ingress-sync")
+
+    async def stop(self) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._server is not None:
+            self._server.should_exit = True
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._serve, 10)
+        self.pool.close()
+
+    def info(self) -> dict[str, Any]:
+        return {"ingress_endpoint": self.endpoint}
+
+    # ---- control loop ----------------------------------------------------------------------------------------------
+    def _on_change(self, key: str, change: Any) -> None:
+        if key.split(".", 1)[0] not in _WATCHED or self._dirty is None or self._loop is None:
+            return
+        try:
+            if asyncio.get_running_loop() is self._loop:
+                self._dirty.set()
+                return
+        except RuntimeError:
+            pass
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._dirty.set)
+
+    async def _run(self) -> None:
+        assert self._dirty is not None
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._dirty.wait(), RESYNC_SECONDS)
+            self._dirty.clear()
+            try:
+                self.sync()
+            except Exception:  # noqa: BLE001 - the loop must survive one bad object
+                log.exception("ingress sync failed")
+            await asyncio.sleep(0.02)  # coalesce bursts of writes
+
+    def sync(self) -> None:
+        """Rebuild the routing table and publish the address (level-triggered, idempotent)."""
+        store = self.ctx.services["kube"].store
+        ingresses = store.list("ingresses")
+        services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in store.list("services")}
+        endpoints = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in store.list("endpoints")}
+        default_class = default_ingress_class(store.list("ingressclasses"))
+        self.table = build_table(ingresses, services, endpoints, default_class, previous=self.table)
+        want = [{"ip": self.host, "ports": [{"port": self.port, "protocol": "TCP"}]}]
+        for ing in ingresses:
+            if not is_nginx_ingress(ing, default_class) or ing["metadata"].get("deletionTimestamp"):
+                continue
+            have = ((ing.get("status") or {}).get("loadBalancer") or {}).get("ingress")
+            if have == want:
+                continue
+            ing["status"] = {**(ing.get("status") or {}), "loadBalancer": {"ingress": want}}
+            try:
+                store.update_status("ingresses", ing, field_manager="nginx-ingress-controller")
+            except Exception as e:  # noqa: BLE001 - a conflict: the next pass retries
+                log.debug("ingress status update of %s failed: %s", ing["metadata"]["name"], e)
+                self._dirty.set() if self._dirty else None
