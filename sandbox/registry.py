@@ -7,6 +7,7 @@ from .service import Service
 
 def service_classes() -> list[type[Service]]:
     from .ack.service import AckService
+    from .admin.service import AdminService
     from .fleet.service import FleetService
     from .hpa.service import HpaService
     from .ingress.service import IngressService
@@ -14,4 +15,5 @@ def service_classes() -> list[type[Service]]:
     from .metrics.service import MetricsService
     from .oss.service import OssService
 
-    return [OssService, FleetService, AckService, KubeService, IngressService, MetricsService, HpaService]
+    return [OssService, FleetService, AckService, KubeService, IngressService, MetricsService, HpaService,
+            AdminService]

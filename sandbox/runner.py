@@ -24,6 +24,7 @@ import uvicorn
 from .accounts import Accounts
 from .clock import SimClock
 from .context import SandboxContext
+from .faults import wrap_app
 from .registry import service_classes
 from .service import Service
 from .store import Store
@@ -142,6 +143,7 @@ class Sandbox:
                 self._services.append(svc)
             for svc in self._services:
                 app = svc.app()
+                app = wrap_app(ctx, svc.name, app) if app is not None else None  # faults (sandbox.faults)
                 if app is not None:
                     sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import secrets
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from ..fleet import catalogue, mix
@@ -55,6 +56,8 @@ class AckState:
         self.fleet = fleet
         self.t = timings
         self.lock = threading.RLock()
+        # Hook for other components' node-pool conditions (the cluster-autoscaler): nodepool_id -> conditions.
+        self.extra_conditions: list[Callable[[str], list[dict[str, Any]]]] = []
         store.ensure(
             "CREATE TABLE IF NOT EXISTS ack_nodepools (nodepool_id TEXT PRIMARY KEY, cluster_id TEXT NOT NULL,"
             " name TEXT NOT NULL, data TEXT NOT NULL)",
@@ -380,7 +383,7 @@ class AckState:
             "offline_nodes": 0,
             "removing_nodes": sum(1 for i in insts if i.status == "Stopping"),
             "failed_nodes": 0,
-            "conditions": self._conditions(p, insts, group),
+            "conditions": self._conditions(p, insts, group) + [c for f in self.extra_conditions for c in f(np_id)],
         }
         spec.pop("count", None)
         return spec

@@ -13,12 +13,14 @@ Reads
     Changes are announced on ``ctx.bus`` topic ``"fleet"`` (level-triggered: re-read on notification).
 Writes (ACK and the cluster-autoscaler)
     ``create_group(pool_id, spec, desired)``, ``update_group(pool_id, spec=None, desired=None)``,
-    ``set_desired(pool_id, n)``, ``delete_group(pool_id)``.
+    ``set_desired(pool_id, n)``, ``delete_group(pool_id)``, ``remove_instances(pool_id, ids, reason)`` (release
+    these instances and lower the desired size by as many: ESS RemoveInstances, used by the cluster-autoscaler).
 Faults and tests
     ``reclaim(instance_id)`` gives a spot interruption notice: the instance gets ``reclaim_at`` = now + notice
     (``spot_reclaim_notice``, 300 s), is released then, and with ``spot_instance_remedy`` a replacement is launched
     at the notice. ``set_spot_stock(instance_type, zone, n)`` / ``set_on_demand_stock(...)`` set how many more
-    instances can be launched (launches take stock, releases give it back).
+    instances can be launched (launches take stock, releases give it back). ``state.launch_fault`` (set by
+    :mod:`sandbox.faults`): ``(instance_type, zone, spot) -> error | None`` makes launches fail (activity Failed).
 
 Delays come from :mod:`sandbox.timings`.
 """
@@ -142,6 +144,13 @@ class FleetService(Service):
         inst = self.state.reclaim(instance_id, self.ctx.clock.now())
         self.reconcile_now()
         return inst
+
+    def remove_instances(self, pool_id: str, instance_ids: list[str], reason: str = "removed from the scaling group"
+                         ) -> list[str]:
+        """Release these instances and lower the desired size by as many (ESS RemoveInstances; never below min)."""
+        removed = self.state.remove_instances(pool_id, instance_ids, self.ctx.clock.now(), reason)
+        self.reconcile_now()
+        return removed
 
     def set_spot_stock(self, instance_type: str, zone: str, n: int) -> None:
         self.state.set_stock(instance_type, zone, True, n)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import secrets
 import string
 import threading
+from collections.abc import Callable
 
 from ..store import Store
 from . import catalogue, mix
@@ -44,6 +45,8 @@ class FleetState:
         )
         # Ids follow the region's prefix style (cn-hangzhou instances look like i-bp1...).
         self._prefix = "bp" if region == "cn-hangzhou" else region.split("-")[-1][:2]
+        # Fault hook (sandbox.faults): (instance_type, zone, spot) -> an error message when this launch must fail.
+        self.launch_fault: Callable[[str, str, bool], str | None] | None = None
 
     # ---- stock -----------------------------------------------------------------------------------------------
     def stock(self, instance_type: str, zone: str, spot: bool) -> int:
@@ -190,6 +193,35 @@ class FleetState:
                 self._save_instance(inst)
             return inst
 
+    def remove_instances(self, pool_id: str, instance_ids: list[str], now: float,
+                         reason: str = "removed from the scaling group") -> list[str]:
+        """ESS ``RemoveInstances`` with ``DecreaseDesiredCapacity``: release these instances and lower the desired
+        capacity by as many (never below the group's minimum); returns the ids removed. (Cluster-autoscaler
+        scale-down: it picks WHICH node goes, unlike a plain desired-size change.)"""
+        with self.lock:
+            g = self._require(pool_id)
+            removed = []
+            for iid in instance_ids:
+                inst = self.instance(iid)
+                if inst is None or inst.pool_id != pool_id or inst.status not in IN_FLIGHT + ("Running",):
+                    continue
+                if g.spec.auto_scaling and g.desired - len(removed) <= g.spec.min_size:
+                    break
+                self._stop(inst, now, reason)
+                removed.append(iid)
+            if removed:
+                g.desired = self._clamp(g.spec, g.desired - len(removed))
+                self._save_group(g)
+                self._save_activity(Activity(
+                    activity_id=f"asa-{self._prefix}{_rand(18)}", pool_id=g.pool_id,
+                    scaling_group_id=g.scaling_group_id,
+                    cause=f'Remove instances {", ".join(removed)}: {reason}; the desired capacity changed to '
+                          f'"{g.desired}"',
+                    description=f"Remove {len(removed)} ECS instance(s)", status_code="Successful",
+                    final_status="Successful", status_message="", start_time=now, end_time=now,
+                    total_capacity=g.desired, removed_instances=removed))
+            return removed
+
     def _require(self, pool_id: str) -> ScalingGroup:
         g = self.group(pool_id)
         if g is None:
@@ -307,9 +339,17 @@ class FleetState:
         plan = mix.plan_scale_out(g.spec.policy(self.zones), slots, g.desired, self.offers(g.spec))
         act_id = f"asa-{self._prefix}{_rand(18)}"
         created = []
+        failed: list[str] = []
         for launch in plan.launches:
+            err = self.launch_fault(launch.instance_type, launch.zone, launch.spot) if self.launch_fault else None
+            if err:  # a fault (sandbox.faults boot_failures): the launch fails, ESS retries after a while
+                failed.append(f"{launch.instance_type} in {launch.zone}: {err}")
+                continue
             inst = self._launch(g, launch, now, act_id, running)
             created.append(inst.instance_id)
+        if failed:
+            plan.shortfall += len(failed)
+            plan.notes.append(f"{len(failed)} instance(s) failed to launch ({'; '.join(failed)})")
         want = g.desired - len(slots)
         if plan.shortfall == 0:
             final, msg = "Successful", ""
@@ -318,7 +358,8 @@ class FleetState:
             msg = f"Partially successful: {len(created)} of {want} instance(s) created. " + "; ".join(plan.notes)
         else:
             final = "Failed"
-            msg = "No instance could be created (OperationDenied.NoStock). " + "; ".join(plan.notes)
+            code = "InstanceLaunchFailed" if failed else "OperationDenied.NoStock"
+            msg = f"No instance could be created ({code}). " + "; ".join(plan.notes)
         if plan.compensated:
             msg = (msg + " " if msg else "") + "; ".join(n for n in plan.notes if "compensate" in n)
         act = Activity(

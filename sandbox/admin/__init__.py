@@ -1,0 +1,1 @@
+"""The sandbox admin endpoint (faults)."""
