@@ -83,7 +83,10 @@ class IngressService(Service):
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self._dirty.set()
-        sock = socket.socket(socket.AF_INET6 if ":" in self.ctx.host else socket.AF_INET)
+        # proto IPPROTO_TCP (not 0) so that asyncio sets TCP_NODELAY on accepted connections (base_events
+        # _set_nodelay checks sock.proto); without it each keep-alive response waits for a delayed ACK (~40 ms)
+        sock = socket.socket(socket.AF_INET6 if ":" in self.ctx.host else socket.AF_INET, socket.SOCK_STREAM,
+                             socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((self.ctx.host, int((getattr(self.ctx, "options", None) or {}).get("ingress_port", 0))))
         self.host, self.port = self.ctx.host, sock.getsockname()[1]
