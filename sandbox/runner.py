@@ -145,8 +145,12 @@ class Sandbox:
                 app = svc.app()
                 app = wrap_app(ctx, svc.name, app) if app is not None else None  # faults (sandbox.faults)
                 if app is not None:
-                    sock = socket.socket(socket.AF_INET6 if ":" in self.host else socket.AF_INET)
+                    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
+                    # socket says it is TCP; without it every keep-alive answer waits ~40 ms for a delayed ACK.
+                    family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+                    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
                     sock.bind((self.host, 0))
                     port = sock.getsockname()[1]
                     endpoint = f"{svc.scheme}://{self.host}:{port}"
