@@ -16,6 +16,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from blocks.alibaba import AlibabaCloudCredentials
+from sandbox.faults import FaultEngine, kube_operation, oss_operation, parse_spec
 from sandbox.runner import Sandbox
 from tasks.ack_api import AckApi, AckApiError
 from tasks.model import ensure_bucket, retrying
@@ -29,6 +30,8 @@ oss:
     - operation: HeadObject
       error_rate: 1.0
       error_status: 503
+    - operation: UploadPart
+      latency_s: 0.05
 ack:
   rules:
     - operation: DescribeClusterNodePools
@@ -106,6 +109,7 @@ def test_file_faults_fail_the_named_operations_with_real_error_shapes(info):
 
     counters = admin(info, "GET", "/faults").json()["counters"]
     assert counters["oss"]["throttled"] == 1 and counters["oss"]["errors"] == 1
+    assert counters["oss"]["delayed"] == 1  # the slow part
     assert counters["cs"]["throttled"] == 2 and counters["kube"]["throttled"] == 1
 
 
@@ -184,3 +188,24 @@ def _wait(fn, timeout: float = 60.0):
             return v
         time.sleep(0.1)
     raise AssertionError("timed out")
+
+
+def test_engine_is_seeded_and_names_operations():
+    spec = parse_spec({"seed": 5, "kube": {"error_rate": 0.5}})
+
+    def run() -> list[str]:
+        e = FaultEngine(spec)
+        return [e.decide("kube", "GET", "/api/v1/pods", "list pods").kind for _ in range(50)]
+
+    first = run()
+    assert first == run() and 10 < first.count("error") < 40  # reproducible, about half
+    e = FaultEngine(parse_spec({"reclaim_rate": 3600.0}))
+    assert 0.99 < e.reclaim_probability(5.0) <= 1.0 and FaultEngine().reclaim_probability(5.0) == 0.0
+    assert oss_operation("PUT", "/b/k", {"partNumber": ["1"], "uploadId": ["u"]}, {}) == "UploadPart"
+    assert oss_operation("POST", "/b/k", {"uploads": [""]}, {}) == "InitiateMultipartUpload"
+    assert oss_operation("GET", "/b", {"list-type": ["2"]}, {}) == "ListObjectsV2"
+    assert oss_operation("HEAD", "/b/k", {"objectMeta": [""]}, {}) == "GetObjectMeta"
+    assert kube_operation("POST", "/apis/apps/v1/namespaces/d/deployments", {}) == "create deployments"
+    assert kube_operation("PATCH", "/apis/apps/v1/namespaces/d/deployments/x/scale", {}) == "patch deployments/scale"
+    assert kube_operation("GET", "/api/v1/pods", {"watch": ["true"]}) == "watch pods"
+    assert kube_operation("GET", "/apis", {}) == "discovery"
