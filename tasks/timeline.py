@@ -1,0 +1,259 @@
+"""The timeline recorded beside the load test: metric, HPA, pods and the pool's nodes, every few seconds.
+
+A :class:`TimelineSampler` is a thread started before Locust and stopped after it::
+
+    with TimelineSampler(kube, spec, nodepool_id) as sampler:     # first sample taken before returning
+        result = run_load_test(endpoint, spec, out_dir)
+    timeline = sampler.samples                                    # last sample taken on exit
+
+Each :class:`TimelineSample` holds, at ``t`` seconds from the start of sampling:
+
+* the external metric the HPA reads (``sls_ingress_qps`` by default), from the external metrics API exactly as the
+  HPA controller reads it: ``GET /apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/{metric}?labelSelector=``
+  with the HPA's selector (sum of the items' values; None when the API has no answer);
+* the HPA's ``status.currentReplicas`` / ``desiredReplicas``;
+* the Deployment's replicas and ready replicas;
+* the pool's Nodes (label ``alibabacloud.com/nodepool-id=<pool id>``) by billing, from the labels
+  ``node.alibabacloud.com/spot-strategy`` / ``node.alibabacloud.com/instance-charge-type``, and by readiness
+  (condition ``Ready=True``).
+
+Every source is read on its own: a failed read (throttling, 5xx, a timeout) leaves that field None, is noted in
+``errors`` of the sample, counted in :attr:`TimelineSampler.failures` and logged (the first few, then every tenth);
+the sampler goes on. Nothing here writes to the cluster.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from kubernetes.utils import parse_quantity
+from pydantic import BaseModel, Field
+
+from flows.spec import DeploySpec
+from tasks.autoscaling import metric_selector
+from tasks.cost import billing_of
+from tasks.kube import KubeApiError, KubeClients, step_logger
+
+NODEPOOL_LABEL = "alibabacloud.com/nodepool-id"
+SPOT_LABEL = "node.alibabacloud.com/spot-strategy"
+CHARGE_LABEL = "node.alibabacloud.com/instance-charge-type"
+
+
+class TimelineSample(BaseModel):
+    t: float = Field(description="Seconds since the sampler started")
+    timestamp: str = Field(description="UTC time of the sample, ISO 8601")
+    unix: float
+    metric_value: float | None = None
+    hpa_current: int | None = None
+    hpa_desired: int | None = None
+    replicas: int | None = None
+    pods_ready: int | None = None
+    nodes_total: int | None = None
+    nodes_ready: int | None = None
+    nodes_pay_as_you_go: int | None = None
+    nodes_spot: int | None = None
+    nodes_subscription: int | None = None
+    nodes_pay_as_you_go_ready: int | None = None
+    nodes_spot_ready: int | None = None
+    errors: list[str] = Field(default_factory=list)
+
+
+# --- pure ---------------------------------------------------------------------------------------------------------
+def node_ready(node: dict[str, Any]) -> bool:
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") == "True"
+    return False
+
+
+def node_billing(node: dict[str, Any]) -> str:
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    return billing_of(labels.get(CHARGE_LABEL), labels.get(SPOT_LABEL))
+
+
+def node_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
+    """The node fields of a sample from the pool's Node objects."""
+    out = {
+        "nodes_total": len(nodes), "nodes_ready": 0, "nodes_pay_as_you_go": 0, "nodes_spot": 0,
+        "nodes_subscription": 0, "nodes_pay_as_you_go_ready": 0, "nodes_spot_ready": 0,
+    }
+    for n in nodes:
+        ready = node_ready(n)
+        billing = node_billing(n)
+        key = {"pay-as-you-go": "nodes_pay_as_you_go", "spot": "nodes_spot"}.get(billing, "nodes_subscription")
+        out[key] += 1
+        if ready:
+            out["nodes_ready"] += 1
+            if key != "nodes_subscription":
+                out[key + "_ready"] += 1
+    return out
+
+
+def metric_sum(metric_list: dict[str, Any]) -> float | None:
+    """Sum of the values of an ``ExternalMetricValueList`` (quantities such as ``"10"`` or ``"10500m"``)."""
+    items = metric_list.get("items")
+    if not items:
+        return None
+    return float(sum(parse_quantity(str(i.get("value", "0"))) for i in items))
+
+
+def label_selector(labels: dict[str, str]) -> str:
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+# --- reads --------------------------------------------------------------------------------------------------------
+def read_external_metric(
+    kube: KubeClients, namespace: str, metric: str, selector: dict[str, str], timeout_s: float = 10.0
+) -> float | None:
+    """What the HPA controller reads from the external metrics API (None when it answers with no items)."""
+    path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
+    try:
+        resp = kube.api_client.call_api(
+            path,
+            "GET",
+            query_params=[("labelSelector", label_selector(selector))],
+            header_params={"Accept": "application/json"},
+            auth_settings=["BearerToken"],
+            _preload_content=False,
+            _return_http_data_only=True,
+            _request_timeout=timeout_s,
+        )
+    except Exception as exc:  # ApiException, urllib3 errors: the caller records them
+        status = getattr(exc, "status", None)
+        raise KubeApiError(f"GET {path}", status, type(exc).__name__, str(getattr(exc, "reason", "") or exc)[:200]) from None
+    try:
+        data = resp.data
+    finally:
+        resp.release_conn()
+    return metric_sum(json.loads(data) if data else {})
+
+
+def list_pool_nodes(kube: KubeClients, nodepool_id: str) -> list[dict[str, Any]]:
+    """The Kubernetes Nodes of one ACK node pool (label ``alibabacloud.com/nodepool-id``)."""
+    data = kube._call(  # Node is not among KubeClients' apply kinds; _call gives the same retries and errors
+        "LIST Node", kube.core.list_node, label_selector=f"{NODEPOOL_LABEL}={nodepool_id}"
+    )
+    return list(data.get("items") or [])
+
+
+# --- the sampler --------------------------------------------------------------------------------------------------
+class TimelineSampler:
+    """Samples every ``interval_s`` seconds in a daemon thread; see the module docstring."""
+
+    def __init__(
+        self,
+        kube: KubeClients,
+        spec: DeploySpec,
+        nodepool_id: str | None,
+        interval_s: float | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.kube = kube
+        self.spec = spec
+        self.names = spec.names
+        self.nodepool_id = nodepool_id
+        self.interval_s = float(interval_s if interval_s is not None else spec.load_test.sample_interval_s)
+        self.samples: list[TimelineSample] = []
+        self.failures = 0
+        self._logger = logger
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._t0 = time.monotonic()
+        self._lock = threading.Lock()
+        try:
+            self._selector: dict[str, str] | None = metric_selector(spec)
+        except ValueError:
+            self._selector = None
+
+    @property
+    def logger(self) -> logging.Logger | logging.LoggerAdapter:
+        if self._logger is None:
+            self._logger = step_logger()
+        return self._logger
+
+    def _note(self, errors: list[str], what: str, exc: BaseException) -> None:
+        self.failures += 1
+        text = f"{what}: {exc}".splitlines()[0][:300]
+        errors.append(text)
+        if self.failures <= 3 or self.failures % 10 == 0:
+            self.logger.warning("timeline: %s (failed reads so far: %d)", text, self.failures)
+
+    def sample_once(self) -> TimelineSample:
+        now = time.time()
+        fields: dict[str, Any] = {}
+        errors: list[str] = []
+        ns = self.names.namespace
+        if self._selector is not None:
+            try:
+                fields["metric_value"] = read_external_metric(
+                    self.kube, ns, self.spec.autoscaling.metric_name, self._selector
+                )
+            except Exception as exc:
+                self._note(errors, "external metric", exc)
+        try:
+            hpa = self.kube.get("HorizontalPodAutoscaler", self.names.hpa, ns)
+            if hpa is not None:
+                st = hpa.get("status") or {}
+                fields["hpa_current"] = st.get("currentReplicas")
+                fields["hpa_desired"] = st.get("desiredReplicas")
+        except Exception as exc:
+            self._note(errors, "HPA", exc)
+        try:
+            dep = self.kube.get("Deployment", self.names.deployment, ns)
+            if dep is not None:
+                st = dep.get("status") or {}
+                fields["replicas"] = (dep.get("spec") or {}).get("replicas", st.get("replicas"))
+                fields["pods_ready"] = int(st.get("readyReplicas") or 0)
+        except Exception as exc:
+            self._note(errors, "Deployment", exc)
+        if self.nodepool_id:
+            try:
+                fields.update(node_counts(list_pool_nodes(self.kube, self.nodepool_id)))
+            except Exception as exc:
+                self._note(errors, "nodes", exc)
+        sample = TimelineSample(
+            t=round(time.monotonic() - self._t0, 3),
+            timestamp=datetime.fromtimestamp(now, UTC).isoformat(timespec="seconds"),
+            unix=now,
+            errors=errors,
+            **fields,
+        )
+        with self._lock:
+            self.samples.append(sample)
+        return sample
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.sample_once()
+
+    def start(self) -> TimelineSampler:
+        """Take the first sample now (the state before the load), then sample in the background."""
+        _ = self.logger  # bind the run logger in the caller's (task/flow) context
+        self._t0 = time.monotonic()
+        self.sample_once()
+        self._thread = threading.Thread(target=self._run, name="timeline-sampler", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> list[TimelineSample]:
+        """Stop the thread and take a last sample; returns every sample in time order."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=max(30.0, 2 * self.interval_s))
+            self._thread = None
+        self.sample_once()
+        if self.failures:
+            self.logger.warning("timeline: %d reads failed over %d samples", self.failures, len(self.samples))
+        with self._lock:
+            return sorted(self.samples, key=lambda s: s.t)
+
+    def __enter__(self) -> TimelineSampler:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
