@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -23,9 +24,19 @@ def sandbox_up(
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 10.0,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
     faults: Annotated[Path | None, typer.Option(help="Fault injection file (YAML)")] = None,
+    save_blocks: Annotated[
+        bool | None,
+        typer.Option(
+            "--save-blocks/--no-save-blocks",
+            help="Save the Prefect blocks named `sandbox` for it (default: on when PREFECT_API_URL is set)",
+        ),
+    ] = None,
 ) -> None:
     """Start the sandbox; its endpoints and credentials go to DIR/sandbox.json (mode 0600)."""
     from sandbox.daemon import run_foreground, running_pid, start_detached
+
+    if save_blocks is None:
+        save_blocks = bool(os.environ.get("PREFECT_API_URL"))
 
     if speed <= 0:
         raise typer.BadParameter("must be > 0", param_hint="--speed")
@@ -36,13 +47,52 @@ def sandbox_up(
     if detach:
         info = start_detached(dir, speed, extra)
         _print_info(info)
+        if save_blocks:
+            _save_sandbox_blocks(info)
         console.print(f"stop it with: elastic-inference sandbox down --dir {dir}")
         return
     import logging
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     console.print(f"sandbox starting in {dir.resolve()} (Ctrl-C to stop)")
+    if save_blocks:
+        _save_blocks_when_ready(dir)
     run_foreground(dir, speed, {"faults": str(faults)} if faults else {})
+
+
+def _save_sandbox_blocks(info: dict) -> None:
+    """Save the `sandbox` blocks (credentials + ACK cluster) on the configured Prefect server."""
+    from .sandbox_profile import save_sandbox_blocks
+
+    try:
+        name = save_sandbox_blocks(info)
+    except Exception as exc:  # noqa: BLE001 - the sandbox runs on without blocks; say why
+        console.print(f"[yellow]could not save the Prefect blocks: {type(exc).__name__}: {exc}[/]")
+        return
+    console.print(f"Prefect blocks saved: AckCluster {name!r} and AlibabaCloudCredentials {name!r}")
+
+
+def _save_blocks_when_ready(state_dir: Path, timeout: float = 120.0) -> None:
+    """In the foreground the sandbox owns this thread: save the blocks from a helper thread once it wrote
+    a fresh sandbox.json."""
+    import threading
+    import time
+
+    started = time.time()
+    info_path = state_dir / "sandbox.json"
+
+    def wait_and_save() -> None:
+        while time.time() - started < timeout:
+            try:
+                if info_path.stat().st_mtime >= started - 1:
+                    _save_sandbox_blocks(json.loads(info_path.read_text()))
+                    return
+            except (OSError, ValueError):
+                pass
+            time.sleep(0.2)
+        console.print("[yellow]the sandbox wrote no sandbox.json in time; Prefect blocks not saved[/]")
+
+    threading.Thread(target=wait_and_save, name="save-sandbox-blocks", daemon=True).start()
 
 
 @sandbox_app.command("down")
@@ -151,6 +201,110 @@ def _plan(spec, cluster_block: str | None, sandbox_dir: Path | None, server: boo
             raise typer.BadParameter("--plan --server needs --cluster-block or --sandbox-dir")
         for result in server_dry_run(spec, cluster):
             console.print(f"# server dry run: {result}", highlight=False, soft_wrap=True)
+
+
+def _csv(values: list[str] | None) -> frozenset[str]:
+    return frozenset(v.strip() for item in values or [] for v in item.split(",") if v.strip())
+
+
+def _key_values(values: list[str] | None, option: str) -> dict[str, str]:
+    pairs = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter(f"{item!r} is not KEY=VALUE", param_hint=option)
+        pairs[key] = value
+    return pairs
+
+
+@app.command("registry-webhook")
+def registry_webhook(
+    host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on")] = 8787,
+    secret_env: Annotated[
+        str, typer.Option(help="Environment variable holding the webhook secret (never pass it as an argument)")
+    ] = "MLFLOW_WEBHOOK_SECRET",
+    event: Annotated[
+        list[str] | None,
+        typer.Option(help="Registry events that deploy (repeat or comma-separate; default: "
+                     "model_version.created,model_version_alias.created; also model_version_tag.set)"),
+    ] = None,
+    alias: Annotated[
+        list[str] | None, typer.Option(help="Alias events deploy only for these aliases, e.g. champion")
+    ] = None,
+    model: Annotated[list[str] | None, typer.Option(help="Only these registered models deploy")] = None,
+    deploy_tag: Annotated[
+        list[str] | None, typer.Option(help="Tag events deploy when this KEY=VALUE tag is set")
+    ] = None,
+    tolerance: Annotated[float, typer.Option(help="Largest accepted clock difference, seconds")] = 300.0,
+    replay_file: Annotated[
+        Path | None, typer.Option(help="Remember seen delivery ids in this file across restarts")
+    ] = None,
+    mlflow_tracking_uri: Annotated[
+        str | None,
+        typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow server, to look up sources of alias/tag events"),
+    ] = None,
+    download_dir: Annotated[
+        Path | None, typer.Option(help="Download artifacts that are neither local nor on OSS into this directory")
+    ] = None,
+) -> None:
+    """Receive MLflow model registry webhooks and emit `model.version.registered` Prefect events."""
+    import logging
+
+    from pydantic import ValidationError
+
+    from .registry_webhook import ReceiverConfig, prefect_settings, secret_from_env, serve
+
+    api_url, api_key, auth_string = prefect_settings()
+    if not api_url:
+        raise typer.BadParameter("set PREFECT_API_URL to the Prefect server's API, e.g. http://127.0.0.1:4200/api")
+    try:
+        secret = secret_from_env(secret_env)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--secret-env") from None
+    try:
+        config = ReceiverConfig(
+            secret=secret, prefect_api_url=api_url, prefect_api_key=api_key, prefect_auth_string=auth_string,
+            tolerance_s=tolerance, replay_file=replay_file,
+            **({"event_types": _csv(event)} if event else {}),
+            aliases=_csv(alias), models=_csv(model), deploy_tags=_key_values(deploy_tag, "--deploy-tag"),
+            mlflow_tracking_uri=mlflow_tracking_uri, download_dir=download_dir,
+        )
+    except ValidationError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    serve(config, host=host, port=port)
+
+
+@app.command("emit-model-event")
+def emit_model_event_cmd(
+    name: Annotated[str, typer.Option(help="Registered model name")],
+    version: Annotated[str, typer.Option(help="Model version")],
+    source: Annotated[
+        str, typer.Option(help="Model files: a local path, oss://bucket/prefix, or an MLflow models:/ or runs:/ URI")
+    ],
+    alias: Annotated[str | None, typer.Option(help="Alias the version was given")] = None,
+    run_id: Annotated[str | None, typer.Option(help="Training run id")] = None,
+    tag: Annotated[list[str] | None, typer.Option(help="KEY=VALUE tag of the version (repeatable)")] = None,
+    registry: Annotated[str, typer.Option(help="Registry kind: the resource id is <registry>.model.<name>.<version>")]
+    = "mlflow",
+    mlflow_tracking_uri: Annotated[
+        str | None, typer.Option(envvar="MLFLOW_TRACKING_URI", help="MLflow server to resolve MLflow URIs")
+    ] = None,
+) -> None:
+    """Emit the `model.version.registered` event by hand (CI jobs, registries without webhooks)."""
+    from .registry_webhook import SourceError, emit_model_event
+
+    try:
+        event = emit_model_event(
+            name, version, source, alias=alias, run_id=run_id, tags=_key_values(tag, "--tag"),
+            registry=registry, tracking_uri=mlflow_tracking_uri,
+        )
+    except (SourceError, ValueError) as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
+    console.print(f"emitted {event['event']} {event['resource']['prefect.resource.id']} (event id {event['id']})")
+    print(json.dumps(event["payload"]))
 
 
 def _print_info(info: dict) -> None:
