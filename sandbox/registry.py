@@ -8,6 +8,7 @@ from .service import Service
 def service_classes() -> list[type[Service]]:
     from .ack.service import AckService
     from .admin.service import AdminService
+    from .controllers.service import ControllersService
     from .fleet.service import FleetService
     from .hpa.service import HpaService
     from .ingress.service import IngressService
@@ -15,5 +16,5 @@ def service_classes() -> list[type[Service]]:
     from .metrics.service import MetricsService
     from .oss.service import OssService
 
-    return [OssService, FleetService, AckService, KubeService, IngressService, MetricsService, HpaService,
-            AdminService]
+    return [OssService, FleetService, AckService, KubeService, ControllersService, IngressService, MetricsService,
+            HpaService, AdminService]

@@ -9,6 +9,15 @@ delay up here. The defaults are cloud-like orders of magnitude, not measurements
   instance (ESS ``SpotInstanceRemedy`` documentation; reference/alibaba-apis.md "ESS mixed instances").
 - ACK node pool: the pool's infrastructure (ESS scaling group, scaling configuration / launch template, RAM
   bindings) takes about a minute before the pool turns ``active`` and ESS starts launching instances.
+- Kubernetes (``sandbox.controllers``), in the spirit of kwok's stages (node-initialize, node-heartbeat, pod-ready,
+  pod-delete): the kubelet registers its Node ~20 s after the instance is Running (cloud-init + kubelet start), the
+  node turns Ready once the CNI is up; node status is re-posted every minute when nothing changes (kubelet
+  ``nodeStatusReportFrequency`` is 5 min, kwok's heartbeat 20-25 s); an image pull costs a fixed overhead plus
+  size / bandwidth (a ~1.7 GB ``tensorflow/serving:1.15.0-gpu`` takes ~30 s, a small image 2-3 s, an image already
+  on the node nothing); a container starts in ~5 s; a readiness probe first runs after its ``initialDelaySeconds``
+  plus ``pod_readiness``; a deleted pod's containers stop within ``container_stop`` (capped by its grace period).
+  Failed volume mounts are retried with the kubelet's exponential backoff (``nestedpendingoperations``: 0.5 s
+  doubling to 2 min 2 s); FailedScheduling events repeat at most every ``scheduler_event_repeat`` for one message.
 
 Overrides: a sandbox started with ``options={"timings": {"ecs_boot": 5, ...}}`` replaces individual entries
 (:func:`resolve`); unknown keys are rejected so a typo does not silently keep the default.
@@ -32,6 +41,27 @@ DEFAULTS: dict[str, float] = {
     "nodepool_update": 10.0,  # updating -> active after ModifyClusterNodePool
     "nodepool_delete": 30.0,  # deleting -> gone, after its instances are released
     "ack_resync": 5.0,  # the ACK reconcile loop's resync period
+    # Kubernetes nodes (sandbox.controllers.nodes)
+    "kubelet_register": 20.0,  # instance Running -> Node object (NotReady)
+    "node_ready": 10.0,  # Node registered -> Ready (CNI initialised)
+    "node_heartbeat": 60.0,  # a Node's status is re-posted at least this often (lastHeartbeatTime)
+    # Pods (sandbox.controllers.kubelet)
+    "volume_mount": 2.0,  # volumes mounted (CSI NodePublishVolume) -> pod sandbox
+    "mount_retry_min": 0.5,  # first retry after a failed mount, doubling ...
+    "mount_retry_max": 122.0,  # ... up to this (kubelet: 2m2s)
+    "image_pull_overhead": 2.0,  # fixed part of an image pull (manifest, auth, unpack start)
+    "image_pull_mb_per_s": 60.0,  # registry bandwidth in MB per simulated second (1.7 GB -> ~30 s)
+    "image_pull_cached": 1.0,  # imagePullPolicy Always with the image already on the node (manifest check)
+    "container_start": 5.0,  # Created -> Started
+    "pod_readiness": 1.0,  # started (+ readinessProbe.initialDelaySeconds) -> first probe passes
+    "container_stop": 2.0,  # Killing -> stopped (capped by terminationGracePeriodSeconds)
+    "crash_backoff_min": 10.0,  # CrashLoopBackOff: first restart delay, doubling ...
+    "crash_backoff_max": 300.0,  # ... up to five minutes
+    # Control plane loops
+    "scheduler_resync": 30.0,  # unschedulable pods are retried at least this often (besides on changes)
+    "scheduler_event_repeat": 300.0,  # the same FailedScheduling message is re-recorded at most this often
+    "controller_resync": 30.0,  # resync period of the deployment/replicaset/endpoints/volume controllers
+    "kubelet_resync": 10.0,  # the kubelet re-checks its pods (runtime status, probes) at least this often
     # HPA controller (sandbox.hpa; kube-controller-manager defaults, RecommendedDefaultHPAControllerConfiguration)
     "hpa_sync": 15.0,  # --horizontal-pod-autoscaler-sync-period
     "hpa_downscale_stabilization": 300.0,  # --horizontal-pod-autoscaler-downscale-stabilization

@@ -526,13 +526,14 @@ class KubeStore:
             conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
                           "lastTransitionTime": self.now()})
             new["status"]["conditions"] = _clean(conds)
+            status = copy.deepcopy(new["status"])  # _commit resets new["status"] to the old one
             self._commit(rt, old, new, subresource="binding", manager="kube-scheduler", dry_run=dry_run,
                          field_validation="Ignore", warnings=None)
             # status is kept from old by _commit for the main resource; write it through the status path too
             cur = self._existing(rt, namespace, pod_name)
             if not dry_run:
                 st = copy.deepcopy(cur)
-                st["status"] = new["status"]
+                st["status"] = status
                 self._commit(rt, cur, st, subresource="status", manager="kube-scheduler", dry_run=False,
                              field_validation="Ignore", warnings=None)
             return self.get(rt, namespace, pod_name)

@@ -1,0 +1,93 @@
+"""The shape every controller shares: a level-triggered loop over the store.
+
+A :class:`Controller` names the bus topics it watches (``kube/pods``, ``fleet`` ...). Its loop is::
+
+    wake.clear(); next_due = reconcile(); wait for wake (a watched topic was notified) or until next_due / resync
+
+``reconcile()`` reads the current state and writes only what differs (idempotent); it never gets "the change",
+so a missed or coalesced notification loses nothing (upstream controllers do the same with informers + workqueue
++ resync, ``k8s.io/client-go/tools/cache``). Controllers never call each other: they meet in the store.
+
+Fan-out of bus topics: one task per topic waits on ``ctx.bus.wait(topic)`` in a loop and sets the ``wake`` event of
+every controller watching it (an :class:`asyncio.Event` stays set until the controller clears it, so a notification
+that arrives while a controller reconciles is not lost).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..kube.errors import KubeError
+from ..kube.resources import resolve
+
+if TYPE_CHECKING:
+    from .service import ControllersService
+
+log = logging.getLogger("sandbox.controllers")
+
+# Coalesce bursts: a controller reconciles at most every MIN_INTERVAL real seconds, whatever the notification rate.
+MIN_INTERVAL = 0.02
+
+
+class Controller:
+    name = "controller"
+    topics: tuple[str, ...] = ()
+    resync_key = "controller_resync"  # entry of the timing table giving the resync period
+
+    def __init__(self, svc: ControllersService) -> None:
+        self.svc = svc
+        self.ctx = svc.ctx
+        self.clock = svc.ctx.clock
+        self.timings = svc.timings
+        self.wake = asyncio.Event()
+
+    @property
+    def store(self) -> Any:
+        return self.svc.kube.store
+
+    def reconcile(self) -> float | None:
+        """One pass over everything this controller owns. Returns the simulated time of its next deadline."""
+        raise NotImplementedError
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            self.wake.clear()
+            started = loop.time()
+            due: float | None = None
+            try:
+                due = self.reconcile()
+            except KubeError as e:  # a conflict or a vanished object: look again soon
+                log.debug("%s: %s", self.name, e)
+                due = self.clock.now() + 1.0
+            except Exception:  # noqa: BLE001 - a controller must survive one bad object
+                log.exception("%s reconcile failed", self.name)
+                due = self.clock.now() + 5.0
+            # a pass that took long (many objects) is followed by a pause as long, so that controllers never take
+            # more than about half of the event loop the API server shares with them; a notification that arrives
+            # meanwhile keeps ``wake`` set
+            spent = loop.time() - started
+            pause = max(MIN_INTERVAL, min(spent, 1.0))
+            await asyncio.sleep(pause)
+            wait = self.timings[self.resync_key]
+            if due is not None:
+                wait = min(wait, max(0.0, due - self.clock.now()))
+            timeout = self.clock.real_seconds(wait) + 0.001
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.wake.wait(), timeout)
+
+    # ---- helpers shared by controllers --------------------------------------------------------------------------
+    def objects(self, resource: str, namespace: str | None = None) -> list[dict[str, Any]]:
+        """The stored objects of a resource, READ-ONLY (no copy, no decoding: a pass over thousands of pods stays
+        cheap). Copy before changing anything; writes go through the store's verbs."""
+        rt = resolve(resource)
+        entries, _ = self.store.select(rt, namespace)
+        return [e.obj for e in entries]
+
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
+              host: str | None = None) -> None:
+        with contextlib.suppress(KubeError):
+            self.store.record_event(obj, type_, reason, message, component=component, host=host)

@@ -1,0 +1,525 @@
+"""The kubelets of every node, as one loop over the pods bound to live nodes (kwok-style stages with real effects).
+
+Per pod, stages with their delays from the timing table (simulated seconds):
+
+``volumes`` (``volume_mount``; failures -> Warning ``FailedMount``, retried with exponential backoff
+``mount_retry_min`` .. ``mount_retry_max``, see :mod:`sandbox.controllers.csi`) -> ``sandbox`` (pod IP from the
+node's ``podCIDR``, condition PodReadyToStartContainers) -> per container, in order: image ``pull``
+(``Pulling``/``Pulled`` events with kubelet's messages; a pull costs ``image_pull_overhead`` + size /
+``image_pull_mb_per_s``; pulls on one node are serialized, as kubelet's default ``serializeImagePulls``; an image
+already on the node is ``already present on machine``; ``imagePullPolicy: Always`` re-checks it in
+``image_pull_cached``) -> ``Created`` -> ``start`` (``container_start``) -> ``Started``; the container is handed to
+its runtime (:mod:`sandbox.controllers.runtime`) -> ``running``: readiness is the runtime's, but not before the
+readiness probe's ``initialDelaySeconds`` + ``pod_readiness``; a container whose runtime reports an exit is
+restarted per ``restartPolicy`` after CrashLoopBackOff (``crash_backoff_min`` doubling to ``crash_backoff_max``).
+Init containers run first and complete as soon as they start.
+
+Deletion: a pod with ``deletionTimestamp`` gets ``Killing`` ("Stopping container x") events, its handles are
+stopped, and after ``min(grace period, container_stop)`` the kubelet finishes the delete with grace period 0.
+
+Status written (only when it changes): phase, conditions (PodReadyToStartContainers, Initialized, Ready,
+ContainersReady, PodScheduled), hostIP(s), podIP(s), startTime, containerStatuses (state waiting/running/terminated,
+lastState, ready, started, restartCount, image, imageID, containerID ``containerd://...``), qosClass.
+Event messages follow ``pkg/kubelet/events`` and ``pkg/kubelet/images/image_manager.go`` (1.33).
+Pod state lives in memory (a sandbox restart is a kubelet restart: running pods are adopted as they are).
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..kube.errors import KubeError
+from .base import Controller
+from .csi import MountError, mount_volumes
+from .runtime import ContainerHandle, ContainerSpec, ContainerState, Mount, VolumeSource
+from .util import go_duration, set_condition
+
+KUBELET = "kubelet"
+
+# Image sizes (bytes) the sandbox assumes; anything else counts as a small image.
+IMAGE_SIZES = {
+    "tensorflow/serving:1.15.0-gpu": 1_745_000_000,
+    "tensorflow/serving": 300_000_000,
+    "nginx": 70_000_000,
+    "busybox": 2_200_000,
+}
+DEFAULT_IMAGE_SIZE = 60_000_000
+
+
+def normalize_image(image: str) -> str:
+    """``nginx:1.25`` -> ``docker.io/library/nginx:1.25`` (the name containerd reports)."""
+    name = image
+    first = name.split("/", 1)[0]
+    if "/" not in name:
+        name = f"docker.io/library/{name}"
+    elif "." not in first and ":" not in first and first != "localhost":
+        name = f"docker.io/{name}"
+    last = name.rsplit("/", 1)[-1]
+    if ":" not in last and "@" not in last:
+        name += ":latest"
+    return name
+
+
+def image_size(image: str) -> int:
+    """The assumed size of an image (by its short name, with or without the tag)."""
+    base = image
+    for prefix in ("docker.io/library/", "docker.io/"):
+        if base.startswith(prefix):
+            base = base[len(prefix):]
+            break
+    if base in IMAGE_SIZES:
+        return IMAGE_SIZES[base]
+    repo = base.split("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return IMAGE_SIZES.get(repo, DEFAULT_IMAGE_SIZE)
+
+
+def image_id(image: str) -> str:
+    full = normalize_image(image)
+    repo = full.split("@", 1)[0]
+    if ":" in repo.rsplit("/", 1)[-1]:
+        repo = repo.rsplit(":", 1)[0]
+    return f"{repo}@sha256:{hashlib.sha256(full.encode()).hexdigest()}"
+
+
+@dataclass
+class CRun:
+    name: str
+    spec: dict[str, Any]
+    init: bool = False
+    state: str = "waiting"  # waiting | running | terminated
+    reason: str = "ContainerCreating"  # waiting/terminated reason
+    message: str = ""
+    started_at: float | None = None
+    finished_at: float | None = None
+    exit_code: int | None = None
+    ready: bool = False
+    restarts: int = 0
+    container_id: str = ""
+    handle: ContainerHandle | None = None
+    last_state: dict[str, Any] = field(default_factory=dict)
+    restart_at: float | None = None
+    unhealthy_msg: str = ""
+
+
+@dataclass
+class PodRun:
+    uid: str
+    ns: str
+    name: str
+    node: str
+    stage: str = "volumes"  # volumes | pull | start | running | stopping | done
+    due: float = 0.0
+    idx: int = 0  # container being pulled/started
+    pull_requested: float = 0.0
+    pull_started: float = 0.0
+    mount_failures: int = 0
+    pod_ip: str = ""
+    sandbox: bool = False
+    started: float = 0.0
+    containers: list[CRun] = field(default_factory=list)
+    volumes: dict[str, VolumeSource] = field(default_factory=dict)
+
+
+class Kubelet(Controller):
+    name = KUBELET
+    topics = ("kube/pods", "kube/nodes", "kube/secrets", "kube/configmaps", "kube/persistentvolumeclaims",
+              "kube/persistentvolumes", "runtime")
+    resync_key = "kubelet_resync"
+
+    def __init__(self, svc) -> None:
+        super().__init__(svc)
+        self.runs: dict[str, PodRun] = {}
+        self.pull_busy: dict[str, float] = {}  # node -> when its current pull ends
+        self.pulling: dict[tuple[str, str], float] = {}  # (node, image) -> when it is on the node
+
+    # ---- the loop ---------------------------------------------------------------------------------------------
+    def reconcile(self) -> float | None:
+        now = self.clock.now()
+        nodes = {n["metadata"]["name"]: n for n in self.objects("nodes")}
+        live_nodes = {name for name, n in nodes.items() if _node_kubelet_alive(n)}
+        pods = self.objects("pods")
+        seen: set[str] = set()
+        due: list[float] = []
+        for pod in pods:
+            node = (pod.get("spec") or {}).get("nodeName")
+            if not node or node not in live_nodes:
+                continue
+            uid = pod["metadata"]["uid"]
+            seen.add(uid)
+            try:
+                d = self._sync(pod, nodes[node], now)
+            except KubeError:
+                d = now + 1.0
+            if d is not None:
+                due.append(d)
+        for uid in list(self.runs):
+            if uid not in seen:
+                self._forget(self.runs.pop(uid))
+        return min(due) if due else None
+
+    def _forget(self, run: PodRun) -> None:
+        for c in run.containers:
+            if c.handle is not None:
+                self.svc.spawn(c.handle.stop())
+                c.handle = None
+        self.svc.forget_pod(run.ns, run.name)
+
+    # ---- one pod ----------------------------------------------------------------------------------------------
+    def _sync(self, pod: dict[str, Any], node: dict[str, Any], now: float) -> float | None:
+        m = pod["metadata"]
+        run = self.runs.get(m["uid"])
+        if run is None:
+            run = self._new_run(pod, node, now)
+            self.runs[m["uid"]] = run
+        phase = (pod.get("status") or {}).get("phase")
+        if m.get("deletionTimestamp") and run.stage != "stopping":
+            return self._begin_stop(pod, run, now)
+        if run.stage == "stopping":
+            if now >= run.due:
+                self.store.delete("pods", run.ns, run.name, grace_period_seconds=0)
+                run.stage = "done"
+                return None
+            return run.due
+        if phase in ("Succeeded", "Failed"):
+            return None
+        d = self._advance(pod, node, run, now)
+        self._write_status(pod, node, run, now)
+        return d
+
+    def _new_run(self, pod: dict[str, Any], node: dict[str, Any], now: float) -> PodRun:
+        m, spec, st = pod["metadata"], pod.get("spec") or {}, pod.get("status") or {}
+        run = PodRun(uid=m["uid"], ns=m.get("namespace") or "default", name=m["name"], node=node["metadata"]["name"])
+        run.containers = [CRun(name=c.get("name", ""), spec=copy.deepcopy(c), init=True)
+                          for c in spec.get("initContainers") or []]
+        run.containers += [CRun(name=c.get("name", ""), spec=copy.deepcopy(c)) for c in spec.get("containers") or []]
+        run.due = now + self.timings["volume_mount"]
+        run.started = _parse_ts(st.get("startTime")) or now
+        statuses = {s.get("name"): s for s in st.get("containerStatuses") or []}
+        if st.get("phase") == "Running" and st.get("podIP") and statuses and all(
+                "running" in (statuses.get(c.name) or {}).get("state", {}) for c in run.containers if not c.init):
+            # adopt a pod that was running before a restart: restart its runtimes quietly
+            try:
+                run.volumes = mount_volumes(self.store, self.svc.oss, pod)
+            except MountError:
+                return run
+            run.pod_ip, run.sandbox = st["podIP"], True
+            for c in run.containers:
+                s = statuses.get(c.name) or {}
+                if c.init:
+                    c.state, c.reason, c.exit_code = "terminated", "Completed", 0
+                    continue
+                c.restarts = int(s.get("restartCount") or 0)
+                c.container_id = s.get("containerID") or _container_id(run.uid, c.name, c.restarts)
+                self._start_handle(pod, run, c, now, _parse_ts((s.get("state") or {}).get("running", {})
+                                                               .get("startedAt")) or now)
+            run.stage, run.idx = "running", len(run.containers)
+            self.svc.set_volumes(run.ns, run.name, run.volumes)
+        return run
+
+    def _advance(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> float | None:
+        # loop: one pass may cross several stage boundaries when their deadlines have passed
+        for _ in range(4 * len(run.containers) + 8):
+            if run.stage == "volumes":
+                if now < run.due:
+                    return run.due
+                try:
+                    run.volumes = mount_volumes(self.store, self.svc.oss, pod)
+                except MountError as e:
+                    run.mount_failures += 1
+                    backoff = min(self.timings["mount_retry_max"],
+                                  self.timings["mount_retry_min"] * 2 ** (run.mount_failures - 1))
+                    self.event(pod, "Warning", "FailedMount", str(e), KUBELET, host=run.node)
+                    run.due = now + backoff
+                    return run.due
+                self.svc.set_volumes(run.ns, run.name, run.volumes)
+                run.pod_ip = self._allocate_ip(node, run)
+                run.sandbox = True
+                run.stage, run.idx = "pull", 0
+                run.pull_requested = 0.0
+                continue
+            if run.stage == "pull":
+                if run.idx >= len(run.containers):
+                    run.stage = "running"
+                    continue
+                c = run.containers[run.idx]
+                if run.pull_requested == 0.0:
+                    run.due = self._request_pull(pod, run, c, now)
+                    run.pull_requested = now
+                if now < run.due:
+                    return run.due
+                self._pulled(pod, run, c, now)
+                self.event(pod, "Normal", "Created", f"Created container: {c.name}", KUBELET, host=run.node)
+                c.container_id = _container_id(run.uid, c.name, c.restarts)
+                run.stage, run.due = "start", now + self.timings["container_start"]
+                continue
+            if run.stage == "start":
+                if now < run.due:
+                    return run.due
+                c = run.containers[run.idx]
+                self.event(pod, "Normal", "Started", f"Started container {c.name}", KUBELET, host=run.node)
+                self._start_handle(pod, run, c, now, now)
+                if c.init and c.state == "running":  # init containers complete as they start
+                    self._terminate(c, now, 0, "Completed")
+                run.idx += 1
+                run.stage, run.pull_requested = "pull", 0.0
+                continue
+            if run.stage == "running":
+                return self._running(pod, run, now)
+            return None
+        return now + 1.0
+
+    # ---- images -----------------------------------------------------------------------------------------------
+    def _request_pull(self, pod: dict[str, Any], run: PodRun, c: CRun, now: float) -> float:
+        image = c.spec.get("image", "")
+        key = (run.node, normalize_image(image))
+        policy = c.spec.get("imagePullPolicy") or "IfNotPresent"
+        on_node = key in self.pulling and self.pulling[key] <= now
+        if on_node and policy != "Always":
+            c.message = "present"
+            return now
+        if policy == "Never":
+            c.message = "never"
+            return now
+        self.event(pod, "Normal", "Pulling", f'Pulling image "{image}"', KUBELET, host=run.node)
+        if key in self.pulling and self.pulling[key] > now:  # another pod on this node is pulling it
+            c.message = "waiting"
+            run.pull_started = now
+            return self.pulling[key]
+        cost = self.timings["image_pull_cached"] if on_node else (
+            self.timings["image_pull_overhead"] + image_size(key[1]) / 1e6 / max(self.timings["image_pull_mb_per_s"], 1e-6))
+        start = max(now, self.pull_busy.get(run.node, 0.0))
+        done = start + cost
+        self.pull_busy[run.node] = done
+        self.pulling[key] = done if not on_node else self.pulling[key]
+        run.pull_started = start
+        c.message = "pulled"
+        return done
+
+    def _pulled(self, pod: dict[str, Any], run: PodRun, c: CRun, now: float) -> None:
+        image = c.spec.get("image", "")
+        how = c.message
+        c.message = ""
+        if how == "present":
+            self.event(pod, "Normal", "Pulled", f'Container image "{image}" already present on machine',
+                       KUBELET, host=run.node)
+            return
+        if how == "never":
+            return
+        key = (run.node, normalize_image(image))
+        self.svc.add_image(run.node, key[1], image_size(key[1]))
+        total = max(0.0, run.due - run.pull_requested)
+        pull = max(0.0, run.due - run.pull_started) if how == "pulled" else total
+        self.event(pod, "Normal", "Pulled", f'Successfully pulled image "{image}" in {go_duration(pull)} '
+                   f"({go_duration(total)} including waiting). Image size: {image_size(key[1])} bytes.",
+                   KUBELET, host=run.node)
+
+    # ---- containers -------------------------------------------------------------------------------------------
+    def _start_handle(self, pod: dict[str, Any], run: PodRun, c: CRun, now: float, started_at: float) -> None:
+        mounts = []
+        for vm in c.spec.get("volumeMounts") or []:
+            src = run.volumes.get(vm.get("name", ""))
+            if src is not None:
+                mounts.append(Mount(mount_path=vm.get("mountPath", ""), sub_path=vm.get("subPath") or "",
+                                    read_only=bool(vm.get("readOnly")), volume=src))
+        spec = ContainerSpec(namespace=run.ns, pod_name=run.name, pod_uid=run.uid, node_name=run.node,
+                             pod_ip=run.pod_ip, container=c.spec, mounts=mounts, restart_count=c.restarts)
+        runtime = self.svc.runtimes.for_container(pod, c.spec)
+        try:
+            c.handle = runtime.start(spec)
+        except Exception as e:  # noqa: BLE001 - a runtime failing to start is a container that fails to start
+            c.handle = None
+            self._terminate(c, now, 128, "StartError", f"failed to start container: {e}")
+            return
+        c.state, c.reason, c.started_at, c.exit_code = "running", "", started_at, None
+        c.ready = False
+
+    def _terminate(self, c: CRun, now: float, code: int, reason: str, message: str = "") -> None:
+        c.state, c.exit_code, c.reason, c.message, c.finished_at = "terminated", code, reason, message, now
+        c.ready = False
+        if c.handle is not None:
+            self.svc.spawn(c.handle.stop())
+            c.handle = None
+
+    def _running(self, pod: dict[str, Any], run: PodRun, now: float) -> float | None:
+        restart = (pod.get("spec") or {}).get("restartPolicy") or "Always"
+        due: list[float] = []
+        for c in run.containers:
+            if c.init:
+                continue
+            if c.state == "running" and c.handle is not None:
+                state: ContainerState = c.handle.state()
+                self.svc.set_log(run.ns, run.name, c.name, c.handle.logs())
+                if state.exit_code is not None:
+                    self._terminate(c, now, state.exit_code, state.reason or ("Completed" if state.exit_code == 0
+                                                                              else "Error"), state.message)
+                else:
+                    probe = c.spec.get("readinessProbe")
+                    gate = (c.started_at or now) + (float(probe.get("initialDelaySeconds") or 0)
+                                                    + self.timings["pod_readiness"] if probe else 0.0)
+                    ready = state.ready and now >= gate
+                    if probe and not state.ready and now >= gate and state.message and state.message != c.unhealthy_msg:
+                        self.event(pod, "Warning", "Unhealthy", f"Readiness probe failed: {state.message}", KUBELET,
+                                   host=run.node)
+                    c.unhealthy_msg = state.message if not state.ready else ""
+                    c.ready = ready
+                    if not ready and now < gate:
+                        due.append(gate)
+            restartable = restart != "Never" and not (restart == "OnFailure" and c.exit_code == 0)
+            if c.state == "terminated" and restartable and c.restart_at is None:
+                backoff = min(self.timings["crash_backoff_max"], self.timings["crash_backoff_min"] * 2 ** c.restarts)
+                c.restart_at = now + backoff
+                c.last_state = {"terminated": _terminated(c, self.clock)}
+                c.state, c.reason = "waiting", "CrashLoopBackOff"
+                c.message = f"back-off {go_duration(backoff)} restarting failed container={c.name} " \
+                            f"pod={run.name}_{run.ns}({run.uid})"
+                self.event(pod, "Warning", "BackOff", f"Back-off restarting failed container {c.name} in pod "
+                           f"{run.name}_{run.ns}({run.uid})", KUBELET, host=run.node)
+            if c.state == "waiting" and c.restart_at is not None:
+                if now >= c.restart_at:
+                    c.restart_at = None
+                    c.restarts += 1
+                    c.container_id = _container_id(run.uid, c.name, c.restarts)
+                    self.event(pod, "Normal", "Pulled", f'Container image "{c.spec.get("image", "")}" already '
+                               "present on machine", KUBELET, host=run.node)
+                    self.event(pod, "Normal", "Created", f"Created container: {c.name}", KUBELET, host=run.node)
+                    self.event(pod, "Normal", "Started", f"Started container {c.name}", KUBELET, host=run.node)
+                    self._start_handle(pod, run, c, now, now)
+                else:
+                    due.append(c.restart_at)
+        return min(due) if due else None
+
+    def _begin_stop(self, pod: dict[str, Any], run: PodRun, now: float) -> float:
+        grace = (pod["metadata"].get("deletionGracePeriodSeconds"))
+        if grace is None:
+            grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        for c in run.containers:
+            if c.state == "running":
+                self.event(pod, "Normal", "Killing", f"Stopping container {c.name}", KUBELET, host=run.node)
+            if c.handle is not None:
+                self.svc.spawn(c.handle.stop())
+                c.handle = None
+        run.stage = "stopping"
+        run.due = now + min(float(grace), self.timings["container_stop"])
+        return run.due
+
+    # ---- networking -------------------------------------------------------------------------------------------
+    def _allocate_ip(self, node: dict[str, Any], run: PodRun) -> str:
+        cidr = (node.get("spec") or {}).get("podCIDR")
+        if not cidr:
+            return ""
+        used = {r.pod_ip for r in self.runs.values() if r.node == run.node and r.pod_ip}
+        for p in self.store.list("pods", field_selector=f"spec.nodeName={run.node}"):
+            ip = (p.get("status") or {}).get("podIP")
+            if ip:
+                used.add(ip)
+        for n, ip in enumerate(ipaddress.ip_network(cidr).hosts()):
+            if n >= 1 and str(ip) not in used:  # .1 is the bridge gateway
+                return str(ip)
+        return ""
+
+    # ---- status -----------------------------------------------------------------------------------------------
+    def _write_status(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> None:
+        st = copy.deepcopy(pod.get("status") or {})
+        now_iso = self.clock.iso(now)
+        host_ip = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
+                        if a.get("type") == "InternalIP"), "")
+        regular = [c for c in run.containers if not c.init]
+        inits = [c for c in run.containers if c.init]
+        initialized = all(c.state == "terminated" and c.exit_code == 0 for c in inits)
+        all_ready = bool(regular) and all(c.ready for c in regular)
+        unready = [c.name for c in regular if not c.ready]
+        conds = list(st.get("conditions") or [])
+        conds = set_condition(conds, {"type": "PodReadyToStartContainers", "status": str(run.sandbox),
+                                      "lastProbeTime": None}, now_iso)
+        init_cond: dict[str, Any] = {"type": "Initialized", "status": str(initialized), "lastProbeTime": None}
+        if not initialized:
+            init_cond.update(reason="ContainersNotInitialized",
+                             message=f"containers with incomplete status: [{' '.join(c.name for c in inits)}]")
+        conds = set_condition(conds, init_cond, now_iso)
+        for typ in ("Ready", "ContainersReady"):
+            cond: dict[str, Any] = {"type": typ, "status": str(all_ready), "lastProbeTime": None}
+            if not all_ready:
+                cond.update(reason="ContainersNotReady", message=f"containers with unready status: [{' '.join(unready)}]")
+            conds = set_condition(conds, cond, now_iso)
+        order = ["PodReadyToStartContainers", "Initialized", "Ready", "ContainersReady", "PodScheduled"]
+        conds.sort(key=lambda c: order.index(c["type"]) if c.get("type") in order else len(order))
+        st["conditions"] = [{k: v for k, v in c.items() if v is not None} for c in conds]
+        running = [c for c in regular if c.state == "running"]
+        restart = (pod.get("spec") or {}).get("restartPolicy") or "Always"
+        if regular and all(c.state == "terminated" for c in regular) and restart != "Always" and \
+                all(c.restart_at is None for c in regular):
+            st["phase"] = "Succeeded" if all(c.exit_code == 0 for c in regular) else "Failed"
+        elif running or any(c.restarts or c.last_state for c in regular):
+            st["phase"] = "Running"
+        else:
+            st["phase"] = "Pending"
+        st["hostIP"] = host_ip
+        st["hostIPs"] = [{"ip": host_ip}] if host_ip else []
+        if run.pod_ip:
+            st["podIP"] = run.pod_ip
+            st["podIPs"] = [{"ip": run.pod_ip}]
+        st.setdefault("startTime", self.clock.iso(run.started))
+        st["containerStatuses"] = [self._container_status(c, run) for c in regular]
+        if inits:
+            st["initContainerStatuses"] = [self._container_status(c, run) for c in inits]
+        if st != (pod.get("status") or {}):
+            new = copy.deepcopy(pod)
+            new["status"] = st
+            self.store.update_status("pods", new, field_manager=KUBELET)
+
+    def _container_status(self, c: CRun, run: PodRun) -> dict[str, Any]:
+        image = c.spec.get("image", "")
+        out: dict[str, Any] = {"name": c.name, "ready": c.ready, "restartCount": c.restarts,
+                               "image": normalize_image(image), "imageID": "", "started": c.state == "running"}
+        if c.state == "running":
+            out["state"] = {"running": {"startedAt": self.clock.iso(c.started_at)}}
+        elif c.state == "terminated":
+            out["state"] = {"terminated": _terminated(c, self.clock)}
+        else:
+            w: dict[str, Any] = {"reason": c.reason or "ContainerCreating"}
+            if c.message and c.reason == "CrashLoopBackOff":
+                w["message"] = c.message
+            out["state"] = {"waiting": w}
+        out["lastState"] = c.last_state or {}
+        if c.container_id and (c.state != "waiting" or c.restarts):
+            out["containerID"] = c.container_id
+            out["imageID"] = image_id(image)
+        if c.state == "waiting" and not c.restarts:
+            out["image"] = image
+        return out
+
+
+def _terminated(c: CRun, clock: Any) -> dict[str, Any]:
+    t: dict[str, Any] = {"exitCode": c.exit_code if c.exit_code is not None else 0, "reason": c.reason or "Error",
+                         "startedAt": clock.iso(c.started_at) if c.started_at else None,
+                         "finishedAt": clock.iso(c.finished_at) if c.finished_at else None,
+                         "containerID": c.container_id}
+    if c.message:
+        t["message"] = c.message
+    return {k: v for k, v in t.items() if v is not None}
+
+
+def _container_id(uid: str, name: str, restarts: int) -> str:
+    return "containerd://" + hashlib.sha256(f"{uid}/{name}/{restarts}".encode()).hexdigest()
+
+
+def _node_kubelet_alive(node: dict[str, Any]) -> bool:
+    for c in (node.get("status") or {}).get("conditions") or []:
+        if c.get("type") == "Ready":
+            return c.get("status") != "Unknown"
+    return False
+
+
+def _parse_ts(iso: str | None) -> float:
+    from .util import ts
+
+    try:
+        return ts(iso)
+    except ValueError:
+        return 0.0

@@ -1,0 +1,155 @@
+"""The ReplicaSet controller (``replicaset-controller``), after ``pkg/controller/replicaset/replica_set.go``.
+
+For each ReplicaSet: the active pods it controls (ownerReference ``controller: true`` with its uid, not terminating,
+not Succeeded/Failed) are compared with ``spec.replicas``; missing pods are created from the template with
+``generateName: <rs>-`` (event ``SuccessfulCreate`` "Created pod: x"), surplus pods deleted in upstream's order of
+preference (``pkg/controller/controller_utils.go`` ``ActivePods``/``ActivePodsWithRanks``: unassigned before
+assigned, Pending before Unknown before Running, not ready before ready, ready for less time first, more restarts
+first, newer first; event ``SuccessfulDelete`` "Deleted pod: x"). Status: ``replicas``, ``fullyLabeledReplicas``,
+``readyReplicas``, ``availableReplicas`` (ready for ``minReadySeconds``), ``observedGeneration``.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from ..kube.errors import KubeError
+from ..kube.selectors import match_labels, selector_from_label_selector
+from .base import Controller
+from .util import condition, ts
+
+COMPONENT = "replicaset-controller"
+MAX_BURST = 500  # pods created or deleted per ReplicaSet per pass (upstream: BurstReplicas 500)
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    c = condition(pod, "Ready")
+    return bool(c) and c.get("status") == "True"
+
+
+def pod_available(pod: dict[str, Any], min_ready: int, now: float) -> bool:
+    c = condition(pod, "Ready")
+    if not c or c.get("status") != "True":
+        return False
+    return min_ready <= 0 or ts(c.get("lastTransitionTime")) + min_ready <= now
+
+
+def is_active(pod: dict[str, Any]) -> bool:
+    return not pod["metadata"].get("deletionTimestamp") and \
+        ((pod.get("status") or {}).get("phase")) not in ("Succeeded", "Failed")
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
+
+
+def _deletion_rank(pod: dict[str, Any]) -> tuple:
+    spec, st = pod.get("spec") or {}, pod.get("status") or {}
+    phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(st.get("phase") or "Pending", 0)
+    ready = pod_ready(pod)
+    ready_since = ts((condition(pod, "Ready") or {}).get("lastTransitionTime")) if ready else 0.0
+    restarts = sum(int(c.get("restartCount") or 0) for c in st.get("containerStatuses") or [])
+    created = ts(pod["metadata"].get("creationTimestamp"))
+    return (1 if spec.get("nodeName") else 0, phase_rank, 1 if ready else 0, -ready_since, -restarts, -created)
+
+
+class ReplicaSetController(Controller):
+    name = COMPONENT
+    topics = ("kube/replicasets.apps", "kube/pods")
+
+    def reconcile(self) -> float | None:
+        now = self.clock.now()
+        pods_by_ns: dict[str, list[dict[str, Any]]] = {}
+        for p in self.objects("pods"):
+            pods_by_ns.setdefault(p["metadata"].get("namespace") or "default", []).append(p)
+        due: list[float] = []
+        for rs in self.objects("replicasets"):
+            d = self._sync(rs, pods_by_ns.get(rs["metadata"].get("namespace") or "default", []), now)
+            if d is not None:
+                due.append(d)
+        return min(due) if due else None
+
+    def _sync(self, rs: dict[str, Any], ns_pods: list[dict[str, Any]], now: float) -> float | None:
+        m, spec = rs["metadata"], rs.get("spec") or {}
+        uid = m["uid"]
+        owned = [p for p in ns_pods if owned_by(p, uid)]
+        active = [p for p in owned if is_active(p)]
+        want = int(spec.get("replicas", 1) or 0)
+        if not m.get("deletionTimestamp"):
+            diff = len(active) - want
+            if diff < 0:
+                for _ in range(min(-diff, MAX_BURST)):
+                    created = self._create_pod(rs)
+                    if created is None:
+                        break
+                    active.append(created)
+                    owned.append(created)
+            elif diff > 0:
+                victims = sorted(active, key=_deletion_rank)[:min(diff, MAX_BURST)]
+                for p in victims:
+                    pm = p["metadata"]
+                    try:
+                        self.store.delete("pods", pm.get("namespace"), pm["name"])
+                    except KubeError:
+                        continue
+                    self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}", COMPONENT)
+                    active.remove(p)
+        return self._status(rs, active, now)
+
+    def _create_pod(self, rs: dict[str, Any]) -> dict[str, Any] | None:
+        m = rs["metadata"]
+        tmpl = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
+        meta = tmpl.get("metadata") or {}
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "generateName": f"{m['name']}-", "namespace": m.get("namespace"),
+                "labels": dict(meta.get("labels") or {}),
+                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": m["name"],
+                                     "uid": m["uid"], "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": tmpl.get("spec") or {},
+        }
+        if meta.get("annotations"):
+            pod["metadata"]["annotations"] = dict(meta["annotations"])
+        try:
+            created = self.store.create("pods", pod, m.get("namespace"), field_manager="kube-controller-manager")
+        except KubeError as e:
+            self.event(rs, "Warning", "FailedCreate", f"Error creating: {e.message}",
+                       COMPONENT)
+            return None
+        self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", COMPONENT)
+        return created
+
+    def _status(self, rs: dict[str, Any], active: list[dict[str, Any]], now: float) -> float | None:
+        spec = rs.get("spec") or {}
+        min_ready = int(spec.get("minReadySeconds") or 0)
+        tmpl_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
+        reqs = selector_from_label_selector({"matchLabels": tmpl_labels})
+        ready = [p for p in active if pod_ready(p)]
+        available = [p for p in ready if pod_available(p, min_ready, now)]
+        status = {
+            "replicas": len(active),
+            "fullyLabeledReplicas": sum(1 for p in active if match_labels(reqs, p["metadata"].get("labels"))),
+            "readyReplicas": len(ready),
+            "availableReplicas": len(available),
+            "observedGeneration": rs["metadata"].get("generation", 1),
+        }
+        old = rs.get("status") or {}
+        cur = {k: old.get(k, 0) for k in status}
+        if cur != status:
+            new = copy.deepcopy(rs)
+            new["status"] = {**{k: v for k, v in old.items() if k not in status}, **status}
+            for k in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
+                if new["status"][k] == 0:
+                    new["status"].pop(k)  # omitempty in the Go type
+            try:
+                self.store.update_status("replicasets", new, field_manager=COMPONENT)
+            except KubeError:
+                return now + 1.0
+        if min_ready > 0 and len(available) < len(ready):
+            waits = [ts((condition(p, "Ready") or {}).get("lastTransitionTime")) + min_ready for p in ready
+                     if p not in available]
+            return min(waits) if waits else None
+        return None

@@ -1,0 +1,150 @@
+"""The controllers service (``name = "controllers"``, no HTTP endpoint): the cluster's control loops.
+
+Runs, each as its own level-triggered loop over the Kubernetes store (:mod:`sandbox.controllers.base`):
+the node lifecycle (:mod:`.nodes`), the Deployment and ReplicaSet controllers (:mod:`.deployments`,
+:mod:`.replicasets`), the scheduler (:mod:`.scheduler`), the kubelets (:mod:`.kubelet`, with the OSS CSI mount in
+:mod:`.csi`), the PV/PVC binder (:mod:`.volumes`) and the Endpoints controller (:mod:`.endpoints`). Delays come
+from :mod:`sandbox.timings`. It must start after the ``kube`` service (and uses ``fleet`` and ``oss`` when present).
+
+In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
+
+- ``runtimes``: the :class:`~sandbox.controllers.runtime.RuntimeRegistry` where a container runtime plugs in
+  (``runtimes.register(rt, first=True)``; ``runtimes.changed()`` wakes the kubelet).
+- ``volumes_of(namespace, pod) -> {volume name: VolumeSource}``: what each volume of a started pod maps to
+  (OSS bucket/path for the CSI PVs, ConfigMap/Secret names), as the kubelet mounted it.
+- ``logs(namespace, pod, container=None) -> str``: the container's log text (what ``kubectl logs`` would show).
+- ``node_images(node) -> {image: size}``: images pulled on a node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from ..context import SandboxContext
+from ..service import Service
+from ..timings import resolve
+from .base import Controller
+from .deployments import DeploymentController
+from .endpoints import EndpointsController
+from .kubelet import Kubelet, image_id
+from .nodes import NodeController
+from .replicasets import ReplicaSetController
+from .runtime import RuntimeRegistry, VolumeSource
+from .scheduler import Scheduler
+from .volumes import VolumeBinder
+
+log = logging.getLogger("sandbox.controllers")
+
+CONTROLLERS: tuple[type[Controller], ...] = (
+    NodeController, VolumeBinder, DeploymentController, ReplicaSetController, Scheduler, Kubelet,
+    EndpointsController,
+)
+
+
+class ControllersService(Service):
+    name = "controllers"
+
+    def __init__(self, ctx: SandboxContext) -> None:
+        super().__init__(ctx)
+        if "kube" not in ctx.services:
+            raise RuntimeError("the controllers need the kube service (register KubeService before them)")
+        self.timings = resolve(getattr(ctx, "options", None))
+        self.runtimes = RuntimeRegistry(on_change=self._runtime_changed)
+        self.controllers: list[Controller] = []
+        self._tasks: list[asyncio.Task] = []
+        self._bg: set[asyncio.Task] = set()
+        self._logs: dict[tuple[str, str, str], str] = {}
+        self._volumes: dict[tuple[str, str], dict[str, VolumeSource]] = {}
+        self._images: dict[str, dict[str, int]] = {}
+
+    # ---- services this one reads ---------------------------------------------------------------------------------
+    @property
+    def kube(self) -> Any:
+        return self.ctx.services["kube"]
+
+    @property
+    def fleet(self) -> Any:
+        return self.ctx.services.get("fleet")
+
+    @property
+    def oss(self) -> Any:
+        return self.ctx.services.get("oss")
+
+    # ---- lifecycle -----------------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        self.controllers = [cls(self) for cls in CONTROLLERS]
+        topics = sorted({t for c in self.controllers for t in c.topics if t != "runtime"})
+        for topic in topics:
+            self._tasks.append(asyncio.create_task(self._fan_out(topic), name=f"controllers-bus-{topic}"))
+        for c in self.controllers:
+            self._tasks.append(asyncio.create_task(c.run(), name=f"controller-{c.name}"))
+
+    async def stop(self) -> None:
+        for t in self._tasks + list(self._bg):
+            t.cancel()
+        for t in self._tasks + list(self._bg):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._tasks.clear()
+
+    async def _fan_out(self, topic: str) -> None:
+        watchers = [c for c in self.controllers if topic in c.topics]
+        while True:
+            await self.ctx.bus.wait(topic)
+            for c in watchers:
+                c.wake.set()
+
+    def _runtime_changed(self) -> None:
+        for c in self.controllers:
+            if "runtime" in c.topics:
+                c.wake.set()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run a runtime's coroutine (e.g. ``handle.stop()``) in the background, logging failures."""
+        async def guarded() -> None:
+            try:
+                await coro
+            except Exception:  # noqa: BLE001
+                log.exception("controllers background task failed")
+
+        task = asyncio.get_running_loop().create_task(guarded())
+        self._bg.add(task)
+        task.add_done_callback(self._bg.discard)
+
+    # ---- state kept for the runtime seam ---------------------------------------------------------------------------
+    def set_volumes(self, namespace: str, pod: str, volumes: dict[str, VolumeSource]) -> None:
+        self._volumes[(namespace, pod)] = dict(volumes)
+
+    def volumes_of(self, namespace: str, pod: str) -> dict[str, VolumeSource]:
+        return dict(self._volumes.get((namespace, pod), {}))
+
+    def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
+        self._logs[(namespace, pod, container)] = text
+
+    def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
+        if container is None:
+            for (ns, p, _c), text in self._logs.items():
+                if ns == namespace and p == pod:
+                    return text
+            return ""
+        return self._logs.get((namespace, pod, container), "")
+
+    def forget_pod(self, namespace: str, pod: str) -> None:
+        self._volumes.pop((namespace, pod), None)
+        for key in [k for k in self._logs if k[0] == namespace and k[1] == pod]:
+            del self._logs[key]
+
+    def add_image(self, node: str, image: str, size: int) -> None:
+        self._images.setdefault(node, {})[image] = size
+
+    def node_images(self, node: str) -> dict[str, int]:
+        return dict(self._images.get(node, {}))
+
+    def image_list(self, node: str) -> list[dict[str, Any]]:
+        """``status.images`` of a node: biggest first (kubelet sorts by size), at most 50."""
+        imgs = sorted(self._images.get(node, {}).items(), key=lambda kv: (-kv[1], kv[0]))[:50]
+        return [{"names": [image_id(name), name], "sizeBytes": size} for name, size in imgs]
