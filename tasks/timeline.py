@@ -112,24 +112,27 @@ def read_external_metric(
 ) -> float | None:
     """What the HPA controller reads from the external metrics API (None when it answers with no items)."""
     path = f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{namespace}/{metric}"
+    api = kube.api_client
     try:
-        resp = kube.api_client.call_api(
-            path,
+        method, url, headers, body, post = api.param_serialize(
             "GET",
+            path,
             query_params=[("labelSelector", label_selector(selector))],
             header_params={"Accept": "application/json"},
             auth_settings=["BearerToken"],
-            _preload_content=False,
-            _return_http_data_only=True,
-            _request_timeout=timeout_s,
         )
-    except Exception as exc:  # ApiException, urllib3 errors: the caller records them
-        status = getattr(exc, "status", None)
-        raise KubeApiError(f"GET {path}", status, type(exc).__name__, str(getattr(exc, "reason", "") or exc)[:200]) from None
-    try:
-        data = resp.data
-    finally:
-        resp.release_conn()
+        resp = api.call_api(method, url, header_params=headers, body=body, post_params=post,
+                            _request_timeout=timeout_s)
+        data = resp.read()
+    except Exception as exc:  # urllib3 errors, TLS errors: the caller records them
+        raise KubeApiError(f"GET {path}", None, type(exc).__name__, str(exc)[:200]) from None
+    if not 200 <= resp.status < 300:
+        text = data.decode(errors="replace") if isinstance(data, bytes) else str(data)
+        try:
+            message = json.loads(text).get("message") or text[:200]
+        except ValueError:
+            message = text[:200]
+        raise KubeApiError(f"GET {path}", resp.status, str(resp.reason or ""), message)
     return metric_sum(json.loads(data) if data else {})
 
 

@@ -1,0 +1,219 @@
+"""The teardown flow: remove what a deploy created, idempotently, also after a deploy that failed midway.
+
+Order (dependents first): Ingress, HPA, Service, Deployment (``propagationPolicy=Foreground``: the call returns
+once its ReplicaSets and pods are gone, so no pod still mounts the volume), then the serving pods are awaited
+gone, then ConfigMap, PVC, PV, Secret (``Background``), then the node pool (ACK DeleteClusterNodepool with
+``force``, through :func:`tasks.nodepool.delete_node_pool`), and the model objects in OSS only when
+``delete_model`` is true. Every object delete waits until the object is gone (finalizers such as
+``kubernetes.io/pvc-protection`` hold it until its users are gone); 404 is "already gone".
+
+Each step is independent: a failing step (a 5xx that outlasts the retries, a timeout, a cluster we cannot reach)
+is recorded and the next steps still run; at the end :class:`TeardownFailed` names every failed step. The
+namespace is left alone (it may be shared, e.g. ``default``). Every name comes from ``spec.names``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel, Field
+
+from blocks import AckCluster
+from flows.spec import DeploySpec
+from tasks.ack_api import AckApi
+from tasks.kube import KubeApiError, KubeClients, kind_of, step_logger
+from tasks.model import delete_model as delete_model_task
+from tasks.nodepool import delete_node_pool
+from tasks.serving import selector as serving_selector
+
+Propagation = Literal["Foreground", "Background", "Orphan"]
+
+
+class StepResult(BaseModel):
+    step: str
+    outcome: Literal["deleted", "absent", "failed", "skipped"]
+    detail: str = ""
+
+
+class TeardownResult(BaseModel):
+    cluster_id: str
+    steps: list[StepResult] = Field(default_factory=list)
+
+    @property
+    def failed(self) -> list[StepResult]:
+        return [s for s in self.steps if s.outcome == "failed"]
+
+
+class TeardownFailed(RuntimeError):
+    """Some steps failed; the others ran. Names each failed step with its error."""
+
+    def __init__(self, result: TeardownResult) -> None:
+        self.result = result
+        lines = [f"teardown failed: {', '.join(s.step for s in result.failed)}"]
+        lines += [f"  {s.step}: {s.detail}" for s in result.failed]
+        super().__init__("\n".join(lines))
+
+
+def objects_to_delete(spec: DeploySpec) -> list[tuple[str, str, str | None, Propagation]]:
+    """(kind, name, namespace, propagation) in deletion order, every name from ``spec.names``."""
+    n = spec.names
+    ns = n.namespace
+    return [
+        ("Ingress", n.ingress, ns, "Background"),
+        ("HorizontalPodAutoscaler", n.hpa, ns, "Background"),
+        ("Service", n.service, ns, "Background"),
+        ("Deployment", n.deployment, ns, "Foreground"),
+        ("ConfigMap", n.model_config_map, ns, "Background"),
+        ("PersistentVolumeClaim", n.pvc, ns, "Background"),
+        ("PersistentVolume", n.pv, None, "Background"),
+        ("Secret", n.oss_secret, ns, "Background"),
+    ]
+
+
+def _wait(check: Any, timeout_s: float, what: str, last: Any = None) -> None:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.1
+    while True:
+        state = check()
+        if state is None:
+            return
+        if time.monotonic() >= deadline:
+            raise TimeoutError(f"{what} still there after {timeout_s:.0f}s: {state}")
+        time.sleep(delay)
+        delay = min(delay * 1.5, 2.0)
+
+
+def _pending_state(obj: dict[str, Any] | None) -> str | None:
+    if obj is None:
+        return None
+    meta = obj.get("metadata") or {}
+    fins = meta.get("finalizers") or []
+    return f"deletionTimestamp {meta.get('deletionTimestamp')}, finalizers {fins}" if meta.get(
+        "deletionTimestamp") else "not being deleted"
+
+
+def delete_object(
+    kube: KubeClients,
+    kind: str,
+    name: str,
+    namespace: str | None,
+    propagation: Propagation = "Background",
+    timeout_s: float = 300.0,
+) -> Literal["deleted", "absent"]:
+    """DELETE one object and wait until it is gone; ``absent`` when it did not exist (404)."""
+    k = kind_of(kind)
+    where = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
+    args = (name, namespace) if k.namespaced else (name,)
+    try:
+        kube._call(  # KubeClients has no delete helper; _call gives its retries and error mapping
+            f"DELETE {where}",
+            getattr(kube.api(k.api), f"delete_{k.suffix}"),
+            *args,
+            body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation},
+        )
+    except KubeApiError as exc:
+        if exc.not_found:
+            return "absent"
+        raise
+    _wait(lambda: _pending_state(kube.get(kind, name, namespace)), timeout_s, where)
+    return "deleted"
+
+
+@task(name="teardown-object", cache_policy=NO_CACHE)
+def delete_object_task(
+    kube: KubeClients, kind: str, name: str, namespace: str | None, propagation: Propagation, timeout_s: float
+) -> str:
+    outcome = delete_object(kube, kind, name, namespace, propagation, timeout_s)
+    step_logger().info("%s %s: %s", kind, name, outcome)
+    return outcome
+
+
+def _serving_pods(kube: KubeClients, spec: DeploySpec) -> str | None:
+    sel = ",".join(f"{k}={v}" for k, v in serving_selector(spec).items())
+    items = kube.list("Pod", spec.names.namespace, label_selector=sel).get("items") or []
+    return f"{len(items)} pods: {', '.join(p['metadata']['name'] for p in items[:5])}" if items else None
+
+
+def _short(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
+
+
+@flow(name="elastic-inference-teardown", description="Remove what a deploy created (objects, node pool, model).",
+      validate_parameters=True)
+def teardown(
+    spec: DeploySpec,
+    cluster_block: str = "sandbox",
+    delete_model: bool = False,
+    delete_pool: bool = True,
+    timeout_s: float = 600.0,
+) -> TeardownResult:
+    """Remove the Ingress, HPA, Service, Deployment, ConfigMap, PVC, PV and Secret of ``spec``, then its node
+    pool (``delete_pool``), then the uploaded model (``delete_model``). Idempotent; see the module docstring."""
+    logger = get_run_logger()
+    cluster = AckCluster.load(cluster_block)
+    if spec.cluster_id and spec.cluster_id != cluster.cluster_id:
+        raise ValueError(
+            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {cluster_block!r} "
+            f"({cluster.cluster_id!r}); refusing to tear down the wrong cluster"
+        )
+    spec = spec.with_cluster(cluster.cluster_id)
+    result = TeardownResult(cluster_id=cluster.cluster_id)
+    logger.info("tearing down %s in cluster %s", spec.names.deployment, cluster.cluster_id)
+
+    kube: KubeClients | None = None
+    try:
+        text, _ = AckApi(cluster.credentials, cluster.cluster_id).user_kubeconfig(60)
+        kube = KubeClients.from_kubeconfig_text(text)
+    except Exception as exc:
+        result.steps.append(StepResult(step="kubeconfig", outcome="failed", detail=_short(exc)))
+        logger.error("cannot reach the cluster: %s", _short(exc))
+
+    try:
+        for kind, name, namespace, propagation in objects_to_delete(spec):
+            step = f"{kind}/{name}"
+            if kube is None:
+                result.steps.append(StepResult(step=step, outcome="skipped", detail="no cluster access"))
+                continue
+            try:
+                outcome = delete_object_task(kube, kind, name, namespace, propagation, timeout_s)
+                result.steps.append(StepResult(step=step, outcome=outcome))
+            except Exception as exc:
+                result.steps.append(StepResult(step=step, outcome="failed", detail=_short(exc)))
+                logger.error("%s: %s", step, _short(exc))
+            if kind == "Deployment":
+                try:
+                    _wait(lambda: _serving_pods(kube, spec), timeout_s, "serving pods")
+                except Exception as exc:
+                    result.steps.append(StepResult(step="pods", outcome="failed", detail=_short(exc)))
+                    logger.error("serving pods: %s", _short(exc))
+    finally:
+        if kube is not None:
+            kube.close()
+
+    if delete_pool:
+        step = f"NodePool/{spec.node_pool.name}"
+        try:
+            res = delete_node_pool(spec.node_pool.name, cluster.credentials, cluster.cluster_id, force=True,
+                                   timeout=timeout_s)
+            result.steps.append(StepResult(step=step, outcome="deleted" if res.existed else "absent",
+                                           detail=res.nodepool_id or ""))
+        except Exception as exc:
+            result.steps.append(StepResult(step=step, outcome="failed", detail=_short(exc)))
+            logger.error("%s: %s", step, _short(exc))
+    if delete_model:
+        step = f"Model/oss://{spec.storage.bucket}/{spec.names.model_oss_prefix}"
+        try:
+            n = delete_model_task(spec, cluster.credentials)
+            result.steps.append(StepResult(step=step, outcome="deleted" if n else "absent", detail=f"{n} objects"))
+        except Exception as exc:
+            result.steps.append(StepResult(step=step, outcome="failed", detail=_short(exc)))
+            logger.error("%s: %s", step, _short(exc))
+
+    summary = ", ".join(f"{s.step} {s.outcome}" for s in result.steps)
+    if result.failed:
+        raise TeardownFailed(result)
+    logger.info("teardown done: %s", summary)
+    return result
