@@ -1,0 +1,244 @@
+"""prefect.yaml on a real self-hosted Prefect server, driven with Prefect's own CLI as docs/running.md tells users.
+
+A `prefect server start` on loopback with its own PREFECT_HOME (module-scoped), a `process` work pool,
+`prefect --no-prompt deploy --all` from the repository, then: the scheduled deployment's cron and inactive
+schedule, the manual deployment's parameter form (the DeploySpec schema), the event trigger, and a manual
+`prefect deployment run` executed by a process worker against a sandbox started with `elastic-inference sandbox
+up` (which saves its blocks on that server). No secret shows in the block API or the flow run's logs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+FLOW = "elastic-inference-deploy"
+POOL = "elastic-inference"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class PrefectServer:
+    """`prefect server start` in its own process group and PREFECT_HOME; ``env`` points a CLI at it."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.port = free_port()
+        self.api = f"http://127.0.0.1:{self.port}/api"
+        self.env = {k: v for k, v in os.environ.items() if not k.startswith("PREFECT_")} | {
+            "PREFECT_HOME": str(home),
+            "PREFECT_API_URL": self.api,
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+            "PREFECT_SERVER_UI_ENABLED": "false",
+            "PREFECT_LOGGING_TO_API_ENABLED": "true",
+            # `prefect deploy` records the directory it runs in ({{ $PWD }} in prefect.yaml), as a shell would set it.
+            "PWD": str(REPO),
+        }
+        self.log = (home / "server.log").open("w")
+        self.proc = subprocess.Popen(
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+
+    def wait_healthy(self, timeout: float = 240) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"prefect server exited: {(self.home / 'server.log').read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{self.api}/health", timeout=5).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise TimeoutError("prefect server did not become healthy")
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=30)
+        self.log.close()
+
+    def cli(self, *args: str, timeout: float = 300, check: bool = True, **env: str) -> subprocess.CompletedProcess:
+        proc = subprocess.run(
+            args, cwd=REPO, env=self.env | env, capture_output=True, text=True, timeout=timeout
+        )
+        if check:
+            assert proc.returncode == 0, f"{' '.join(args)}\n{proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def http(self) -> httpx.Client:
+        return httpx.Client(base_url=self.api, timeout=30)
+
+    def deployment(self, name: str) -> dict[str, Any]:
+        with self.http() as http:
+            r = http.get(f"/deployments/name/{FLOW}/{name}")
+            r.raise_for_status()
+            return r.json()
+
+    def wait_flow_run(self, flow_run_id: str, timeout: float = 300) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self.http() as http:
+            while True:
+                run = http.get(f"/flow_runs/{flow_run_id}").json()
+                if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
+                    return run
+                assert time.monotonic() < deadline, f"flow run still {run['state_type']}"
+                time.sleep(1)
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrefectServer]:
+    srv = PrefectServer(tmp_path_factory.mktemp("prefect-server-home"))
+    try:
+        srv.wait_healthy()
+        yield srv
+    finally:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def deployed(server: PrefectServer) -> subprocess.CompletedProcess:
+    server.cli(str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process")
+    return server.cli(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
+
+
+def test_deploy_all_creates_the_three_deployments(server: PrefectServer, deployed) -> None:
+    for name in ("scheduled-post-training", "manual", "on-model-registered"):
+        dep = server.deployment(name)
+        assert dep["entrypoint"] == "flows/deploy.py:deploy"
+        assert dep["work_pool_name"] == POOL
+        assert dep["enforce_parameter_schema"] is True
+        # Runnable from this clone: the worker changes into the directory `prefect deploy` ran in.
+        assert dep["pull_steps"] == [
+            {"prefect.deployments.steps.set_working_directory": {"directory": str(REPO)}}
+        ]
+
+
+def test_scheduled_deployment_has_its_cron_and_is_inactive(server: PrefectServer, deployed) -> None:
+    dep = server.deployment("scheduled-post-training")
+    (schedule,) = dep["schedules"]
+    assert schedule["schedule"]["cron"] == "0 3 * * *"
+    assert schedule["schedule"]["timezone"] == "UTC"
+    assert schedule["active"] is False
+    # It names the spec it deploys: a complete DeploySpec.
+    from flows.spec import DeploySpec
+
+    spec = dep["parameters"]["spec"]
+    assert spec["model"]["name"] == "chnsenticorp" and spec["model"]["local_dir"] == ".sandbox/models/chnsenticorp"
+    assert DeploySpec.model_validate({**spec, "model": {**spec["model"], "local_dir": None}})
+    assert dep["parameters"]["cluster_block"] == "sandbox"
+    # An inactive schedule creates no runs.
+    with server.http() as http:
+        runs = http.post("/flow_runs/filter", json={"deployments": {"id": {"any_": [dep["id"]]}}}).json()
+    assert runs == []
+
+
+def test_manual_deployment_form_is_the_deploy_spec(server: PrefectServer, deployed) -> None:
+    dep = server.deployment("manual")
+    assert dep["schedules"] == []
+    schema = dep["parameter_openapi_schema"]
+    assert schema["required"] == ["spec"]
+    assert schema["properties"]["spec"]["$ref"] == "#/definitions/DeploySpec"
+    defs = schema["definitions"]
+    assert {"DeploySpec", "NodePoolSpec", "ModelSpec", "StorageSpec", "ServingSpec", "AutoscalingSpec",
+            "IngressSpec", "LoadTestSpec", "VerificationSpec"} <= set(defs)
+    pool = defs["NodePoolSpec"]["properties"]
+    assert pool["on_demand_percentage_above_base"]["description"].startswith("Percentage of pay-as-you-go")
+    assert pool["on_demand_percentage_above_base"]["default"] == 30
+    assert pool["on_demand_percentage_above_base"]["maximum"] == 100
+    assert pool["billing"]["enum"] == ["spot", "on-demand"]
+    assert pool["multi_az_policy"]["title"] == "Multi Az Policy"
+    model = defs["ModelSpec"]["properties"]
+    assert "numeric version" in model["local_dir"]["description"]
+    assert all(p.get("description") for p in defs["ServingSpec"]["properties"].values())
+    # The form is pre-filled with the sandbox spec.
+    assert dep["parameters"]["spec"]["node_pool"]["on_demand_percentage_above_base"] == 30
+
+
+def test_event_deployment_is_triggered_by_model_version_registered(server: PrefectServer, deployed) -> None:
+    dep = server.deployment("on-model-registered")
+    with server.http() as http:
+        automations = http.post("/automations/filter", json={}).json()
+    (automation,) = [a for a in automations if a["actions"][0].get("deployment_id") == dep["id"]]
+    trigger, (action,) = automation["trigger"], automation["actions"]
+    assert automation["enabled"] is True
+    assert trigger["expect"] == ["model.version.registered"]
+    assert trigger["match"] == {"prefect.resource.id": "mlflow.model.*"}
+    assert trigger["posture"] == "Reactive" and trigger["threshold"] == 1
+    model = action["parameters"]["spec"]["model"]
+    assert model["name"] == "{{ event.payload.name }}"
+    assert "event.payload.source" in model["local_dir"] and "event.payload.source" in model["source_uri"]
+    assert action["parameters"]["spec"]["serving"]["version"] == "v{{ event.payload.version }}"
+
+
+def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_path: Path) -> None:
+    from flows.demo_model import generate_demo_model
+
+    cli = str(BIN / "elastic-inference")
+    sandbox_dir = tmp_path / "sandbox"
+    # `sandbox up` saves the `sandbox` blocks on the server PREFECT_API_URL names.
+    up = server.cli(cli, "sandbox", "up", "-d", "--dir", str(sandbox_dir), "--speed", "50", timeout=180)
+    try:
+        assert "Prefect blocks saved" in up.stdout, up.stdout + up.stderr
+        info = json.loads((sandbox_dir / "sandbox.json").read_text())
+        secret = info["access_key_secret"]
+
+        model_dir = tmp_path / "models" / "chnsenticorp"
+        generate_demo_model(model_dir, version=1623831335)
+        spec = {
+            "node_pool": {"name": "manual-run", "key_pair": "elastic-inference-demo"},
+            "model": {"name": "chnsenticorp", "local_dir": str(model_dir), "version_policy": "specific:1623831335"},
+            "storage": {"bucket": "manual-run-models"},
+            "serving": {"version": "202107141745"},
+        }
+        run = server.cli(str(BIN / "prefect"), "deployment", "run", f"{FLOW}/manual",
+                         "--params", json.dumps({"spec": spec}))
+        flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", run.stdout).group(1)
+        worker = server.cli(str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--run-once", timeout=600)
+        final = server.wait_flow_run(flow_run_id)
+        assert final["state_type"] == "COMPLETED", worker.stdout + worker.stderr
+        assert final["parameters"]["spec"]["model"]["local_dir"] == str(model_dir)
+
+        from blocks import AckCluster
+        from flows.sandbox_profile import cluster_from_sandbox
+        from tasks.ack_api import AckApi
+
+        cluster: AckCluster = cluster_from_sandbox(info)
+        pools = AckApi(cluster.credentials, cluster.cluster_id).describe_node_pools(name="manual-run")
+        assert [p.name for p in pools if p.name == "manual-run"] == ["manual-run"]
+        bucket = cluster.credentials.get_oss_bucket("manual-run-models")
+        assert bucket.object_exists("tensorflow/1623831335/model.json")
+
+        # No secret in the block API (what the UI shows) or in the flow run's logs.
+        with server.http() as http:
+            blocks = http.post("/block_documents/filter", json={"include_secrets": False}).text
+            logs = http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [flow_run_id]}}}).json()
+        assert "sandbox" in blocks and secret not in blocks
+        assert any("deploying" in log["message"] for log in logs)
+        assert all(secret not in log["message"] for log in logs)
+        assert secret not in worker.stdout + worker.stderr
+    finally:
+        server.cli(cli, "sandbox", "down", "--dir", str(sandbox_dir), check=False)
