@@ -15,6 +15,7 @@ def service_classes() -> list[type[Service]]:
     from .kube.service import KubeService
     from .metrics.service import MetricsService
     from .oss.service import OssService
+    from .runtime.service import RuntimeService
 
-    return [OssService, FleetService, AckService, KubeService, ControllersService, IngressService, MetricsService,
-            HpaService, AdminService]
+    return [OssService, FleetService, AckService, KubeService, ControllersService, RuntimeService, IngressService,
+            MetricsService, HpaService, AdminService]

@@ -65,6 +65,10 @@ DEFAULTS: dict[str, float] = {
     # HPA controller (sandbox.hpa; kube-controller-manager defaults, RecommendedDefaultHPAControllerConfiguration)
     "hpa_sync": 15.0,  # --horizontal-pod-autoscaler-sync-period
     "hpa_downscale_stabilization": 300.0,  # --horizontal-pod-autoscaler-downscale-stabilization
+    # TF-Serving-compatible pod runtime (sandbox.runtime)
+    "tfserving_startup": 2.0,  # process start -> flags parsed and the model config read (TF/CUDA init)
+    "tfserving_load": 5.0,  # fixed part of loading one model version (graph import, session, warmup) ...
+    "tfserving_load_mb_per_s": 200.0,  # ... plus its files' size over this read rate through ossfs (MB per sim s)
 }
 
 

@@ -1,0 +1,328 @@
+"""The TF-Serving-compatible pod runtime, driven through the project's renderers against a fresh sandbox.
+
+A GPU node pool (label ``inference=tensorflow``) is created and scaled by hand through the ACK OpenAPI, the demo
+model is uploaded with oss2, and the Secret/PV/PVC and ConfigMap/Deployment/Service come from ``tasks.storage`` and
+``tasks.serving``. The REST API is then called on the pod's loopback listener, found through the runtime's address
+lookup and checked against the ingress resolver seam. Waits poll with deadlines; nothing asserts absolute times
+(the overload test compares two measurements taken in the same test).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import oss2
+import pytest
+from aliyunsdkcore.client import AcsClient
+from aliyunsdkcore.request import CommonRequest
+from kubernetes import client, config
+
+from flows.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
+from flows.spec import DeploySpec
+from tasks.serving import render_serving
+from tasks.storage import render_storage
+
+SPEED = 100.0
+MODEL = "chnsenticorp"
+
+
+def wait_for(fn: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = fn()
+        except client.exceptions.ApiException as e:
+            last = e
+        if last and not isinstance(last, Exception):
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+
+
+def cs_call(info: dict[str, Any], method: str, uri: str, body: Any = None, **paths: str) -> Any:
+    acs = AcsClient(info["access_key_id"], info["access_key_secret"], info["region"], auto_retry=False)
+    r = CommonRequest(domain=info["cs_endpoint"].split("//", 1)[1], version="2015-12-15", uri_pattern=uri,
+                      product="CS")
+    r.set_protocol_type("http")
+    r.set_method(method)
+    r.add_path_param("ClusterId", info["cluster_id"])
+    for k, v in paths.items():
+        r.add_path_param(k, v)
+    if body is not None:
+        r.set_content_type("application/json")
+        r.set_content(json.dumps(body).encode())
+    return json.loads(acs.do_action_with_exception(r))
+
+
+def gpu_pool(name: str) -> dict[str, Any]:
+    return {
+        "nodepool_info": {"name": name, "type": "ess"},
+        "scaling_group": {
+            "instance_types": ["ecs.gn6i-c4g1.xlarge", "ecs.gn7i-c8g1.2xlarge"],
+            "vswitch_ids": ["vsw-sandbox0a", "vsw-sandbox0b"], "instance_charge_type": "PostPaid",
+            "spot_strategy": "SpotAsPriceGo", "multi_az_policy": "COST_OPTIMIZED", "on_demand_base_capacity": 0,
+            "on_demand_percentage_above_base_capacity": 30, "spot_instance_pools": 2,
+            "compensate_with_on_demand": True, "system_disk_category": "cloud_essd", "system_disk_size": 120,
+            "key_pair": "sandbox-key"},
+        "auto_scaling": {"enable": False},
+        "kubernetes_config": {"labels": [{"key": "inference", "value": "tensorflow"}], "runtime": "containerd"},
+    }
+
+
+class Env:
+    def __init__(self, sb: Any, info: dict[str, Any], core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
+        self.sb, self.info, self.core, self.apps = sb, info, core, apps
+
+    @property
+    def runtime(self) -> Any:
+        return self.sb.ctx.services["runtime"]
+
+    def spec(self, ns: str, name: str = "bert-tfserving", **serving: Any) -> DeploySpec:
+        model = serving.pop("model", {})
+        return DeploySpec.parse({
+            "cluster_id": self.info["cluster_id"],
+            "storage": {"pv_name": f"pv-{ns}", "oss_url": self.info["oss_endpoint"]},
+            "serving": {"version": "202107141745", "namespace": ns, "name": name, **serving},
+            "model": model,
+        })
+
+    def apply(self, manifests: list[dict[str, Any]], annotations: dict[str, str] | None = None) -> None:
+        api = self.core.api_client
+        for m in manifests:
+            if m["kind"] == "Deployment" and annotations:
+                m["spec"]["template"]["metadata"]["annotations"] = dict(annotations)
+            kind, ns = m["kind"], m["metadata"].get("namespace")
+            if kind == "PersistentVolume":
+                self.core.create_persistent_volume(m)
+            elif kind == "Deployment":
+                self.apps.create_namespaced_deployment(ns, m)
+            else:
+                getattr(self.core, f"create_namespaced_{_snake(kind)}")(ns, m)
+        del api
+
+    def deploy(self, spec: DeploySpec, annotations: dict[str, str] | None = None) -> str:
+        """Apply ConfigMap + Deployment + Service; return the (single) pod's name once it is scheduled."""
+        self.apply(render_serving(spec), annotations)
+        sel = f"release={spec.names.release},app=tensorflow-serving"
+        pods = wait_for(lambda: [p for p in self.core.list_namespaced_pod(spec.names.namespace,
+                                                                             label_selector=sel).items
+                                 if p.spec.node_name], f"a pod of {spec.names.deployment} to be scheduled")
+        return pods[0].metadata.name
+
+    def ready(self, ns: str, pod: str) -> Any:
+        p = self.core.read_namespaced_pod(pod, ns)
+        c = next((c for c in p.status.conditions or [] if c.type == "Ready"), None)
+        return p if c is not None and c.status == "True" else None
+
+    def logs(self, ns: str, pod: str) -> str:
+        return self.sb.ctx.services["controllers"].logs(ns, pod, "serving")
+
+    def rest(self, ns: str, pod: str) -> str:
+        host, port = wait_for(lambda: self.runtime.address(ns, pod), "the REST listener")
+        return f"http://{host}:{port}"
+
+
+def _snake(kind: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in kind).lstrip("_")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    from sandbox.runner import Sandbox
+
+    state = tmp_path_factory.mktemp("runtime-sb")
+    sb = Sandbox(state / "sb", speed=SPEED, options={"timings": {
+        "nodepool_create": 10, "ecs_create": 10, "ecs_boot": 20}})
+    info = sb.start()
+    api = config.new_client_from_config(info["kubeconfig"])
+    core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+    # the model, uploaded as the flow's upload step lays it out: <bucket>/<prefix>/<version>/...
+    bucket = oss2.Bucket(oss2.Auth(info["access_key_id"], info["access_key_secret"]), info["oss_endpoint"],
+                         "elastic-inference-models")
+    bucket.create_bucket()
+    local = Path(state) / "model"
+    vdir = generate_demo_model(local, DEFAULT_VERSION)
+    for f in sorted(p for p in vdir.rglob("*") if p.is_file()):
+        bucket.put_object_from_file(f"tensorflow/{f.relative_to(local).as_posix()}", str(f))
+    # a GPU pool labelled inference=tensorflow, scaled by hand
+    pool = cs_call(info, "POST", "/clusters/[ClusterId]/nodepools", gpu_pool("gpu-runtime"))["nodepool_id"]
+    wait_for(lambda: cs_call(info, "GET", "/clusters/[ClusterId]/nodepools/[NP]", NP=pool)["status"]["state"]
+             == "active", "the pool to be active")
+    cs_call(info, "POST", "/clusters/[ClusterId]/nodepools/[NP]", {"count": 2}, NP=pool)
+    wait_for(lambda: len([n for n in core.list_node(label_selector=f"alibabacloud.com/nodepool-id={pool}").items
+                          if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]) == 2,
+             "two Ready GPU nodes")
+    yield Env(sb, info, core, apps)
+    api.close()
+    sb.stop()
+
+
+@pytest.fixture
+def ns(env):
+    name = "rt-" + uuid.uuid4().hex[:8]
+    env.core.create_namespace({"metadata": {"name": name}})
+    spec = env.spec(name)
+    env.apply(render_storage(spec, env.info["oss_endpoint"], env.info["access_key_id"],
+                             env.info["access_key_secret"]))
+    return name
+
+
+# ---- a good deployment -------------------------------------------------------------------------------------------
+def test_pod_becomes_ready_and_serves_the_rest_api(env, ns):
+    spec = env.spec(ns)
+    pod = env.deploy(spec)
+    p = wait_for(lambda: env.ready(ns, pod), "the serving pod to be Ready", timeout=90)
+    log = env.logs(ns, pod)
+    assert f"Successfully loaded servable version {{name: {MODEL} version: {DEFAULT_VERSION}}}" in log
+    assert "Running gRPC ModelServer at 0.0.0.0:8500 ..." in log
+    assert "Exporting HTTP/REST API at:localhost:8501 ..." in log
+    base = env.rest(ns, pod)
+    # the ingress data plane reaches the same listener through the resolver seam
+    assert env.sb.ctx.services["ingress"].resolve(p.status.pod_ip, 8501) == tuple(
+        int(x) if x.isdigit() else x for x in base.removeprefix("http://").split(":"))
+    assert env.sb.ctx.services["ingress"].resolve(p.status.pod_ip, 8500) is None
+
+    with httpx.Client(base_url=base, timeout=10) as h:
+        # status: all versions, one version, unknown version, unknown model
+        assert h.get(f"/v1/models/{MODEL}").json() == {"model_version_status": [
+            {"version": str(DEFAULT_VERSION), "state": "AVAILABLE", "status": {"error_code": "OK",
+                                                                               "error_message": ""}}]}
+        assert h.get(f"/v1/models/{MODEL}/versions/{DEFAULT_VERSION}").status_code == 200
+        r = h.get(f"/v1/models/{MODEL}/versions/7")
+        assert (r.status_code, r.json()) == (404, {"error": f"Could not find version 7 of model {MODEL}"})
+        r = h.get("/v1/models/nope")
+        assert (r.status_code, r.json()) == (404, {"error": "Could not find any versions of model nope"})
+        r = h.get(f"/v1/models/{MODEL}/labels/stable")
+        assert (r.status_code, r.json()) == (400, {"error": "Unrecognized servable version label: stable"})
+        assert h.get("/v1/models").json() == {"error": "Missing model name in request."}
+        assert h.get("/v2/health").status_code == 404
+
+        # metadata in TF Serving's shape
+        md = h.get(f"/v1/models/{MODEL}/metadata").json()
+        assert md["model_spec"] == {"name": MODEL, "signature_name": "", "version": str(DEFAULT_VERSION)}
+        sig = md["metadata"]["signature_def"]["signature_def"]["serving_default"]
+        assert sig["method_name"] == "tensorflow/serving/predict"
+        assert sig["inputs"]["input_ids"]["dtype"] == "DT_INT32"
+        assert [d["size"] for d in sig["inputs"]["input_ids"]["tensor_shape"]["dim"]] == ["-1", "128"]
+        assert sig["outputs"]["probabilities"]["dtype"] == "DT_FLOAT"
+        r = h.get("/v1/models/nope/metadata")
+        assert (r.status_code, r.json()) == (404, {"error": "Servable not found for request: Latest(nope)"})
+
+        # predict: rows and columns give the same probabilities
+        cols = example_inputs(batch=2, seed=3)
+        rows = [{k: cols[k][i] for k in cols} for i in range(2)]
+        r = h.post(f"/v1/models/{MODEL}:predict", json={"instances": rows})
+        assert r.status_code == 200, r.text
+        preds = r.json()["predictions"]
+        assert len(preds) == 2 and all(len(p) == 2 and abs(sum(p) - 1) < 1e-5 for p in preds)
+        r = h.post(f"/v1/models/{MODEL}/versions/{DEFAULT_VERSION}:predict",
+                   json={"signature_name": "serving_default", "inputs": cols})
+        assert r.status_code == 200 and r.json() == {"outputs": preds}
+
+        # errors, with TF Serving's messages and status codes
+        def err(path: str, body: Any) -> tuple[int, str]:
+            resp = h.post(path, content=body if isinstance(body, bytes) else json.dumps(body).encode())
+            return resp.status_code, resp.json()["error"]
+
+        code, msg = err(f"/v1/models/{MODEL}:predict", {"instances": rows, "inputs": cols})
+        assert code == 400 and "Not formatted correctly expecting only one of 'inputs' or 'instances'" in msg
+        assert err(f"/v1/models/{MODEL}:predict", {"signature_name": "serving_default"}) == (
+            400, "Missing 'inputs' or 'instances' key")
+        assert err(f"/v1/models/{MODEL}:predict", b"") == (400, "JSON Parse error: The document is empty")
+        code, msg = err(f"/v1/models/{MODEL}:predict", {"inputs": {**cols, "input_ids": [[1.5] * 128] * 2}})
+        assert code == 400 and "Type: Number is not of expected type: int32" in msg
+        code, msg = err(f"/v1/models/{MODEL}:predict", {"inputs": {k: [row[:100] for row in v]
+                                                                   for k, v in cols.items()}})
+        assert code == 400 and "[2,100]" in msg and "[-1,128]" in msg
+        assert err(f"/v1/models/{MODEL}:predict", {"signature_name": "nope", "inputs": cols}) == (
+            400, 'Serving signature name: "nope" not found in signature def')
+        assert err(f"/v1/models/{MODEL}/versions/1:predict", {"inputs": cols}) == (
+            404, f"Servable not found for request: Specific({MODEL}, 1)")
+        assert err("/v1/models/other:predict", {"inputs": cols}) == (
+            404, "Servable not found for request: Latest(other)")
+        code, msg = err(f"/v1/models/{MODEL}:classify", {"examples": [{"x": 1}]})
+        assert (code, msg) == (400, "Expected classification signature method_name to be "
+                                    "tensorflow/serving/classify. Was: tensorflow/serving/predict")
+        code, msg = err(f"/v1/models/{MODEL}:regress", {"examples": [{"x": 1}]})
+        assert code == 400 and msg.startswith("Expected regression signature method_name")
+        code, msg = err(f"/v1/models/{MODEL}:classify", {"instances": []})
+        assert code == 400 and "key 'examples' is expected and was not found" in msg
+        r = h.post(f"/v1/models/{MODEL}:explain", json={})
+        assert r.status_code == 400 and r.json() == {"error": f"Malformed request: POST /v1/models/{MODEL}:explain"}
+
+    # deleting the pod releases its listener and its resolver entry
+    ip = p.status.pod_ip
+    env.apps.delete_namespaced_deployment(spec.names.deployment, ns)
+    wait_for(lambda: env.runtime.address(ns, pod) is None, "the listener to be released")
+    assert env.sb.ctx.services["ingress"].resolve(ip, 8501) is None
+
+
+# ---- manifests that fail the way TF Serving does ---------------------------------------------------------------
+def test_a_wrong_model_path_or_version_policy_never_becomes_ready_and_the_log_says_why(env, ns):
+    wrong_path = env.spec(ns, name="wrongpath", gpus=0, model_path="/models/tensorflw")
+    wrong_policy = env.spec(ns, name="wrongpolicy", gpus=0, model={"version_policy": "specific:42"})
+    pods = {"path": env.deploy(wrong_path), "policy": env.deploy(wrong_policy)}
+    wait_for(lambda: "Could not find base path /models/tensorflw for servable chnsenticorp"
+             in env.logs(ns, pods["path"]), "the base path error in the log")
+    wait_for(lambda: "No versions of servable chnsenticorp found under base path /models/tensorflow"
+             in env.logs(ns, pods["policy"]), "the no-versions warning in the log")
+    assert ("Version 42 of servable chnsenticorp, which was requested to be served as a 'specific' version in the "
+            "servable's version policy, was not found in the file system") in env.logs(ns, pods["policy"])
+    # let the kubelet probe for a while (simulated minutes): still not Ready, never exported its REST API
+    time.sleep(1.0)
+    for pod in pods.values():
+        p = env.core.read_namespaced_pod(pod, ns)
+        assert p.status.phase == "Running"
+        assert next(c for c in p.status.conditions if c.type == "Ready").status == "False"
+        assert "Exporting HTTP/REST API" not in env.logs(ns, pod)
+        assert env.runtime.address(ns, pod) is None
+    # what the kubelet's readiness probe sees: the REST port refuses connections
+    server = env.runtime.server(ns, pods["path"])
+    ok, message = server.probe(server.spec.container["readinessProbe"])
+    assert not ok and message.endswith(f":8501/v1/models/{MODEL}\": dial tcp {server.spec.pod_ip}:8501: connect: "
+                                       "connection refused")
+
+
+# ---- the capacity model --------------------------------------------------------------------------------------------
+def _mean_latency(url: str, body: dict[str, Any], n: int) -> float:
+    """Mean latency of ``n`` requests sent at once (one asyncio client; a first round opens the ``n``
+    connections, the second is measured)."""
+
+    async def run() -> float:
+        async with httpx.AsyncClient(timeout=30, limits=httpx.Limits(max_connections=n)) as h:
+            async def one() -> float:
+                t0 = time.perf_counter()
+                r = await h.post(url, json=body)
+                assert r.status_code == 200, r.text
+                return time.perf_counter() - t0
+
+            await asyncio.gather(*(one() for _ in range(n)))
+            return statistics.mean(await asyncio.gather(*(one() for _ in range(n))))
+
+    return asyncio.run(run())
+
+
+def test_requests_beyond_the_concurrency_limit_queue_so_latency_grows(env, ns):
+    body = {"inputs": example_inputs(batch=1)}
+    urls = {}
+    for conc in (1, 10):
+        spec = env.spec(ns, name=f"cap{conc}", gpus=0)
+        pod = env.deploy(spec, annotations={"sandbox.elastic-inference/concurrency": str(conc),
+                                            "sandbox.elastic-inference/service-time-ms": "100"})
+        wait_for(lambda pod=pod: env.ready(ns, pod), f"cap{conc} to be Ready", timeout=90)
+        urls[conc] = f"{env.rest(ns, pod)}/v1/models/{MODEL}:predict"
+        assert env.runtime.server(ns, pod).capacity.settings.concurrency == conc
+    queued = _mean_latency(urls[1], body, 10)  # 10 concurrent requests, one slot: they wait in line
+    parallel = _mean_latency(urls[10], body, 10)  # same load, ten slots
+    # one slot: the k-th request waits k-1 service times (mean ~5.5 of them); ten slots: ~1 (client and server
+    # share this process, so both carry the same per-request overhead on top)
+    assert queued > 1.5 * parallel, (queued, parallel)
