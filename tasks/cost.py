@@ -73,7 +73,10 @@ def load_price_table(path: str | Path | None = None) -> PriceTable:
     data = yaml.safe_load(path.read_text()) or {}
     if not isinstance(data, dict) or not isinstance(data.get("prices"), dict):
         raise ValueError(f"{path}: a price table needs a 'prices' mapping of instance type → prices")
-    return PriceTable.model_validate({**data, "path": str(path)})
+    shown = path.resolve()
+    root = DEFAULT_PRICE_TABLE.parents[1]
+    shown_text = str(shown.relative_to(root)) if shown.is_relative_to(root) else str(path)
+    return PriceTable.model_validate({**data, "path": shown_text})
 
 
 class PricedInstance(BaseModel):
