@@ -8,6 +8,7 @@ from .service import Service
 def service_classes() -> list[type[Service]]:
     from .ack.service import AckService
     from .admin.service import AdminService
+    from .autoscaler.service import AutoscalerService
     from .controllers.service import ControllersService
     from .fleet.service import FleetService
     from .hpa.service import HpaService
@@ -17,5 +18,6 @@ def service_classes() -> list[type[Service]]:
     from .oss.service import OssService
     from .runtime.service import RuntimeService
 
-    return [OssService, FleetService, AckService, KubeService, ControllersService, RuntimeService, IngressService,
-            MetricsService, HpaService, AdminService]
+    return [OssService, FleetService, AckService, KubeService, ControllersService, RuntimeService,
+            IngressService, MetricsService, HpaService,
+            AutoscalerService, AdminService]

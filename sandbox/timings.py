@@ -65,6 +65,13 @@ DEFAULTS: dict[str, float] = {
     # HPA controller (sandbox.hpa; kube-controller-manager defaults, RecommendedDefaultHPAControllerConfiguration)
     "hpa_sync": 15.0,  # --horizontal-pod-autoscaler-sync-period
     "hpa_downscale_stabilization": 300.0,  # --horizontal-pod-autoscaler-downscale-stabilization
+    # Cluster-autoscaler (sandbox.autoscaler; upstream flag defaults, kubernetes/autoscaler FAQ.md)
+    "ca_scan": 10.0,  # --scan-interval
+    "ca_scale_down_unneeded": 600.0,  # --scale-down-unneeded-time
+    "ca_scale_down_delay_after_add": 600.0,  # --scale-down-delay-after-add
+    "ca_max_node_provision": 900.0,  # --max-node-provision-time
+    "ca_backoff": 300.0,  # a node group whose scale-up failed is skipped this long (doubling, max 30 min)
+    "ca_scale_down_utilization_threshold": 0.5,  # NOT a delay: --scale-down-utilization-threshold (a fraction)
     # TF-Serving-compatible pod runtime (sandbox.runtime)
     "tfserving_startup": 2.0,  # process start -> flags parsed and the model config read (TF/CUDA init)
     "tfserving_load": 5.0,  # fixed part of loading one model version (graph import, session, warmup) ...
