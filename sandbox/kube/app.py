@@ -186,6 +186,8 @@ class KubeApp:
                 return self._list(request, rt, ns or None, table)
             if sub == "scale":
                 return _json(self.store.get_scale(rt, ns, name))
+            if rt.plural == "pods" and sub == "log":
+                return self._pod_log(ns, name, q)
             obj = self.store.get(rt, ns, name)
             if table:
                 return _json(tables.table(rt, [obj], self.store.clock.now(), q.get("includeObject", "Metadata")))
@@ -244,6 +246,24 @@ class KubeApp:
                           "details": {"name": name, "group": rt.group, "kind": rt.plural,
                                       "uid": out["metadata"].get("uid")}})
         raise method_not_allowed(method.lower(), rt.plural, rt.group)
+
+    def _pod_log(self, ns: str, name: str, q: Any) -> Response:
+        """``pods/log``: the container's log as the sandbox's container runtime reports it (controllers service)."""
+        pod = self.store.get("pods", ns, name)
+        names = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
+        container = q.get("container") or (names[0] if len(names) == 1 else "")
+        if not container:
+            raise bad_request(f"a container name must be specified for pod {name}, choose one of: "
+                              f"[{' '.join(names)}]")
+        if container not in names:
+            raise bad_request(f"container {container} is not valid for pod {name}")
+        controllers = self.kube.ctx.services.get("controllers")
+        text = controllers.logs(ns, name, container) if controllers is not None else ""
+        tail = q.get("tailLines")
+        if tail is not None and tail.isdigit():
+            lines = text.splitlines(keepends=True)
+            text = "".join(lines[-int(tail):]) if int(tail) else ""
+        return PlainTextResponse(text)
 
     async def _body(self, request: Request) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()

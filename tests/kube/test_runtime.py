@@ -185,6 +185,9 @@ def test_pod_becomes_ready_and_serves_the_rest_api(env, ns):
     assert f"Successfully loaded servable version {{name: {MODEL} version: {DEFAULT_VERSION}}}" in log
     assert "Running gRPC ModelServer at 0.0.0.0:8500 ..." in log
     assert "Exporting HTTP/REST API at:localhost:8501 ..." in log
+    # kubectl logs reads the same text through the API server's pods/log
+    assert env.core.read_namespaced_pod_log(pod, ns, container="serving") == log
+    assert env.core.read_namespaced_pod_log(pod, ns, tail_lines=1) == log.splitlines(keepends=True)[-1]
     base = env.rest(ns, pod)
     # the ingress data plane reaches the same listener through the resolver seam
     assert env.sb.ctx.services["ingress"].resolve(p.status.pod_ip, 8501) == tuple(
