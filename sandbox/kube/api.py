@@ -853,7 +853,8 @@ class KubeStore:
 
 
 def _ts(s: str) -> float:
-    return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    dt = datetime.fromisoformat(s)
+    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def _parse_body(raw: bytes | str, yaml_ok: bool = False) -> Any:

@@ -67,6 +67,11 @@ def validator(group: str, version: str, kind: str) -> jsonschema.protocols.Valid
     return jsonschema.Draft202012Validator(schema, registry=_registry())
 
 
+@functools.cache
+def def_validator(name: str) -> jsonschema.protocols.Validator:
+    return jsonschema.Draft202012Validator({"$ref": f"{_DEFS_ID}#/$defs/{name}"}, registry=_registry())
+
+
 def resolve(node: dict[str, Any] | None) -> dict[str, Any] | None:
     """Follow ``$ref`` (and a single-branch ``allOf``) to the definition a schema node stands for."""
     seen = 0

@@ -8,7 +8,7 @@ Column sets and cell formats follow ``pkg/printers/internalversion/printers.go``
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from .resources import ResourceType
@@ -20,7 +20,7 @@ def _ts(s: str | None) -> float | None:
     if not s:
         return None
     try:
-        return datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+        return datetime.fromisoformat(s).timestamp()
     except ValueError:
         return None
 

@@ -13,6 +13,8 @@ import json
 import re
 from typing import Any
 
+import orjson
+
 from . import schema as sch
 from .errors import bad_request, field_cause, invalid
 from .resources import ResourceType
@@ -55,6 +57,19 @@ def _del_path(obj: Any, path: list, key: str) -> None:
         cur.pop(key, None)
 
 
+_VALID_BODIES: dict[tuple[str, bytes], bool] = {}
+_META_DEF = "io.k8s.apimachinery.pkg.apis.meta.v1.ObjectMeta"
+
+
+class _Prefixed:
+    """A metadata validation error seen from the object root."""
+
+    def __init__(self, err: Any) -> None:
+        self.__dict__.update({k: getattr(err, k) for k in ("validator", "schema", "instance", "validator_value",
+                                                             "message")})
+        self.absolute_path = ["metadata", *err.absolute_path]
+
+
 def check_schema(rt: ResourceType, obj: dict[str, Any], field_validation: str,
                  skip_status: bool = False) -> list[str]:
     """Validate against the 1.33 schema; returns warnings (unknown fields dropped), raises 400/422."""
@@ -64,7 +79,18 @@ def check_schema(rt: ResourceType, obj: dict[str, Any], field_validation: str,
     warnings: list[str] = []
     causes: list[dict[str, str]] = []
     unknown: list[tuple[list, str]] = []
-    for err in v.iter_errors(obj):
+    # Pods made from one template (and repeated status writes) share everything but metadata: remember bodies
+    # already found valid and then validate only the metadata (validation is the hot path of every write).
+    body_key = (rt.key, orjson.dumps({k: v for k, v in obj.items() if k != "metadata"}, option=orjson.OPT_SORT_KEYS))
+    if body_key in _VALID_BODIES:
+        errors = [_Prefixed(e) for e in sch.def_validator(_META_DEF).iter_errors(obj.get("metadata") or {})]
+    else:
+        errors = list(v.iter_errors(obj))
+        if not errors:
+            _VALID_BODIES[body_key] = True
+            if len(_VALID_BODIES) > 4096:
+                _VALID_BODIES.pop(next(iter(_VALID_BODIES)))
+    for err in errors:
         path = list(err.absolute_path)
         if skip_status and path and path[0] == "status":
             continue

@@ -57,7 +57,7 @@ def test_image_pull_policy_latest_and_service_defaults(core, ns):
     assert pvc.spec.volume_mode == "Filesystem" and pvc.status.phase == "Pending"
 
 
-def test_generation_bumps_only_on_spec_change(apps, ns):
+def test_generation_bumps_only_on_spec_change(apps, core, ns):
     apps.create_namespaced_deployment(ns, deployment("gen"))
     d = apps.patch_namespaced_deployment("gen", ns, {"metadata": {"labels": {"x": "y"}}})
     assert d.metadata.generation == 1
@@ -67,9 +67,12 @@ def test_generation_bumps_only_on_spec_change(apps, ns):
     d = apps.patch_namespaced_deployment_status("gen", ns, {"status": {"replicas": 3, "observedGeneration": 2}})
     assert d.metadata.generation == 2 and d.status.replicas == 3
     assert int(d.metadata.resource_version) > int(rv)
-    # no-op patch: no new resourceVersion
     same = apps.patch_namespaced_deployment("gen", ns, {"spec": {"replicas": 3}})
-    assert same.metadata.resource_version == d.metadata.resource_version
+    assert same.metadata.generation == 2
+    # a no-op write stores nothing: no new resourceVersion (on an object no controller touches)
+    cm = core.create_namespaced_config_map(ns, {"metadata": {"name": "noop"}, "data": {"a": "1"}})
+    again = core.patch_namespaced_config_map("noop", ns, {"data": {"a": "1"}})
+    assert again.metadata.resource_version == cm.metadata.resource_version
 
 
 def test_status_is_ignored_on_main_resource(apps, ns):
