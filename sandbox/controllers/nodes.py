@@ -212,7 +212,10 @@ class NodeController(Controller):
             if inst.pool_id not in templates:
                 g = fleet.scaling_group(inst.pool_id)
                 templates[inst.pool_id] = dict(g.spec.node_template) if g else {}
-            d = self._sync_node(inst, name, existing, templates[inst.pool_id], now, now_iso, used_cidrs)
+            try:
+                d = self._sync_node(inst, name, existing, templates[inst.pool_id], now, now_iso, used_cidrs)
+            except KubeError:  # conflict with another writer of the node: look again soon
+                d = now + 1.0
             if d is not None:
                 due.append(d)
         # nodes whose instance is gone (released, or its pool deleted): delete them (CCM node lifecycle)

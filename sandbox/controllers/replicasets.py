@@ -16,7 +16,7 @@ from typing import Any
 
 from ..kube.errors import KubeError
 from ..kube.selectors import match_labels, selector_from_label_selector
-from .base import Controller
+from .base import Controller, log
 from .util import condition, ts
 
 COMPONENT = "replicaset-controller"
@@ -65,7 +65,11 @@ class ReplicaSetController(Controller):
             pods_by_ns.setdefault(p["metadata"].get("namespace") or "default", []).append(p)
         due: list[float] = []
         for rs in self.objects("replicasets"):
-            d = self._sync(rs, pods_by_ns.get(rs["metadata"].get("namespace") or "default", []), now)
+            try:
+                d = self._sync(rs, pods_by_ns.get(rs["metadata"].get("namespace") or "default", []), now)
+            except KubeError as e:  # one ReplicaSet must not hold up the others: look again soon
+                log.debug("replicaset %s: %s", rs["metadata"]["name"], e)
+                d = now + 1.0
             if d is not None:
                 due.append(d)
         return min(due) if due else None

@@ -101,7 +101,10 @@ class Scheduler(Controller):
         now = self.clock.now()
         due: list[float] = []
         for pod in pending[:MAX_PER_PASS]:
-            d = self._schedule_one(pod, nodes, alloc, used, count, owners, pvcs, now)
+            try:
+                d = self._schedule_one(pod, nodes, alloc, used, count, owners, pvcs, now)
+            except KubeError:  # the pod changed or went meanwhile: look again soon
+                d = now + 1.0
             if d is not None:
                 due.append(d)
         if len(pending) > MAX_PER_PASS:

@@ -23,7 +23,7 @@ from typing import Any
 
 from ..kube.errors import KubeError
 from ..kube.selectors import match_labels, selector_from_label_selector
-from .base import Controller
+from .base import Controller, log
 from .resources import parse_quantity
 
 COMPONENT = "persistentvolume-controller"
@@ -77,13 +77,22 @@ class VolumeBinder(Controller):
         pvs = {p["metadata"]["name"]: p for p in self.objects("persistentvolumes")}
         claims = self.objects("persistentvolumeclaims")
         by_uid = {c["metadata"]["uid"]: c for c in claims}
+        retry = False
         for pvc in claims:
             if pvc["metadata"].get("deletionTimestamp"):
                 continue
-            self._sync_claim(pvc, pvs)
-        for _name, pv in list(pvs.items()):
-            self._sync_volume(pv, by_uid)
-        return None
+            try:
+                self._sync_claim(pvc, pvs)
+            except KubeError as e:  # one claim must not hold up the others: look again soon
+                log.debug("claim %s/%s: %s", pvc["metadata"].get("namespace"), pvc["metadata"]["name"], e)
+                retry = True
+        for pv in list(pvs.values()):
+            try:
+                self._sync_volume(pv, by_uid)
+            except KubeError as e:
+                log.debug("volume %s: %s", pv["metadata"]["name"], e)
+                retry = True
+        return self.clock.now() + 1.0 if retry else None
 
     # ---- claims -------------------------------------------------------------------------------------------------
     def _sync_claim(self, pvc: dict[str, Any], pvs: dict[str, dict[str, Any]]) -> None:

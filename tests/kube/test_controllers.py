@@ -29,7 +29,9 @@ TF_IMAGE = "tensorflow/serving:1.15.0-gpu"
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 30.0, interval: float = 0.05) -> Any:
+def wait_for(fn: Callable[[], Any], what: str, timeout: float = 30.0, interval: float = 0.05,
+             state: Callable[[], Any] | None = None) -> Any:
+    """Poll ``fn`` until it returns something truthy; on timeout say what was last seen (and ``state()``)."""
     deadline = time.monotonic() + timeout
     last: Any = None
     while time.monotonic() < deadline:
@@ -40,7 +42,8 @@ def wait_for(fn: Callable[[], Any], what: str, timeout: float = 30.0, interval: 
         if last and not isinstance(last, Exception):
             return last
         time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+    extra = f"; state: {state()!r}" if state else ""
+    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}{extra}")
 
 
 def events_for(core: client.CoreV1Api, ns: str, name: str, reason: str | None = None) -> list[Any]:
@@ -480,8 +483,11 @@ def test_static_pv_and_pvc_bind_and_an_unmatched_claim_waits(cluster, sandbox_in
     assert vol.status.phase == "Bound"
     assert (vol.spec.claim_ref.namespace, vol.spec.claim_ref.name, vol.spec.claim_ref.uid) == (
         ns, "model", claim.metadata.uid)
-    # no PV for this one: Pending with the binder's warning, and a pod using it is unschedulable
-    core.create_namespaced_persistent_volume_claim(ns, _pvc("orphan", None))
+    # no PV for this one: Pending with the binder's warning, and a pod using it is unschedulable (its access mode
+    # is one no PV of these tests offers: an unbound claim takes any matching PV that appears, as upstream's does)
+    orphan = _pvc("orphan", None)
+    orphan["spec"]["accessModes"] = ["ReadWriteOncePod"]
+    core.create_namespaced_persistent_volume_claim(ns, orphan)
     ev = wait_for(lambda: events_for(core, ns, "orphan", "FailedBinding"), "FailedBinding")
     assert ev[0].message == "no persistent volumes available for this claim and no storage class is set"
     assert ev[0].source.component == "persistentvolume-controller"
@@ -494,6 +500,7 @@ def test_static_pv_and_pvc_bind_and_an_unmatched_claim_waits(cluster, sandbox_in
     assert cond(p, "PodScheduled").message == (
         "0/2 nodes are available: pod has unbound immediate PersistentVolumeClaims. "
         "preemption: 0/2 nodes are available: 2 Preemption is not helpful for scheduling.")
+    drop(core.delete_namespaced_persistent_volume_claim, "orphan", ns)
     drop(core.delete_persistent_volume, pv)
 
 
@@ -507,7 +514,17 @@ def test_wrong_oss_key_leaves_the_pod_creating_until_the_secret_is_fixed(cluster
     body = deployment("mnt", volumes=[{"name": "model", "persistentVolumeClaim": {"claimName": "model-pvc"}}],
                       container={"volumeMounts": [{"name": "model", "mountPath": "/models"}]})
     apps.create_namespaced_deployment(ns, body)
-    (pod,) = wait_for(lambda: [p for p in pods_of(core, ns, "mnt") if p.spec.node_name], "the pod to be scheduled")
+    def state() -> Any:
+        return {"pvc": core.read_namespaced_persistent_volume_claim("model-pvc", ns).status.phase,
+                "pv": core.read_persistent_volume(pv).status.phase,
+                "pods": [(p.metadata.name, p.spec.node_name, [(c.type, c.status, c.message) for c in
+                                                              p.status.conditions or []])
+                         for p in core.list_namespaced_pod(ns).items],
+                "events": [(e.involved_object.name, e.reason, e.message) for e in
+                           core.list_namespaced_event(ns).items]}
+
+    (pod,) = wait_for(lambda: [p for p in pods_of(core, ns, "mnt") if p.spec.node_name], "the pod to be scheduled",
+                      state=state)
     name = pod.metadata.name
     ev = wait_for(lambda: events_for(core, ns, name, "FailedMount"), "FailedMount")[0]
     host = sandbox_info["oss_endpoint"].split("//", 1)[1]
