@@ -490,7 +490,7 @@ def run_load_test(
         endpoint.url,
         spec.model.name,
         plan,
-        Path(out_dir),
+        Path(out_dir).resolve(),
         host_header=endpoint.host,
         wait_time_s=lt.wait_time_s,
         payload_file=lt.payload_file,
