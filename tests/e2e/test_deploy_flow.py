@@ -1,55 +1,167 @@
-"""The deploy flow on a real Prefect server against the sandbox: node pool and model upload, twice."""
+"""The whole deploy flow on a real Prefect server against a sandbox of its own, with a short load.
+
+One full run must pass every check and write the report; a second run changes nothing; further runs make each
+check fail for its own reason (an impossible SLO, a load too small to scale out, pods forced onto a node outside
+the pool, a pool that cannot get spot) and the flow must fail naming that check.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
 
 from flows.demo_model import generate_demo_model
 from flows.sandbox_profile import cluster_from_sandbox, save_sandbox_blocks
 from flows.spec import DeploySpec
 from tasks.ack_api import AckApi
+from tasks.verify import VerificationFailed
 
 REPO = Path(__file__).resolve().parents[2]
+SHORT_LOAD = [
+    {"duration_s": 5, "users": 2, "spawn_rate": 2},
+    {"duration_s": 30, "users": 30, "spawn_rate": 15},
+]
 
 
 @pytest.fixture(scope="module")
-def spec(tmp_path_factory: pytest.TempPathFactory) -> DeploySpec:
+def e2e_sandbox(tmp_path_factory: pytest.TempPathFactory):
+    from sandbox.runner import Sandbox
+
+    sb = Sandbox(tmp_path_factory.mktemp("e2e-sandbox"), speed=50.0)
+    sb.start()
+    yield sb
+    sb.stop()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model = tmp_path_factory.mktemp("model") / "chnsenticorp"
     generate_demo_model(model, version=1623831335)
+    return model
+
+
+@pytest.fixture(scope="module")
+def block(e2e_sandbox, prefect_api) -> str:
+    return save_sandbox_blocks(e2e_sandbox.info, name="e2e-flow")
+
+
+def make_spec(model_dir: Path, name: str, **overrides) -> DeploySpec:
+    """The demo spec with its own pool, label, bucket and serving name, so runs do not see each other."""
     data = DeploySpec.from_file(REPO / "examples" / "sandbox.yaml").model_dump(mode="json")
-    data["model"]["local_dir"] = str(model)
-    data["node_pool"]["name"] = "e2e-deploy-flow"
-    data["storage"]["bucket"] = "e2e-deploy-flow"
+    data["model"]["local_dir"] = str(model_dir)
+    data["node_pool"]["name"] = f"e2e-{name}"
+    data["node_pool"]["labels"] = {"inference": "tensorflow", "e2e": name}
+    data["serving"]["name"] = f"e2e-{name}"
+    data["serving"]["selector"] = None
+    data["storage"]["bucket"] = f"e2e-{name}"
+    data["storage"]["pv_name"] = f"e2e-{name}-pv"
+    data["storage"]["pvc_name"] = f"e2e-{name}-pvc"
+    data["load_test"]["stages"] = SHORT_LOAD
+    data["load_test"]["sample_interval_s"] = 1.0
+    for path, value in overrides.items():
+        node = data
+        *parents, leaf = path.split(".")
+        for p in parents:
+            node = node[p]
+        node[leaf] = value
     return DeploySpec.parse(data)
 
 
-def test_deploy_twice_makes_one_pool_and_sends_nothing_the_second_time(sandbox_info, prefect_api, spec) -> None:
+def run_failing(spec: DeploySpec, block: str, tmp_path: Path) -> VerificationFailed:
     from flows.deploy import deploy
 
-    block = save_sandbox_blocks(sandbox_info, name="e2e-sandbox")
-    first = deploy(spec=spec, cluster_block=block)
-    assert first.node_pool.created is True
-    assert first.node_pool.state == "active"
-    assert first.upload.files_uploaded == first.upload.files_total > 0
-    assert first.upload.bytes_sent > 0
+    with pytest.raises(VerificationFailed) as info:
+        deploy(spec=spec, cluster_block=block, reports_dir=str(tmp_path / "reports"))
+    report = json.loads(next((tmp_path / "reports").glob("*/report.json")).read_text())
+    failed = {c["name"] for c in report["checks"] if not c["passed"]}
+    assert failed == set(info.value.failed_checks), "the report and the error must name the same checks"
+    return info.value
 
-    second = deploy(spec=spec, cluster_block=block)
-    assert second.node_pool.created is False
-    assert second.node_pool.nodepool_id == first.node_pool.nodepool_id
-    assert second.upload.bytes_sent == 0
-    assert second.upload.files_skipped == second.upload.files_total
 
-    cluster = cluster_from_sandbox(sandbox_info)
+def test_full_deploy_passes_every_check_writes_the_report_and_reruns_idempotently(
+    e2e_sandbox, model_dir, block, tmp_path
+) -> None:
+    from flows.deploy import deploy
+
+    spec = make_spec(model_dir, "full")
+    result = deploy(spec=spec, cluster_block=block, reports_dir=str(tmp_path / "reports"))
+    assert result.verification is not None and result.verification.passed
+    assert {c.name for c in result.verification.checks} >= {"placement", "scale_out", "mix", "slo_error_rate",
+                                                              "slo_p95"}
+    assert result.smoke is not None and result.smoke.status == 200
+    assert result.load_test is not None and result.load_test.requests > 0
+
+    out = Path(result.report.directory)
+    doc = json.loads((out / "report.json").read_text())
+    assert all(c["passed"] for c in doc["checks"])
+    assert set(doc["load_test"]) >= {"requests", "failures", "rps", "p50_ms", "p95_ms", "p99_ms"}
+    assert len(doc["timeline"]) >= 3
+    for name in ("report.md", "timeline.png"):
+        assert (out / name).stat().st_size > 0
+    secret = e2e_sandbox.info["access_key_secret"]
+    for file in out.rglob("*"):
+        if file.is_file():
+            assert secret.encode() not in file.read_bytes(), f"the AccessKey secret leaked into {file}"
+
+    # Idempotent: same pool, nothing re-uploaded, the Deployment's generation unchanged.
+    api = k8s_config.new_client_from_config(config_file=e2e_sandbox.info["kubeconfig"])
+    apps = k8s.AppsV1Api(api)
+    names = spec.with_cluster(result.cluster_id).names
+    generation = apps.read_namespaced_deployment(names.deployment, names.namespace).metadata.generation
+    again_spec = make_spec(model_dir, "full", **{"load_test.enabled": False, "verification.require_scale_out": False})
+    again = deploy(spec=again_spec, cluster_block=block, reports_dir=str(tmp_path / "reports2"))
+    assert again.node_pool.created is False and again.node_pool.nodepool_id == result.node_pool.nodepool_id
+    assert again.upload.bytes_sent == 0
+    assert apps.read_namespaced_deployment(names.deployment, names.namespace).metadata.generation == generation
+    cluster = cluster_from_sandbox(e2e_sandbox.info)
     pools = AckApi(cluster.credentials, cluster.cluster_id).describe_node_pools(name=spec.node_pool.name)
     assert len([p for p in pools if p.name == spec.node_pool.name]) == 1
 
 
-def test_deploy_refuses_a_spec_for_another_cluster(sandbox_info, prefect_api, spec) -> None:
-    from flows.deploy import deploy
+def test_an_impossible_slo_fails_the_flow_naming_slo_p95(e2e_sandbox, model_dir, block, tmp_path) -> None:
+    spec = make_spec(model_dir, "slo", **{"verification.p95_ms": 0.001})
+    err = run_failing(spec, block, tmp_path)
+    assert "slo_p95" in err.failed_checks
+    assert "placement" not in err.failed_checks
 
-    block = save_sandbox_blocks(sandbox_info, name="e2e-sandbox")
-    other = spec.model_copy(update={"cluster_id": "c" + "0" * 32})
-    with pytest.raises(ValueError, match="differs from the cluster"):
-        deploy(spec=other, cluster_block=block)
+
+def test_a_load_too_small_to_scale_out_fails_the_flow_naming_scale_out(e2e_sandbox, model_dir, block, tmp_path):
+    spec = make_spec(model_dir, "small", **{"load_test.stages": [{"duration_s": 8, "users": 1, "spawn_rate": 1}]})
+    err = run_failing(spec, block, tmp_path)
+    assert "scale_out" in err.failed_checks
+    assert "placement" not in err.failed_checks
+
+
+def test_pods_forced_onto_a_node_outside_the_pool_fail_placement(e2e_sandbox, model_dir, block, tmp_path) -> None:
+    # A CPU node of the default pool gets the elastic pool's labels by hand; CPU-only serving pods then fit there.
+    spec = make_spec(model_dir, "placement", **{"serving.gpus": 0, "verification.require_scale_out": False,
+                                                  "verification.require_mix": False})
+    api = k8s_config.new_client_from_config(config_file=e2e_sandbox.info["kubeconfig"])
+    core = k8s.CoreV1Api(api)
+    default_node = core.list_node(label_selector="!inference").items[0]
+    core.patch_node(default_node.metadata.name, {"metadata": {"labels": dict(spec.node_pool.labels)}})
+    try:
+        err = run_failing(spec, block, tmp_path)
+    finally:
+        core.patch_node(default_node.metadata.name,
+                        {"metadata": {"labels": {k: None for k in spec.node_pool.labels}}})
+    assert "placement" in err.failed_checks
+    assert default_node.metadata.name in str(err)
+
+
+def test_a_pool_that_gets_no_spot_fails_the_mix(e2e_sandbox, model_dir, block, tmp_path) -> None:
+    # No spot stock for the pool's types and no compensation: only the pay-as-you-go base is ever bought.
+    fleet = e2e_sandbox.ctx.services["fleet"]
+    spec = make_spec(model_dir, "mix", **{"node_pool.compensate_with_on_demand": False,
+                                            "node_pool.on_demand_base_capacity": 1,
+                                            "verification.require_scale_out": False})
+    for itype in spec.node_pool.instance_types:
+        for zone in e2e_sandbox.info["zones"]:
+            fleet.set_spot_stock(itype, zone, 0)
+    err = run_failing(spec, block, tmp_path)
+    assert "mix" in err.failed_checks
+    assert "placement" not in err.failed_checks
