@@ -123,7 +123,9 @@ def test_full_deploy_passes_every_check_writes_the_report_and_reruns_idempotentl
 
 
 def test_an_impossible_slo_fails_the_flow_naming_slo_p95(e2e_sandbox, model_dir, block, tmp_path) -> None:
-    spec = make_spec(model_dir, "slo", **{"verification.p95_ms": 0.001})
+    spec = make_spec(model_dir, "slo", **{"verification.p95_ms": 0.001, "verification.require_scale_out": False,
+                                          "verification.require_mix": False,
+                                          "load_test.stages": [{"duration_s": 6, "users": 3, "spawn_rate": 3}]})
     err = run_failing(spec, block, tmp_path)
     assert "slo_p95" in err.failed_checks
     assert "placement" not in err.failed_checks
@@ -139,7 +141,7 @@ def test_a_load_too_small_to_scale_out_fails_the_flow_naming_scale_out(e2e_sandb
 def test_pods_forced_onto_a_node_outside_the_pool_fail_placement(e2e_sandbox, model_dir, block, tmp_path) -> None:
     # A CPU node of the default pool gets the elastic pool's labels by hand; CPU-only serving pods then fit there.
     spec = make_spec(model_dir, "placement", **{"serving.gpus": 0, "verification.require_scale_out": False,
-                                                  "verification.require_mix": False})
+                                                  "verification.require_mix": False, "load_test.enabled": False})
     api = k8s_config.new_client_from_config(config_file=e2e_sandbox.info["kubeconfig"])
     core = k8s.CoreV1Api(api)
     default_node = core.list_node(label_selector="!inference").items[0]
@@ -153,12 +155,12 @@ def test_pods_forced_onto_a_node_outside_the_pool_fail_placement(e2e_sandbox, mo
     assert default_node.metadata.name in str(err)
 
 
-def test_a_pool_that_gets_no_spot_fails_the_mix(e2e_sandbox, model_dir, block, tmp_path) -> None:
+def test_a_pool_holding_only_pay_as_you_go_fails_the_mix(e2e_sandbox, model_dir, block, tmp_path) -> None:
     # No spot stock for the pool's types and no compensation: only the pay-as-you-go base is ever bought.
     fleet = e2e_sandbox.ctx.services["fleet"]
     spec = make_spec(model_dir, "mix", **{"node_pool.compensate_with_on_demand": False,
                                             "node_pool.on_demand_base_capacity": 1,
-                                            "verification.require_scale_out": False})
+                                            "verification.require_scale_out": False, "load_test.enabled": False})
     for itype in spec.node_pool.instance_types:
         for zone in e2e_sandbox.info["zones"]:
             fleet.set_spot_stock(itype, zone, 0)
