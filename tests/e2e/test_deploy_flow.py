@@ -73,11 +73,11 @@ def make_spec(model_dir: Path, name: str, **overrides) -> DeploySpec:
     return DeploySpec.parse(data)
 
 
-def run_failing(spec: DeploySpec, block: str, tmp_path: Path) -> VerificationFailed:
+def run_failing(spec: DeploySpec, block: str, tmp_path: Path, **kwargs) -> VerificationFailed:
     from flows.deploy import deploy
 
     with pytest.raises(VerificationFailed) as info:
-        deploy(spec=spec, cluster_block=block, reports_dir=str(tmp_path / "reports"))
+        deploy(spec=spec, cluster_block=block, reports_dir=str(tmp_path / "reports"), **kwargs)
     report = json.loads(next((tmp_path / "reports").glob("*/report.json")).read_text())
     failed = {c["name"] for c in report["checks"] if not c["passed"]}
     assert failed == set(info.value.failed_checks), "the report and the error must name the same checks"
@@ -124,13 +124,23 @@ def test_full_deploy_passes_every_check_writes_the_report_and_reruns_idempotentl
     assert len([p for p in pools if p.name == spec.node_pool.name]) == 1
 
 
-def test_an_impossible_slo_fails_the_flow_naming_slo_p95(e2e_sandbox, model_dir, block, tmp_path) -> None:
+def test_an_impossible_slo_fails_the_flow_naming_slo_p95_and_tears_down(e2e_sandbox, model_dir, block, tmp_path):
     spec = make_spec(model_dir, "slo", **{"verification.p95_ms": 0.001, "verification.require_scale_out": False,
                                           "verification.require_mix": False,
                                           "load_test.stages": [{"duration_s": 6, "users": 3, "spawn_rate": 3}]})
-    err = run_failing(spec, block, tmp_path)
+    err = run_failing(spec, block, tmp_path, teardown_on_failure=True)
     assert "slo_p95" in err.failed_checks
     assert "placement" not in err.failed_checks
+
+    # teardown_on_failure: nothing of this deploy is left, neither objects nor the node pool.
+    cluster = cluster_from_sandbox(e2e_sandbox.info)
+    names = spec.with_cluster(cluster.cluster_id).names
+    api = k8s_config.new_client_from_config(config_file=e2e_sandbox.info["kubeconfig"])
+    assert not [d for d in k8s.AppsV1Api(api).list_namespaced_deployment(names.namespace).items
+                if d.metadata.name == names.deployment]
+    assert not [p for p in k8s.CoreV1Api(api).list_persistent_volume().items if p.metadata.name == names.pv]
+    pools = AckApi(cluster.credentials, cluster.cluster_id).describe_node_pools(name=spec.node_pool.name)
+    assert not [p for p in pools if p.name == spec.node_pool.name]
 
 
 def test_a_load_too_small_to_scale_out_fails_the_flow_naming_scale_out(e2e_sandbox, model_dir, block, tmp_path):
