@@ -28,6 +28,10 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FLOW = "elastic-inference-deploy"
 POOL = "elastic-inference"
+SHORT_LOAD = [
+    {"duration_s": 5, "users": 2, "spawn_rate": 2},
+    {"duration_s": 30, "users": 30, "spawn_rate": 15},
+]
 
 
 def free_port() -> int:
@@ -137,6 +141,16 @@ def test_deploy_all_creates_the_three_deployments(server: PrefectServer, deploye
         ]
 
 
+def test_teardown_deployment(server: PrefectServer, deployed) -> None:
+    with server.http() as http:
+        r = http.get("/deployments/name/elastic-inference-teardown/teardown")
+    r.raise_for_status()
+    dep = r.json()
+    assert dep["entrypoint"] == "flows/teardown.py:teardown" and dep["schedules"] == []
+    assert dep["parameters"]["delete_model"] is False
+    assert "DeploySpec" in dep["parameter_openapi_schema"]["definitions"]
+
+
 def test_scheduled_deployment_has_its_cron_and_is_inactive(server: PrefectServer, deployed) -> None:
     dep = server.deployment("scheduled-post-training")
     (schedule,) = dep["schedules"]
@@ -196,6 +210,7 @@ def test_event_deployment_is_triggered_by_model_version_registered(server: Prefe
 
 def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_path: Path) -> None:
     from flows.demo_model import generate_demo_model
+    from flows.spec import DeploySpec
 
     cli = str(BIN / "elastic-inference")
     sandbox_dir = tmp_path / "sandbox"
@@ -208,18 +223,19 @@ def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_
 
         model_dir = tmp_path / "models" / "chnsenticorp"
         generate_demo_model(model_dir, version=1623831335)
-        spec = {
-            "node_pool": {"name": "manual-run", "key_pair": "elastic-inference-demo"},
-            "model": {"name": "chnsenticorp", "local_dir": str(model_dir), "version_policy": "specific:1623831335"},
-            "storage": {"bucket": "manual-run-models"},
-            "serving": {"version": "202107141745"},
-        }
+        # The demo spec with its own pool and bucket, and a short load (the flow's own e2e tests use the same).
+        spec = DeploySpec.from_file(REPO / "examples" / "sandbox.yaml").model_dump(mode="json", exclude_none=True)
+        spec["node_pool"]["name"] = "manual-run"
+        spec["model"]["local_dir"] = str(model_dir)
+        spec["storage"]["bucket"] = "manual-run-models"
+        spec["load_test"]["stages"] = SHORT_LOAD
+        spec["load_test"]["sample_interval_s"] = 1.0
         run = server.cli(str(BIN / "prefect"), "deployment", "run", f"{FLOW}/manual",
-                         "--params", json.dumps({"spec": spec}))
+                         "--params", json.dumps({"spec": spec, "reports_dir": str(tmp_path / "reports")}))
         flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", run.stdout).group(1)
         worker = server.cli(str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--run-once", timeout=600)
         final = server.wait_flow_run(flow_run_id)
-        assert final["state_type"] == "COMPLETED", worker.stdout + worker.stderr
+        assert final["state_type"] == "COMPLETED", (worker.stdout + worker.stderr)[-6000:]
         assert final["parameters"]["spec"]["model"]["local_dir"] == str(model_dir)
 
         from blocks import AckCluster
