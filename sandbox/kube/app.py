@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from . import conversion, discovery, openapi, tables
+from . import conversion, discovery, openapi, protobuf, tables
 from .api import KubeStore, decode_continue, encode_continue, parse_body
 from .errors import KubeError, bad_request, method_not_allowed, unauthorized, unsupported_media_type
 from .patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES
@@ -267,6 +267,8 @@ class KubeApp:
 
     async def _body(self, request: Request) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if ctype == protobuf.CONTENT_TYPE:  # client-go sends built-in kinds so (kubectl create configmap ...)
+            return protobuf.decode(await request.body())
         if ctype and ("protobuf" in ctype or "cbor" in ctype):
             raise unsupported_media_type(ctype)
         raw = await request.body()
