@@ -303,8 +303,10 @@ def test_real_run_files_and_history(run):
     starts, end = parse_stage_log((out / "stage-log.jsonl").read_text())
     assert sorted(starts) == [0, 1] and end is not None and end > starts[1]
     assert parse_history_csv((out / "locust_stats_history.csv").read_text()) != []
-    assert sum(e.occurrences for e in parse_failures_csv((out / "locust_failures.csv").read_text())) == \
-        result.failures
+    # Locust writes its failures CSV and its JSON stats at slightly different moments of shutdown: a request
+    # in flight when the run stops (at most one per user, <= 5 here) may be in one and not yet in the other.
+    in_csv = sum(e.occurrences for e in parse_failures_csv((out / "locust_failures.csv").read_text()))
+    assert abs(in_csv - result.failures) <= 5
 
 
 def test_payload_file_overrides_the_generated_body(server, tmp_path):
