@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+from collections.abc import Coroutine
 from typing import Any
 
 from .context import SandboxContext
@@ -12,7 +15,7 @@ class Service:
 
     - ``app()``: an ASGI app to serve on its own loopback port (None: no HTTP endpoint).
     - ``scheme``: ``http`` or ``https``; with https, ``ssl_options()`` gives uvicorn's ``ssl_*`` keyword arguments.
-    - ``start()``: start background loops (controllers); they must stop on ``stop()``.
+    - ``start()``: start background loops (controllers) with ``spawn()``; the default ``stop()`` cancels them.
     - ``info()``: extra keys for ``sandbox.json`` (never secrets other than the sandbox's own generated ones).
     """
 
@@ -21,6 +24,21 @@ class Service:
 
     def __init__(self, ctx: SandboxContext) -> None:
         self.ctx = ctx
+        self._spawned: list[asyncio.Task] = []
+
+    def spawn(self, coro: Coroutine[Any, Any, Any], name: str) -> asyncio.Task:
+        """Run ``coro`` as a background task of this service, cancelled by :meth:`stop`."""
+        task = asyncio.create_task(coro, name=name)
+        self._spawned.append(task)
+        return task
+
+    async def cancel_spawned(self) -> None:
+        tasks, self._spawned = self._spawned, []
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
     def app(self) -> Any | None:
         return None
@@ -34,8 +52,8 @@ class Service:
     async def start(self) -> None:  # noqa: B027 - optional hook
         pass
 
-    async def stop(self) -> None:  # noqa: B027 - optional hook
-        pass
+    async def stop(self) -> None:
+        await self.cancel_spawned()
 
     def info(self) -> dict[str, Any]:
         return {}

@@ -12,8 +12,6 @@ bus topic ``"ack"``.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 from typing import Any
 
@@ -49,7 +47,6 @@ class AckService(Service):
         self.state = AckState(ctx.store, ctx.clock, ctx.identity, fleet, self.timings)
         self.api = AckApi(self.state, ctx.services, ctx.endpoints)
         self.verifier = Verifier(ctx.accounts.secret_for)
-        self._task: asyncio.Task | None = None
 
     # ---- HTTP ------------------------------------------------------------------------------------------------
     def app(self) -> Any:
@@ -73,13 +70,7 @@ class AckService(Service):
     # ---- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self.state.ensure_default_pool()
-        self._task = asyncio.create_task(self._run(), name="ack-reconcile")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self.spawn(self._run(), name="ack-reconcile")
 
     async def _run(self) -> None:
         clock = self.ctx.clock

@@ -19,7 +19,6 @@ with a message naming the field.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hmac
 import json
 import logging
@@ -54,7 +53,6 @@ class AdminService(Service):
             ctx.store.set_meta(TOKEN_META, token)
         self.token: str = token
         self._saved_stock: dict[tuple[str, str], int] = {}
-        self._task: asyncio.Task | None = None
         path = (getattr(ctx, "options", None) or {}).get("faults")
         self._initial: FaultsSpec | None = load_file(path) if path else None
 
@@ -64,13 +62,7 @@ class AdminService(Service):
         if fleet is not None:
             fleet.state.launch_fault = self.faults.launch_fault
         self.apply(self._initial or FaultsSpec())
-        self._task = asyncio.create_task(self._run(), name="faults")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self.spawn(self._run(), name="faults")
 
     def info(self) -> dict[str, Any]:
         return {"admin_token": self.token}

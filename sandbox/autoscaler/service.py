@@ -92,7 +92,6 @@ class AutoscalerService(Service):
     def __init__(self, ctx: SandboxContext) -> None:
         super().__init__(ctx)
         self.timings = resolve(getattr(ctx, "options", None))
-        self._task: asyncio.Task | None = None
         self.unneeded_since: dict[str, float] = {}
         self.last_scale_up: dict[str, float] = {}
         self.last_scale_up_any: float | None = None
@@ -118,13 +117,7 @@ class AutoscalerService(Service):
         hooks = getattr(getattr(cs, "state", None), "extra_conditions", None)
         if hooks is not None:
             hooks.append(self.pool_conditions)
-        self._task = asyncio.create_task(self._run(), name="cluster-autoscaler")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self.spawn(self._run(), name="cluster-autoscaler")
 
     async def _run(self) -> None:
         clock = self.ctx.clock

@@ -52,19 +52,12 @@ class FleetService(Service):
         self.state = FleetState(ctx.store, list(ctx.identity.zones), ctx.identity.region, self.timings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task | None = None
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
-        self._task = asyncio.create_task(self._run(), name="fleet-reconcile")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self.spawn(self._run(), name="fleet-reconcile")
 
     async def _run(self) -> None:
         clock = self.ctx.clock

@@ -76,7 +76,6 @@ class HpaService(Service):
         self.state: dict[str, _State] = {}
         self._wake: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._task: asyncio.Task | None = None
 
     @property
     def store(self):
@@ -87,13 +86,7 @@ class HpaService(Service):
         self._loop = asyncio.get_running_loop()
         self._wake = asyncio.Event()
         self.store.on_change(self._on_change)
-        self._task = asyncio.create_task(self._run(), name="hpa-controller")
-
-    async def stop(self) -> None:
-        if self._task:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        self.spawn(self._run(), name="hpa-controller")
 
     def _on_change(self, key: str, change: Any) -> None:
         if not key.startswith("horizontalpodautoscalers") or getattr(change, "type", "") != "ADDED":
