@@ -2,8 +2,8 @@
 
 Dispatch is by path level (service ``/``, bucket ``/bucket/``, object ``/bucket/key``), method and sub-resource,
 as in the OSS API reference; request headers, parameters and response elements are those oss2 2.19.1 sends and
-parses (``api.py``, ``xml_utils.py``, ``models.py``). Behaviour lives in :mod:`.state`, wire details in :mod:`.wire`,
-:mod:`.xml` and :mod:`.streams`.
+parses (``api.py``, ``xml_utils.py``, ``models.py``). Behaviour lives in :mod:`.state` (and :mod:`.partcopy` for
+UploadPartCopy), wire details in :mod:`.wire`, :mod:`.xml` and :mod:`.streams`.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from . import partcopy
 from .auth import Principal
 from .errors import OssError
 from .models import ObjectInfo
@@ -211,7 +212,7 @@ class Handlers:
             raise OssError("NotImplemented", "This object operation is not supported by the sandbox.")
         if m == "PUT":
             if "uploadId" in p:
-                return await self.upload_part(req, request)
+                return await self.upload_part(req, principal, request)
             if "acl" in p:
                 self.state.require_object(req.bucket, req.key)
                 return Response(status_code=200)
@@ -530,12 +531,16 @@ class Handlers:
             root.child("EncodingType", "url")
         return xml_response(root)
 
-    async def upload_part(self, req: OssRequest, request: Request) -> Response:
-        if req.header("x-oss-copy-source"):
-            raise OssError("NotImplemented", "UploadPartCopy is not supported by the sandbox.")
+    def _part_number(self, req: OssRequest) -> int:
         number = _int_param(req, "partNumber", -1, 1, MAX_PART_NUMBER)
         if number == -1:
             raise OssError("InvalidArgument", "partNumber is required.", ArgumentName="partNumber")
+        return number
+
+    async def upload_part(self, req: OssRequest, principal: Principal, request: Request) -> Response:
+        if partcopy.SOURCE in req.headers:
+            return await self.upload_part_copy(req, principal)
+        number = self._part_number(req)
         upload = self.state.require_upload(req.bucket, req.key, req.params["uploadId"])
         _check_length(req, MAX_PART_SIZE)
         md5 = expected_md5(req.header("content-md5"))
@@ -553,6 +558,19 @@ class Handlers:
                 "x-oss-hash-crc64ecma": str(part.crc64),
             },
         )
+
+    async def upload_part_copy(self, req: OssRequest, principal: Principal) -> Response:
+        """UploadPartCopy; the checks and their order are described in :mod:`.partcopy`."""
+        number = self._part_number(req)
+        partcopy.source_syntax(req.header(partcopy.SOURCE))
+        src_bucket, src_key = _copy_source(req.header(partcopy.SOURCE))
+        upload = self.state.require_upload(req.bucket, req.key, req.params["uploadId"])
+        _authorize(principal, self.state.require_bucket(src_bucket).acl, write=False)
+        part = await self._thread(partcopy.copy_part, self.state, upload, number, src_bucket, src_key, req)
+        root = Element("CopyPartResult")
+        root.child("LastModified", iso_ms(part.last_modified))
+        root.child("ETag", f'"{part.etag}"')
+        return xml_response(root, headers={"ETag": f'"{part.etag}"', "x-oss-hash-crc64ecma": str(part.crc64)})
 
     async def complete_upload(self, req: OssRequest, request: Request) -> Response:
         upload_id = req.params["uploadId"]

@@ -141,3 +141,26 @@ async def iter_file(f: BinaryIO, start: int, length: int, executor: Executor) ->
             yield block
     finally:
         f.close()
+
+
+def copy_span(src: Path, start: int, length: int, dst: Path) -> Received:
+    """Copy ``length`` bytes of ``src`` from ``start`` into the new file ``dst``, hashing them (MD5, CRC-64) as they
+    pass; server-side copies (UploadPartCopy) get the same ``Received`` as a request body. Blocking: call it from a
+    worker thread. ``FileNotFoundError`` (the source replaced meanwhile) is left to the caller, ``dst`` removed."""
+    sink = _Sink(dst)
+    try:
+        with open(src, "rb") as f:
+            f.seek(start)
+            remaining = length
+            while remaining > 0:
+                block = f.read(min(BATCH, remaining))
+                if not block:
+                    raise OssError("InternalError", "object data is shorter than recorded")
+                sink.feed([block])
+                remaining -= len(block)
+    except BaseException:
+        sink.close()
+        dst.unlink(missing_ok=True)
+        raise
+    sink.close()
+    return Received(sink.size, sink.md5.digest(), sink.crc)

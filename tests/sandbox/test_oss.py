@@ -310,6 +310,143 @@ def test_multipart_errors(bucket):
         bucket.abort_multipart_upload(key, up2.upload_id)
 
 
+# ---- UploadPartCopy ------------------------------------------------------------------------------------------------
+def test_upload_part_copy_ranges(auth, info, bucket):
+    src_bucket = _new_bucket(auth, info)  # another bucket of the same account: readable with the same key
+    data = os.urandom(300 * 1024 + 17)
+    src = src_bucket.put_object("src/weights +1.bin", data)
+    key = "mp/copied.bin"
+    up = bucket.init_multipart_upload(key)
+    spans = [(0, 150 * 1024 - 1), (150 * 1024, 260 * 1024 - 1), (260 * 1024, None)]  # None: "bytes=266240-"
+    parts = []
+    for n, (first, last) in enumerate(spans, 1):
+        r = bucket.upload_part_copy(src_bucket.bucket_name, "src/weights +1.bin", (first, last), key, up.upload_id, n)
+        chunk = data[first : None if last is None else last + 1]
+        assert r.etag == hashlib.md5(chunk).hexdigest().upper() and r.crc == _CRC(chunk)
+        assert REQUEST_ID.match(r.request_id)
+        parts.append(PartInfo(n, r.etag, size=len(chunk), part_crc=r.crc))
+    listed = list(oss2.PartIterator(bucket, key, up.upload_id))
+    assert [(p.part_number, p.etag, p.size) for p in listed] == [(p.part_number, p.etag, p.size) for p in parts]
+
+    done = bucket.complete_multipart_upload(key, up.upload_id, parts)  # oss2 checks the CRC combined from the parts
+    assert done.crc == _CRC(data) == src.crc
+    md5s = b"".join(bytes.fromhex(p.etag) for p in parts)
+    assert done.etag == hashlib.md5(md5s).hexdigest().upper() + "-3"
+    got = bucket.get_object(key)
+    assert got.read() == data and got.server_crc == _CRC(data) and got.object_type == "Multipart"
+
+
+def test_upload_part_copy_wire_shape(info, bucket):
+    """The raw answer: CopyPartResult document, ETag header; a whole-object copy's ETag is the source's MD5."""
+    data = os.urandom(1000)
+    src = bucket.put_object("s", data)
+    up = bucket.init_multipart_upload("d")
+    r = bucket.upload_part_copy(bucket.bucket_name, "s", None, "d", up.upload_id, 1)
+    assert r.etag == src.etag and r.crc == src.crc
+    body = r.resp.read()
+    assert re.search(rb"<CopyPartResult><LastModified>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.000Z</LastModified>"
+                     rb'<ETag>"[0-9A-F]{32}"</ETag></CopyPartResult>', body)
+
+
+@pytest.mark.parametrize(
+    "byte_range",
+    [(500, 2000), (900, 100), "bytes=abc", "bytes=5000-"],
+    ids=["last-past-end", "first-after-last", "malformed", "first-past-end"],
+)
+def test_upload_part_copy_unsatisfiable_range_copies_everything(bucket, byte_range):
+    """OSS ignores a copy range it cannot satisfy and copies the whole source (see sandbox/oss/partcopy.py)."""
+    data = os.urandom(1000)
+    bucket.put_object("s", data)
+    up = bucket.init_multipart_upload("d")
+    if isinstance(byte_range, tuple):
+        r = bucket.upload_part_copy(bucket.bucket_name, "s", byte_range, "d", up.upload_id, 1)
+    else:
+        r = bucket.upload_part_copy(bucket.bucket_name, "s", None, "d", up.upload_id, 1,
+                                    headers={"x-oss-copy-source-range": byte_range})
+    assert r.etag == hashlib.md5(data).hexdigest().upper() and r.crc == _CRC(data)
+    bucket.complete_multipart_upload("d", up.upload_id, [PartInfo(1, r.etag, size=len(data), part_crc=r.crc)])
+    assert bucket.get_object("d").read() == data
+
+
+def test_upload_part_copy_suffix_range(bucket):
+    data = os.urandom(1000)
+    bucket.put_object("s", data)
+    up = bucket.init_multipart_upload("d")
+    r = bucket.upload_part_copy(bucket.bucket_name, "s", (None, 10), "d", up.upload_id, 1)  # "bytes=-10"
+    assert r.etag == hashlib.md5(data[-10:]).hexdigest().upper()
+
+
+def test_upload_part_copy_errors(auth, info, bucket):
+    bucket.put_object("s", b"source bytes")
+    up = bucket.init_multipart_upload("d")
+    name = bucket.bucket_name
+    with pytest.raises(oss2.exceptions.NoSuchKey) as exc:
+        bucket.upload_part_copy(name, "missing", (0, 1), "d", up.upload_id, 1)
+    assert exc.value.details["Key"] == "missing"
+    with pytest.raises(oss2.exceptions.NoSuchBucket):
+        bucket.upload_part_copy(f"no-such-{uuid.uuid4().hex[:8]}", "s", (0, 1), "d", up.upload_id, 1)
+    with pytest.raises(oss2.exceptions.NoSuchUpload) as exc:
+        bucket.upload_part_copy(name, "s", (0, 1), "d", "0" * 32, 1)
+    assert exc.value.details["UploadId"] == "0" * 32
+    with pytest.raises(oss2.exceptions.NoSuchUpload):  # an upload id belongs to its key
+        bucket.upload_part_copy(name, "s", (0, 1), "other", up.upload_id, 1)
+    bucket.abort_multipart_upload("d", up.upload_id)
+    with pytest.raises(oss2.exceptions.NoSuchUpload):
+        bucket.upload_part_copy(name, "s", (0, 1), "d", up.upload_id, 1)
+
+    up = bucket.init_multipart_upload("d")
+    with pytest.raises(oss2.exceptions.InvalidArgument):
+        bucket.upload_part_copy(name, "s", (0, 1), "d", up.upload_id, 10001)
+    for value, ec in ((f"{name}/s", "0042-00000301"), ("", "0042-00000302")):
+        with pytest.raises(oss2.exceptions.InvalidArgument) as exc:
+            bucket._do("PUT", name, "d", params={"uploadId": up.upload_id, "partNumber": "1"},
+                       headers={"x-oss-copy-source": value})
+        assert exc.value.ec == ec
+    assert list(oss2.PartIterator(bucket, "d", up.upload_id)) == []
+
+
+def test_upload_part_copy_conditions(bucket):
+    src = bucket.put_object("s", b"x" * 100)
+    up = bucket.init_multipart_upload("d")
+    past, future = formatdate(time.time() - 3600, usegmt=True), formatdate(time.time() + 3600, usegmt=True)
+    failing = [
+        {"x-oss-copy-source-if-match": '"0123456789ABCDEF0123456789ABCDEF"'},
+        {"x-oss-copy-source-if-none-match": src.etag},
+        {"x-oss-copy-source-if-unmodified-since": past},
+        {"x-oss-copy-source-if-modified-since": future},
+    ]
+    for headers in failing:
+        with pytest.raises(oss2.exceptions.PreconditionFailed) as exc:
+            bucket.upload_part_copy(bucket.bucket_name, "s", None, "d", up.upload_id, 1, headers=headers)
+        assert exc.value.details["Condition"] == next(iter(headers))
+    holding = {
+        "x-oss-copy-source-if-match": f'"{src.etag}"',
+        "x-oss-copy-source-if-none-match": '"0123456789ABCDEF0123456789ABCDEF"',
+        "x-oss-copy-source-if-unmodified-since": future,
+        "x-oss-copy-source-if-modified-since": past,
+    }
+    r = bucket.upload_part_copy(bucket.bucket_name, "s", None, "d", up.upload_id, 1, headers=holding)
+    assert r.etag == src.etag
+
+
+def test_upload_part_copy_needs_read_access_to_the_source(auth, info, bucket):
+    """Anonymous requests: the destination must be public-read-write and the source readable, as for CopyObject."""
+    bucket.put_object("private", b"secret")
+    dst = _new_bucket(auth, info, acl=oss2.BUCKET_ACL_PUBLIC_READ_WRITE)
+    up = dst.init_multipart_upload("d")
+    anon = oss2.Bucket(oss2.AnonymousAuth(), info["oss_endpoint"], dst.bucket_name)
+    with pytest.raises(oss2.exceptions.AccessDenied):
+        anon.upload_part_copy(bucket.bucket_name, "private", None, "d", up.upload_id, 1)
+    public = _new_bucket(auth, info, acl=oss2.BUCKET_ACL_PUBLIC_READ)
+    public.put_object("open", b"public bytes")
+    r = anon.upload_part_copy(public.bucket_name, "open", None, "d", up.upload_id, 1)
+    assert r.etag == hashlib.md5(b"public bytes").hexdigest().upper()
+    wrong = oss2.Bucket(oss2.Auth(info["access_key_id"], "not-the-secret"), info["oss_endpoint"], dst.bucket_name)
+    with pytest.raises(oss2.exceptions.ServerError) as exc:
+        wrong.upload_part_copy(public.bucket_name, "open", None, "d", up.upload_id, 2)
+    assert (exc.value.status, exc.value.code) == (403, "SignatureDoesNotMatch")
+
+
 def _make_file(path: Path, size: int) -> None:
     """Half random, half zeros (sparse-ish), in 1 MiB blocks."""
     block = 1 << 20
