@@ -4,11 +4,19 @@ Node pools live in table ``ack_nodepools`` (JSON documents: the normalized creat
 ``ack_tasks``. Instances belong to the fleet (:mod:`sandbox.fleet`): each node pool owns one ESS scaling group
 keyed by its nodepool id, and everything about nodes is read from there.
 
+The pool's current size (``scaling_group.desired_size``, "the expected number of nodes in the node pool") is the
+scaling group's desired capacity and nothing else: ACK keeps no copy of it, because the cluster-autoscaler changes
+it through ESS behind ACK's back (scale-up: ``set_desired``; scale-down: ``RemoveInstances`` lowering it).
+DescribeClusterNodePool(s|Detail) read it from the group; ScaleClusterNodePool adds ``count`` to the group's current
+value; ModifyClusterNodePool sets it only when the body carries ``scaling_group.desired_size`` (pools without auto
+scaling), otherwise it leaves it to ESS, which only trims it into a new min/max (ESS ModifyScalingGroup).
+
 Node pool state (``status.state``), driven by the simulated clock:
 
 - ``initial`` for ``nodepool_create`` seconds after CreateClusterNodePool (infrastructure: scaling group,
   launch template); then the scaling group is created with the pool's desired size
-  (``auto_scaling.min_instances`` with auto scaling, else ``scaling_group.desired_size``/``count``);
+  (``auto_scaling.min_instances`` with auto scaling, else ``scaling_group.desired_size``/``count``; until then
+  DescribeClusterNodePoolDetail reports that size as ``desired_size``);
 - ``scaling`` while any instance of the pool is launching (Pending/Starting);
 - ``removing`` while any instance is being released (scale-in, spot reclaim);
 - ``updating`` for ``nodepool_update`` seconds after ModifyClusterNodePool;
@@ -72,14 +80,14 @@ class AckState:
     # ---- persistence -----------------------------------------------------------------------------------------
     def _pools(self) -> list[dict[str, Any]]:
         rows = self.store.query("SELECT data FROM ack_nodepools WHERE cluster_id=?", (self.cluster_id,))
-        pools = [json.loads(r["data"]) for r in rows]
+        pools = [_loaded(r["data"]) for r in rows]
         pools.sort(key=lambda p: (p["created"], p["nodepool_id"]))
         return pools
 
     def _pool(self, nodepool_id: str) -> dict[str, Any] | None:
         row = self.store.one("SELECT data FROM ack_nodepools WHERE nodepool_id=? AND cluster_id=?",
                              (nodepool_id, self.cluster_id))
-        return None if row is None else json.loads(row["data"])
+        return None if row is None else _loaded(row["data"])
 
     def _save_pool(self, p: dict[str, Any]) -> None:
         self.store.execute(
@@ -156,6 +164,7 @@ class AckState:
         t["current_stage"] = name
 
     def _desired_initial(self, spec: dict[str, Any]) -> int:
+        """The size the pool's scaling group is created with (the group owns it from then on)."""
         if spec["auto_scaling"]["enable"]:
             return spec["auto_scaling"]["min_instances"] or 0
         sg = spec["scaling_group"]
@@ -181,7 +190,7 @@ class AckState:
             now = self.clock.now()
             np_id = "np" + secrets.token_hex(16)
             pool = {"nodepool_id": np_id, "spec": spec, "state": "active", "state_until": None, "created": now,
-                    "updated": now, "is_default": True, "desired": 2}
+                    "updated": now, "is_default": True}
             self._save_pool(pool)
             self.fleet.create_group(np_id, self._group_spec(spec, np_id), 2, preexisting=True)
             self.store.set_meta("ack_default_pool", np_id)
@@ -205,7 +214,7 @@ class AckState:
             np_id = "np" + secrets.token_hex(16)
             pool = {"nodepool_id": np_id, "spec": spec, "state": "initial",
                     "state_until": now + self.t["nodepool_create"], "created": now, "updated": now,
-                    "is_default": False, "desired": self._desired_initial(spec)}
+                    "is_default": False}
             self._save_pool(pool)
             task = self._new_task("nodepool_create", np_id, "CreateNodePoolInfrastructure", {"nodepool_id": np_id})
             return {"nodepool_id": np_id, "task_id": task["task_id"]}
@@ -222,19 +231,24 @@ class AckState:
             p = self.require_pool(nodepool_id)
             if p["state"] in ("initial", "deleting"):
                 raise errors.nodepool_state(nodepool_id, p["state"], "ScaleClusterNodePool")
-            new = p["desired"] + req.count
-            a = p["spec"]["auto_scaling"]
-            if a["enable"] and new > a["max_instances"]:
-                raise errors.invalid_parameter(
-                    "count", f"the node pool would hold {new} nodes, more than auto_scaling.max_instances "
-                             f"({a['max_instances']})")
-            if new > 1000:
-                raise errors.invalid_parameter("count", f"the node pool would hold {new} nodes (max 1000)")
-            p["desired"] = new
-            p["updated"] = self.clock.now()
-            self._save_pool(p)
-            task = self._new_task("nodepool_scaleout", nodepool_id, "ScaleOutNodes", {"count": req.count})
-            self.fleet.set_desired(nodepool_id, new)
+            # Read-modify-write of the group's desired capacity under the fleet's lock: the cluster-autoscaler
+            # writes the same value (FleetService.set_desired / remove_instances).
+            with self.fleet.state.lock:
+                g = self.fleet.scaling_group(nodepool_id)
+                if g is None:
+                    raise errors.nodepool_state(nodepool_id, p["state"], "ScaleClusterNodePool")
+                new = g.desired + req.count
+                a = p["spec"]["auto_scaling"]
+                if a["enable"] and new > a["max_instances"]:
+                    raise errors.invalid_parameter(
+                        "count", f"the node pool would hold {new} nodes, more than auto_scaling.max_instances "
+                                 f"({a['max_instances']})")
+                if new > 1000:
+                    raise errors.invalid_parameter("count", f"the node pool would hold {new} nodes (max 1000)")
+                p["updated"] = self.clock.now()
+                self._save_pool(p)
+                task = self._new_task("nodepool_scaleout", nodepool_id, "ScaleOutNodes", {"count": req.count})
+                self.fleet.set_desired(nodepool_id, new)
             return {"task_id": task["task_id"]}
 
     def modify_pool(self, nodepool_id: str, body: Any) -> dict[str, Any]:
@@ -249,15 +263,21 @@ class AckState:
                 raise errors.invalid_parameter(
                     "nodepool_info.name", f"a node pool named {name!r} already exists in cluster {self.cluster_id}")
             spec = normalized(req)
-            a = spec["auto_scaling"]
-            desired = p["desired"]
-            if a["enable"]:
-                desired = max(a["min_instances"] or 0, min(a["max_instances"], desired))
-            elif isinstance(body.get("scaling_group"), dict) and body["scaling_group"].get("desired_size") is not None:
+            # The group's current desired capacity is left alone unless the body sets desired_size (pools without
+            # auto scaling: ACK's "Scale a node pool" is ModifyClusterNodePool with scaling_group.desired_size,
+            # https://www.alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/developer-reference/
+            # scale-a-node-pool-1). With auto scaling, the fleet only trims the current value into the new
+            # [min_instances, max_instances], as ESS ModifyScalingGroup does with MinSize/MaxSize ("If you modify
+            # MaxSize, and the number of instances exceeds the new MaxSize, Auto Scaling automatically removes
+            # instances ... MinSize ... adds": https://www.alibabacloud.com/help/en/auto-scaling/developer-reference/
+            # api-ess-2014-08-28-modifyscalinggroup).
+            # Recomputing it from anything ACK remembered would undo what the cluster-autoscaler sized.
+            desired = None
+            if not spec["auto_scaling"]["enable"] and isinstance(body.get("scaling_group"), dict) \
+                    and body["scaling_group"].get("desired_size") is not None:
                 desired = body["scaling_group"]["desired_size"]
             now = self.clock.now()
-            p.update(spec=spec, desired=desired, updated=now, state="updating",
-                     state_until=now + self.t["nodepool_update"])
+            p.update(spec=spec, updated=now, state="updating", state_until=now + self.t["nodepool_update"])
             self._save_pool(p)
             task = self._new_task("nodepool_update", nodepool_id, "UpdateNodePool", {"body": _redact(body)})
             self.fleet.update_group(nodepool_id, spec=self._group_spec(spec, nodepool_id), desired=desired)
@@ -296,7 +316,7 @@ class AckState:
                     self._save_pool(p)
                     if self.fleet.scaling_group(p["nodepool_id"]) is None:
                         self.fleet.create_group(p["nodepool_id"], self._group_spec(p["spec"], p["nodepool_id"]),
-                                                p["desired"])
+                                                self._desired_initial(p["spec"]))
                     changed = True
                 elif p["state"] == "updating" and now >= p["state_until"]:
                     p.update(state="active", state_until=None, updated=now)
@@ -368,8 +388,14 @@ class AckState:
         sg.pop("login_password_set", None)
         sg["scaling_group_id"] = group.scaling_group_id if group else ""
         sg["ram_policy"] = ""
-        if not spec["auto_scaling"]["enable"]:
-            sg["desired_size"] = p["desired"]
+        # desired_size: "The expected number of nodes in the node pool" (alibabacloud_cs20151215
+        # DescribeClusterNodePoolDetailResponseBody.scaling_group.desired_size; aliyun/alibabacloud-java-sdk
+        # cs-20151215 models/DescribeClusterNodePoolDetailResponseBody.java). That is the ESS group's desired
+        # capacity, with or without auto scaling: read from the group, never from a copy the autoscaler can outdate.
+        if group is not None:
+            sg["desired_size"] = group.desired
+        else:  # initial (group not created yet) or deleting (group gone)
+            sg["desired_size"] = 0 if p["state"] == "deleting" else self._desired_initial(p["spec"])
         spec["nodepool_info"].update(
             created=self.clock.iso(p["created"]), updated=self.clock.iso(p["updated"]),
             is_default=bool(p.get("is_default")), nodepool_id=np_id, region_id=self.identity.region,
@@ -518,6 +544,14 @@ class AckState:
             "meta_data": json.dumps({"Capabilities": {}, "KubernetesVersion": "1.31.1-aliyun.1"}),
             "timezone": "Asia/Shanghai", "ip_stack": "ipv4",
         }
+
+
+def _loaded(data: str) -> dict[str, Any]:
+    p = json.loads(data)
+    # State written before the scaling group became the only record of the size kept a copy under "desired";
+    # it is dropped on load (and so on the next save): the group's value is the one that counts.
+    p.pop("desired", None)
+    return p
 
 
 def _list_param(raw: str | None) -> set[str]:

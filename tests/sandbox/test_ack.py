@@ -387,6 +387,138 @@ def test_modify_is_a_partial_update(cs: Cs):
     assert err.error_code == "InvalidParameter" and "max_instances" in err.message
 
 
+# ---- the pool's size belongs to its ESS scaling group (the cluster-autoscaler changes it there) ------------------
+# The cluster-autoscaler never scales down here: it would race the sizes these tests set.
+NO_CA_SCALE_DOWN = {"timings": {"ca_scale_down_unneeded": 1e6, "ca_scale_down_delay_after_add": 1e6}}
+
+
+@pytest.fixture
+def sized_sandbox(tmp_path):
+    from sandbox.runner import Sandbox
+
+    sb = Sandbox(tmp_path / "sb", speed=50.0, options=NO_CA_SCALE_DOWN)
+    sb.start()
+    yield sb
+    sb.stop()
+
+
+def _size(cs: Cs, np: str) -> tuple[int, int, int]:
+    """(DescribeClusterNodePoolDetail desired_size, the same from DescribeClusterNodePools, nodes not released)."""
+    (listed,) = [p for p in cs.pools() if p["nodepool_info"]["nodepool_id"] == np]
+    return (cs.detail(np)["scaling_group"]["desired_size"], listed["scaling_group"]["desired_size"],
+            len(cs.nodes(np)["nodes"]))
+
+
+def _wait_released(cs: Cs, np: str, n: int, timeout: float = 60.0) -> int:
+    """Wait until the pool lists ``n`` nodes in any state (a removed instance is listed until it is released)."""
+    deadline = time.monotonic() + timeout
+    while (total := len(cs.nodes(np)["nodes"])) != n and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return total
+
+
+def _autoscaled_pool(cs: Cs, name: str) -> str:
+    body = spot_pool(name, spot_strategy="NoSpot", on_demand_percentage_above_base_capacity=100)
+    body["auto_scaling"].update(min_instances=1, max_instances=5, type="cpu")
+    created = cs.create(body)
+    assert cs.detail(created["nodepool_id"])["scaling_group"]["desired_size"] == 1  # initial: the size to come
+    assert cs.wait_task(created["task_id"])["state"] == "success"
+    return created["nodepool_id"]
+
+
+def test_autoscaler_sized_pool_keeps_its_size_through_modify_and_scale(sized_sandbox):
+    cs = Cs(sized_sandbox.info)
+    fleet = sized_sandbox.ctx.services["fleet"]
+    np = _autoscaled_pool(cs, "ca-sized")
+    assert _size(cs, np) == (1, 1, 1)
+    # the cluster-autoscaler's scale-up: the ESS group's desired capacity, not through ACK
+    fleet.set_desired(np, 3)
+    assert len(wait_nodes(cs, np, 3)) == 3
+    assert _size(cs, np) == (3, 3, 3)
+    # a modify that does not touch the size keeps what the autoscaler set (no scale-in to the old 1)
+    task = cs.modify(np, {"kubernetes_config": {"labels": [{"key": "inference", "value": "tf2"}]}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (3, 3, 3)
+    task = cs.modify(np, {"auto_scaling": {"max_instances": 4}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (3, 3, 3)
+    assert fleet.scaling_group(np).desired == 3
+    # ScaleClusterNodePool adds to the group's current size
+    task = cs.scale(np, 1)["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (4, 4, 4)
+    err = server_error(cs.scale, np, 1)
+    assert err.error_code == "InvalidParameter" and "5 nodes" in err.message and "max_instances" in err.message
+    # a new max below the current size trims it (ESS ModifyScalingGroup), a new min above it raises it
+    task = cs.modify(np, {"auto_scaling": {"max_instances": 2}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (2, 2, 2)
+    task = cs.modify(np, {"auto_scaling": {"min_instances": 3, "max_instances": 5}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (3, 3, 3)
+    # the autoscaler's scale-down (ESS RemoveInstances lowering the desired capacity), then a modify of labels
+    task = cs.modify(np, {"auto_scaling": {"min_instances": 1}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    victim = fleet.instances(np)[0].instance_id
+    assert fleet.remove_instances(np, [victim], reason="cluster-autoscaler scale-down") == [victim]
+    assert _wait_released(cs, np, 2) == 2
+    task = cs.modify(np, {"kubernetes_config": {"labels": [{"key": "inference", "value": "tf3"}]}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (2, 2, 2)
+
+
+def test_pool_without_auto_scaling_reads_its_size_from_the_group(sized_sandbox):
+    cs = Cs(sized_sandbox.info)
+    fleet = sized_sandbox.ctx.services["fleet"]
+    body = spot_pool("fixed-size", spot_strategy="NoSpot", on_demand_percentage_above_base_capacity=100)
+    body["auto_scaling"] = {"enable": False}
+    body["scaling_group"]["desired_size"] = 2
+    created = cs.create(body)
+    np = created["nodepool_id"]
+    assert cs.wait_task(created["task_id"])["state"] == "success"
+    assert _size(cs, np) == (2, 2, 2)
+    victim = fleet.instances(np)[0].instance_id
+    assert fleet.remove_instances(np, [victim]) == [victim]
+    assert _wait_released(cs, np, 1) == 1
+    assert _size(cs, np) == (1, 1, 1)
+    task = cs.scale(np, 1)["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (2, 2, 2)
+    task = cs.modify(np, {"kubernetes_config": {"labels": [{"key": "tier", "value": "gold"}]}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (2, 2, 2)
+    task = cs.modify(np, {"scaling_group": {"desired_size": 3}})["task_id"]
+    assert cs.wait_task(task)["state"] == "success"
+    assert _size(cs, np) == (3, 3, 3)
+
+
+def test_autoscaler_sized_pool_keeps_its_size_across_restart(tmp_path):
+    from sandbox.runner import Sandbox
+
+    sb = Sandbox(tmp_path / "sb", speed=50.0, options=NO_CA_SCALE_DOWN)
+    info = sb.start()
+    try:
+        cs = Cs(info)
+        np = _autoscaled_pool(cs, "ca-persistent")
+        sb.ctx.services["fleet"].set_desired(np, 3)
+        assert len(wait_nodes(cs, np, 3)) == 3
+    finally:
+        sb.stop()
+    sb2 = Sandbox(tmp_path / "sb", speed=50.0, options=NO_CA_SCALE_DOWN)
+    info2 = sb2.start()
+    try:
+        cs = Cs(info2)
+        assert _size(cs, np) == (3, 3, 3)
+        task = cs.modify(np, {"auto_scaling": {"max_instances": 6}})["task_id"]
+        assert cs.wait_task(task)["state"] == "success"
+        assert _size(cs, np) == (3, 3, 3)
+        task = cs.scale(np, 2)["task_id"]
+        assert cs.wait_task(task)["state"] == "success"
+        assert _size(cs, np) == (5, 5, 5)
+    finally:
+        sb2.stop()
+
+
 # ---- validation: every rule names its field, nothing is created ------------------------------------------------
 def _sg(**kw):
     return lambda b: b["scaling_group"].update(kw)
