@@ -53,7 +53,6 @@ import yaml
 from ..context import SandboxContext
 from ..fleet.models import IN_FLIGHT, ScalingGroup
 from ..kube.errors import KubeError
-from ..kube.resources import resolve as resolve_resource
 from ..service import Service
 from ..timings import resolve
 from . import simulate as sim
@@ -140,9 +139,11 @@ class AutoscalerService(Service):
         self.scans += 1
         groups = {g.pool_id: g for g in self.fleet.state.groups() if g.spec.auto_scaling and not g.deleting}
         nodes = self.store.list("nodes")
-        # the stored objects, read-only and uncopied (upstream reads its informer cache): a copy of every pod per
-        # scan would cost the shared event loop more than the API server itself once there are thousands of pods
-        pods = [e.obj for e in self.store.select(resolve_resource("pods"), None)[0] if not sim.is_terminal(e.obj)]
+        # the stored objects, read-only and uncopied, through the store's indexes (upstream reads its informer
+        # cache): the pods bound to a node and the unschedulable ones are all a scan looks at, and going over (or
+        # copying) every pod per scan would cost the shared event loop more than the API server itself
+        pods = [e.obj for e in self.store.indexed("pods", "spec.nodeName") + self.store.indexed("pods", "unschedulable")
+                if not sim.is_terminal(e.obj)]
         instances = {i.instance_id: i for i in self.fleet.instances()}
         by_node: dict[str, list[dict[str, Any]]] = {}
         for p in pods:

@@ -87,6 +87,12 @@ class Controller:
         entries, _ = self.store.select(rt, namespace)
         return [e.obj for e in entries]
 
+    def indexed(self, resource: str, index: str, values: Any = None) -> list[dict[str, Any]]:
+        """The stored objects filed under any of ``values`` in one of the store's indexes (``namespace``, pods by
+        ``spec.nodeName`` or ``controller`` uid ..., see :mod:`sandbox.kube.indexes`; None: all in the index),
+        sorted by namespace/name and READ-ONLY like :meth:`objects`: a pass costs what it looks at."""
+        return [e.obj for e in self.store.indexed(resource, index, values)]
+
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
               host: str | None = None) -> None:
         with contextlib.suppress(KubeError):

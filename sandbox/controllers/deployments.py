@@ -106,17 +106,10 @@ class DeploymentController(Controller):
 
     def reconcile(self) -> float | None:
         now = self.clock.now()
-        rss_by_ns: dict[str, list[dict[str, Any]]] = {}
-        for rs in self.objects("replicasets"):
-            rss_by_ns.setdefault(rs["metadata"].get("namespace") or "default", []).append(rs)
-        pods_by_ns: dict[str, list[dict[str, Any]]] = {}
-        for p in self.objects("pods"):
-            pods_by_ns.setdefault(p["metadata"].get("namespace") or "default", []).append(p)
         due: list[float] = []
         for d in self.objects("deployments"):
-            ns = d["metadata"].get("namespace") or "default"
             try:
-                nd = self._sync(d, rss_by_ns.get(ns, []), pods_by_ns.get(ns, []), now)
+                nd = self._sync(d, now)
             except KubeError:
                 nd = now + 1.0
             if nd is not None:
@@ -124,13 +117,15 @@ class DeploymentController(Controller):
         return min(due) if due else None
 
     # ---- one deployment -----------------------------------------------------------------------------------------
-    def _sync(self, d: dict[str, Any], ns_rss: list[dict[str, Any]], ns_pods: list[dict[str, Any]],
-              now: float) -> float | None:
+    def _sync(self, d: dict[str, Any], now: float) -> float | None:
         m = d["metadata"]
         if m.get("deletionTimestamp"):
             return None
         spec = d.get("spec") or {}
-        rss = [rs for rs in ns_rss if owned_by(rs, m["uid"]) and not rs["metadata"].get("deletionTimestamp")]
+        ns = m.get("namespace") or "default"
+        rss = [rs for rs in self.indexed("replicasets", "controller", (m["uid"],))
+               if (rs["metadata"].get("namespace") or "default") == ns and owned_by(rs, m["uid"])
+               and not rs["metadata"].get("deletionTimestamp")]
         rss.sort(key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"]))
         tmpl = spec.get("template") or {}
         new_rs = next((rs for rs in rss if _strip_hash((rs.get("spec") or {}).get("template")) == _strip_hash(tmpl)),
@@ -149,7 +144,7 @@ class DeploymentController(Controller):
                 initial = max(0, min(replicas + surge - total, replicas)) if old else replicas
             new_rs, collision = self._create_rs(d, old, initial, surge, collision)
             if new_rs is None:
-                return self._status(d, None, old, ns_pods, now, max_unavailable, collision, False)
+                return self._status(d, None, old, now, max_unavailable, collision, False)
             created_now = True
             rss.append(new_rs)
         elif new_rs is not None:
@@ -163,15 +158,15 @@ class DeploymentController(Controller):
             for i, r in enumerate(old):
                 if _replicas(r):
                     old[i] = self._scale(d, r, 0, surge)
-            old_uids = {r["metadata"]["uid"] for r in old}
             old_pods = any((p.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-                           for p in ns_pods if any(owned_by(p, u) for u in old_uids))
+                           for p in self.indexed("pods", "controller", [r["metadata"]["uid"] for r in old])
+                           if (p["metadata"].get("namespace") or "default") == ns)
             if new_rs is not None and not old_pods and _replicas(new_rs) != replicas:
                 new_rs = self._scale(d, new_rs, replicas, surge)
         elif new_rs is not None:
             new_rs = self._rolling(d, new_rs, old, replicas, surge, max_unavailable)
         self._cleanup(d, old)
-        return self._status(d, new_rs, old, ns_pods, now, max_unavailable, collision, created_now)
+        return self._status(d, new_rs, old, now, max_unavailable, collision, created_now)
 
     def _rolling(self, d: dict[str, Any], new_rs: dict[str, Any], old: list[dict[str, Any]], replicas: int,
                  surge: int, max_unavailable: int) -> dict[str, Any]:
@@ -309,8 +304,7 @@ class DeploymentController(Controller):
 
     # ---- status -------------------------------------------------------------------------------------------------
     def _status(self, d: dict[str, Any], new_rs: dict[str, Any] | None, old: list[dict[str, Any]],
-                ns_pods: list[dict[str, Any]], now: float, max_unavailable: int, collision: int,
-                created_now: bool) -> float | None:
+                now: float, max_unavailable: int, collision: int, created_now: bool) -> float | None:
         spec = d.get("spec") or {}
         replicas = int(spec.get("replicas", 1) or 0)
         all_rs = ([new_rs] if new_rs else []) + old

@@ -86,8 +86,6 @@ class EndpointsController(Controller):
     def reconcile(self) -> float | None:
         services = self.objects("services")
         pods_by_ns: dict[str, list[dict[str, Any]]] = {}
-        for p in self.objects("pods"):
-            pods_by_ns.setdefault(p["metadata"].get("namespace") or "default", []).append(p)
         existing = {(e["metadata"].get("namespace"), e["metadata"]["name"]): e for e in self.objects("endpoints")}
         wanted: set[tuple] = set()
         for svc in services:
@@ -97,8 +95,10 @@ class EndpointsController(Controller):
             key = (m.get("namespace"), m["name"])
             wanted.add(key)
             reqs = selector_from_label_selector({"matchLabels": spec["selector"]})
-            pods = [p for p in pods_by_ns.get(m.get("namespace") or "default", [])
-                    if match_labels(reqs, p["metadata"].get("labels"))]
+            ns = m.get("namespace") or "default"
+            if ns not in pods_by_ns:
+                pods_by_ns[ns] = self.indexed("pods", "namespace", (ns,))
+            pods = [p for p in pods_by_ns[ns] if match_labels(reqs, p["metadata"].get("labels"))]
             subsets = desired_subsets(svc, pods)
             labels = dict(m.get("labels") or {})
             labels[MANAGED] = COMPONENT

@@ -143,13 +143,10 @@ class Kubelet(Controller):
         now = self.clock.now()
         nodes = {n["metadata"]["name"]: n for n in self.objects("nodes")}
         live_nodes = {name for name, n in nodes.items() if _node_kubelet_alive(n)}
-        pods = self.objects("pods")
         seen: set[str] = set()
         due: list[float] = []
-        for pod in pods:
-            node = (pod.get("spec") or {}).get("nodeName")
-            if not node or node not in live_nodes:
-                continue
+        for pod in self.indexed("pods", "spec.nodeName", live_nodes):
+            node = pod["spec"]["nodeName"]
             uid = pod["metadata"]["uid"]
             seen.add(uid)
             try:
@@ -414,7 +411,7 @@ class Kubelet(Controller):
         if not cidr:
             return ""
         used = {r.pod_ip for r in self.runs.values() if r.node == run.node and r.pod_ip}
-        for p in self.store.list("pods", field_selector=f"spec.nodeName={run.node}"):
+        for p in self.indexed("pods", "spec.nodeName", (run.node,)):
             ip = (p.get("status") or {}).get("podIP")
             if ip:
                 used.add(ip)

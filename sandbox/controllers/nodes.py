@@ -338,9 +338,9 @@ class NodeController(Controller):
     def _pod_gc(self, live: set[str]) -> None:
         """Force-delete pods bound to a managed node that no longer exists (``pkg/controller/podgc`` gcOrphaned)."""
         prefix = f"{self.region}."
-        for pod in self.objects("pods"):
-            node = (pod.get("spec") or {}).get("nodeName")
-            if not node or node in live:
+        for pod in self.indexed("pods", "spec.nodeName"):
+            node = pod["spec"]["nodeName"]
+            if node in live:
                 continue
             if node not in self.deleted and not node.startswith(prefix):
                 continue

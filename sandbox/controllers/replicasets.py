@@ -60,13 +60,10 @@ class ReplicaSetController(Controller):
 
     def reconcile(self) -> float | None:
         now = self.clock.now()
-        pods_by_ns: dict[str, list[dict[str, Any]]] = {}
-        for p in self.objects("pods"):
-            pods_by_ns.setdefault(p["metadata"].get("namespace") or "default", []).append(p)
         due: list[float] = []
         for rs in self.objects("replicasets"):
             try:
-                d = self._sync(rs, pods_by_ns.get(rs["metadata"].get("namespace") or "default", []), now)
+                d = self._sync(rs, now)
             except KubeError as e:  # one ReplicaSet must not hold up the others: look again soon
                 log.debug("replicaset %s: %s", rs["metadata"]["name"], e)
                 d = now + 1.0
@@ -74,10 +71,11 @@ class ReplicaSetController(Controller):
                 due.append(d)
         return min(due) if due else None
 
-    def _sync(self, rs: dict[str, Any], ns_pods: list[dict[str, Any]], now: float) -> float | None:
+    def _sync(self, rs: dict[str, Any], now: float) -> float | None:
         m, spec = rs["metadata"], rs.get("spec") or {}
-        uid = m["uid"]
-        owned = [p for p in ns_pods if owned_by(p, uid)]
+        uid, ns = m["uid"], m.get("namespace") or "default"
+        owned = [p for p in self.indexed("pods", "controller", (uid,))
+                 if (p["metadata"].get("namespace") or "default") == ns and owned_by(p, uid)]
         active = [p for p in owned if is_active(p)]
         want = int(spec.get("replicas", 1) or 0)
         if not m.get("deletionTimestamp"):

@@ -74,10 +74,8 @@ class Scheduler(Controller):
         self._last_event: dict[str, tuple[str, float]] = {}  # pod uid -> (message, when recorded)
 
     def reconcile(self) -> float | None:
-        pods = self.objects("pods")
-        pending = [p for p in pods if not (p.get("spec") or {}).get("nodeName")
-                   and not p["metadata"].get("deletionTimestamp") and not _is_terminal(p)
-                   and (p.get("spec") or {}).get("schedulerName", SCHEDULER) == SCHEDULER]
+        pending = [p for p in self.indexed("pods", "unassigned", (SCHEDULER,))
+                   if not p["metadata"].get("deletionTimestamp") and not _is_terminal(p)]
         live = {p["metadata"]["uid"] for p in pending}
         for uid in list(self._last_event):
             if uid not in live:
@@ -89,11 +87,9 @@ class Scheduler(Controller):
         used: dict[str, dict[str, int]] = {n: {} for n in alloc}
         count: dict[str, int] = dict.fromkeys(alloc, 0)
         owners: dict[str, dict[str, int]] = {n: {} for n in alloc}
-        for p in pods:
-            node = (p.get("spec") or {}).get("nodeName")
-            if not node or node not in used or _is_terminal(p):
-                continue
-            self._account(p, node, used, count, owners)
+        for p in self.indexed("pods", "spec.nodeName", alloc):
+            if not _is_terminal(p):
+                self._account(p, p["spec"]["nodeName"], used, count, owners)
         pvcs = {(c["metadata"].get("namespace"), c["metadata"]["name"]): c
                 for c in self.objects("persistentvolumeclaims")}
         pending.sort(key=lambda p: (-int((p.get("spec") or {}).get("priority") or 0),

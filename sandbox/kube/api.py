@@ -9,6 +9,9 @@ fresh copies (plain dicts in the wire format); mutate them freely.
 - ``s.get(resource, namespace, name) -> dict`` (404 KubeError if missing); ``s.try_get(...) -> dict | None``
 - ``s.list(resource, namespace=None, label_selector=None, field_selector=None) -> list[dict]``
   (selectors as strings in kubectl syntax, or a ``dict`` of labels for equality)
+- ``s.indexed(resource, index, values=None) -> list[Entry]``: the stored entries filed under any of ``values`` in
+  one of the store's indexes (:mod:`sandbox.kube.indexes`: ``namespace``, pods by ``spec.nodeName``, ``controller``
+  owner uid ...; None: all indexed), by namespace/name. READ-ONLY and uncopied, for controllers.
 - ``s.create(resource, obj, namespace=None, field_manager="kube-controller-manager", dry_run=False) -> dict``
 - ``s.update(resource, obj, ...)`` (409 if ``metadata.resourceVersion`` is stale; omit it to force),
   ``s.update_status(resource, obj)`` (only ``status`` is taken), ``s.update_scale(resource, ns, name, replicas)``
@@ -252,6 +255,11 @@ class KubeStore:
                 continue
             out.append(e)
         return out, rv
+
+    def indexed(self, resource: str | ResourceType, index: str, values: Any = None) -> list:
+        rt = _rt(resource)
+        with self.lock:
+            return self.storage.indexed(rt.key, index, values)
 
     def list(self, resource: str | ResourceType, namespace: str | None = None, label_selector: Any = None,
              field_selector: str | None = None) -> list[dict[str, Any]]:
@@ -727,8 +735,10 @@ class KubeStore:
         now = self.now()
         now_ts = self.clock.now()
         with self.lock:
-            for e in self.storage.entries("events", ns):
+            for e in self.storage.indexed("events", "involvedObject.uid", (ref.get("uid"),)):
                 ev = e.obj
+                if ev["metadata"].get("namespace", "") != ns:
+                    continue
                 io = ev.get("involvedObject") or {}
                 if (io.get("uid") == ref.get("uid") and io.get("name") == ref.get("name") and ev.get("reason") == reason
                         and ev.get("message") == message and ev.get("type") == type

@@ -4,6 +4,8 @@
   holds the object and its JSON serialization (lists are answered by joining the stored bytes).
 - ``resourceVersion`` is one counter for the whole store (as etcd's revision), persisted with every write, so it
   keeps increasing across a restart.
+- Secondary indexes (:mod:`.indexes`: namespace, a pod's node, its controller ...) are updated with every write,
+  so readers that need a slice of a resource do not go over all of it.
 - Every change is kept in a bounded per-resource history (the "watch window"); a watch from an older
   resourceVersion gets ``410 Expired`` (as apiserver's watch cache, ``storage/cacher/watch_cache.go``).
 - Watchers live on an asyncio loop; writers may be on any thread, delivery uses ``call_soon_threadsafe``.
@@ -22,6 +24,7 @@ from typing import Any
 import orjson
 
 from ..store import Store
+from .indexes import Index, indexes_for, known
 
 HISTORY = 20000
 
@@ -68,12 +71,14 @@ class Storage:
         )
         self.objects: dict[str, dict[tuple[str, str], Entry]] = {}
         self.uids: dict[str, tuple[str, str, str]] = {}
+        self.indexes: dict[str, dict[str, Index]] = {}
         self.rv = int(store.get_meta("kube_rv", 0) or 0)
         for row in store.query("SELECT rkey, namespace, name, rv, body FROM kube_objects"):
             obj = orjson.loads(row["body"])
             self.objects.setdefault(row["rkey"], {})[(row["namespace"], row["name"])] = Entry(obj, bytes(row["body"]),
                                                                                              row["rv"])
             self.uids[obj["metadata"]["uid"]] = (row["rkey"], row["namespace"], row["name"])
+            self._index(row["rkey"], (row["namespace"], row["name"]), obj)
             self.rv = max(self.rv, row["rv"])
         self.history: dict[str, deque[Change]] = {}
         # highest resourceVersion no longer in a resource's history: watches from before it are expired
@@ -87,10 +92,20 @@ class Storage:
         return self.objects.get(key, {}).get((namespace, name))
 
     def entries(self, key: str, namespace: str | None = None) -> list[Entry]:
-        bucket = self.objects.get(key, {})
         if namespace is None:
+            bucket = self.objects.get(key, {})
             return [bucket[k] for k in sorted(bucket)]
-        return [bucket[k] for k in sorted(k for k in bucket if k[0] == namespace)]
+        return self.indexed(key, "namespace", (namespace,))
+
+    def indexed(self, key: str, index: str, values: Any = None) -> list[Entry]:
+        """Entries filed under any of ``values`` in ``index`` (None: all entries in the index), by namespace/name."""
+        if not known(key, index):
+            raise KeyError(f"no index {index!r} of {key}")
+        idx = self.indexes.get(key, {}).get(index)
+        if idx is None:
+            return []
+        bucket = self.objects.get(key, {})
+        return [bucket[k] for k in sorted(idx.lookup(values))]
 
     def by_uid(self, uid: str) -> tuple[str, str, str] | None:
         return self.uids.get(uid)
@@ -116,6 +131,7 @@ class Storage:
                 db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('kube_rv', ?)", (str(rv),))
             bucket[(ns, name)] = entry
             self.uids[meta["uid"]] = (key, ns, name)
+            self._index(key, (ns, name), obj)
             self._publish(key, Change(rv, "MODIFIED" if old else "ADDED", obj, blob, old.obj if old else None))
             return entry
 
@@ -131,8 +147,16 @@ class Storage:
                 db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('kube_rv', ?)", (str(rv),))
             self.objects.get(key, {}).pop((ns, name), None)
             self.uids.pop(meta.get("uid", ""), None)
+            self._index(key, (ns, name), None)
             self._publish(key, Change(rv, "DELETED", obj, orjson.dumps(obj), None))
             return obj
+
+    def _index(self, key: str, okey: tuple[str, str], obj: dict[str, Any] | None) -> None:
+        idx = self.indexes.get(key)
+        if idx is None:
+            idx = self.indexes[key] = indexes_for(key)
+        for i in idx.values():
+            i.update(okey, obj)
 
     def _publish(self, key: str, change: Change) -> None:
         hist = self.history.get(key)
