@@ -422,7 +422,9 @@ class Kubelet(Controller):
 
     # ---- status -----------------------------------------------------------------------------------------------
     def _write_status(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> None:
-        st = copy.deepcopy(pod.get("status") or {})
+        # a shallow copy: only top-level fields of the status are replaced below, the stored pod is never changed
+        # (a deep copy of every pod's status on every pass was most of the kubelet's time with many running pods)
+        st = dict(pod.get("status") or {})
         now_iso = self.clock.iso(now)
         host_ip = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
                         if a.get("type") == "InternalIP"), "")
@@ -466,9 +468,7 @@ class Kubelet(Controller):
         if inits:
             st["initContainerStatuses"] = [self._container_status(c, run) for c in inits]
         if st != (pod.get("status") or {}):
-            new = copy.deepcopy(pod)
-            new["status"] = st
-            self.store.update_status("pods", new, field_manager=KUBELET)
+            self.store.update_status("pods", dict(pod, status=st), field_manager=KUBELET)  # the store copies it
 
     def _container_status(self, c: CRun, run: PodRun) -> dict[str, Any]:
         image = c.spec.get("image", "")
