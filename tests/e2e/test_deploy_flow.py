@@ -11,7 +11,7 @@ import json
 from pathlib import Path
 
 import pytest
-import yaml
+from demo_spec import demo_spec  # tests/e2e/demo_spec.py (pytest puts this folder on sys.path)
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
@@ -21,7 +21,6 @@ from flows.spec import DeploySpec
 from tasks.ack_api import AckApi
 from tasks.verify import VerificationFailed
 
-REPO = Path(__file__).resolve().parents[2]
 SHORT_LOAD = [
     {"duration_s": 5, "users": 2, "spawn_rate": 2},
     {"duration_s": 30, "users": 30, "spawn_rate": 15},
@@ -51,26 +50,9 @@ def block(e2e_sandbox, prefect_api) -> str:
 
 
 def make_spec(model_dir: Path, name: str, **overrides) -> DeploySpec:
-    """The demo spec with its own pool, label, bucket and serving name, so runs do not see each other."""
-    # Read the example as data: its model.local_dir (where `make demo` generates the model) need not exist here.
-    data = yaml.safe_load((REPO / "examples" / "sandbox.yaml").read_text())
-    data["model"]["local_dir"] = str(model_dir)
-    data["node_pool"]["name"] = f"e2e-{name}"
-    data["node_pool"]["labels"] = {"inference": "tensorflow", "e2e": name}
-    data["serving"]["name"] = f"e2e-{name}"
-    data["serving"]["selector"] = None
-    data["storage"]["bucket"] = f"e2e-{name}"
-    data["storage"]["pv_name"] = f"e2e-{name}-pv"
-    data["storage"]["pvc_name"] = f"e2e-{name}-pvc"
-    data["load_test"]["stages"] = SHORT_LOAD
-    data["load_test"]["sample_interval_s"] = 1.0
-    for path, value in overrides.items():
-        node = data
-        *parents, leaf = path.split(".")
-        for p in parents:
-            node = node[p]
-        node[leaf] = value
-    return DeploySpec.parse(data)
+    """The demo spec with its own names and the short load (see :func:`demo_spec`)."""
+    return demo_spec(model_dir, name, {"load_test.stages": SHORT_LOAD, "load_test.sample_interval_s": 1.0,
+                                       **overrides})
 
 
 def run_failing(spec: DeploySpec, block: str, tmp_path: Path, **kwargs) -> VerificationFailed:

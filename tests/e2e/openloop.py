@@ -1,0 +1,106 @@
+"""A constant-rate (open-loop) HTTP load: requests leave on schedule whether or not earlier ones have answered.
+
+A closed loop (N users, each waiting for its answer) slows down when the service does, which hides overload; a
+constant arrival rate is what makes a queue build up on an overloaded replica, as real traffic does. Every
+request is recorded with the time it was *due* (so time spent waiting for a free connection counts as latency),
+its latency and its outcome (HTTP status, or the exception's name).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing as mp
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+
+@dataclass(frozen=True)
+class Sample:
+    due: float  # time.monotonic() when the request was due
+    latency: float  # seconds from ``due`` to the complete answer
+    outcome: int | str  # HTTP status, or the exception class name
+
+
+def p95(samples: list[Sample]) -> float:
+    """The 95th percentile latency in seconds (nearest rank) of ``samples``."""
+    if not samples:
+        raise ValueError("no samples")
+    ordered = sorted(s.latency for s in samples)
+    return ordered[max(0, -(-95 * len(ordered) // 100) - 1)]
+
+
+class OpenLoopLoad:
+    """POST ``body`` to ``url`` (with ``Host: host``) ``rate`` times per second until stopped.
+
+    The client runs in a process of its own, as a load generator would: in the test's process it would share the
+    GIL with the in-process sandbox and slow the very service it measures. ``samples`` is filled at ``stop()``.
+    """
+
+    def __init__(self, url: str, host: str, body: dict[str, Any], rate: float, timeout: float = 60.0) -> None:
+        self.url, self.host, self.body, self.rate, self.timeout = url, host, body, rate, timeout
+        self.samples: list[Sample] = []
+        self.started = 0.0
+        ctx = mp.get_context("spawn")
+        self._stop = ctx.Event()
+        self._out: mp.Queue = ctx.Queue()
+        self._proc = ctx.Process(target=_generate, name="open-loop", daemon=True,
+                                 args=(url, host, body, rate, timeout, self._stop, self._out))
+
+    def __enter__(self) -> OpenLoopLoad:
+        self._proc.start()
+        self.started = self._out.get(timeout=60)  # the child's first due time, once its client is ready
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        if self._proc.is_alive() or not self.samples:
+            self._stop.set()
+            self.samples = [Sample(*row) for row in self._out.get(timeout=self.timeout + 30)]
+            self._proc.join(10)
+
+    def between(self, start: float, end: float) -> list[Sample]:
+        """The samples of requests that were due in ``[start, end)`` (``time.monotonic()``: one clock for all
+        processes of the machine)."""
+        return [s for s in self.samples if start <= s.due < end]
+
+    @staticmethod
+    def errors(samples: list[Sample]) -> list[Sample]:
+        return [s for s in samples if s.outcome != 200]
+
+
+def _generate(url: str, host: str, body: dict[str, Any], rate: float, timeout: float, stop: Any, out: Any) -> None:
+    """The child process: send on schedule until ``stop`` is set, then put every ``(due, latency, outcome)``."""
+    rows: list[tuple[float, float, int | str]] = []
+    content = json.dumps(body).encode()  # encoded once: the generator must keep its schedule
+
+    async def one(http: httpx.AsyncClient, due: float) -> None:
+        try:
+            r = await http.post(url, content=content)
+            outcome: int | str = r.status_code
+        except httpx.HTTPError as e:
+            outcome = type(e).__name__
+        rows.append((due, time.monotonic() - due, outcome))
+
+    async def run() -> None:
+        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
+        async with httpx.AsyncClient(headers={"Host": host, "Content-Type": "application/json"}, timeout=timeout, limits=limits) as http:
+            pending: set[asyncio.Task] = set()
+            due = time.monotonic()
+            out.put(due)
+            while not stop.is_set():
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                task = asyncio.create_task(one(http, due))
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                due += 1.0 / rate
+            if pending:
+                await asyncio.wait(pending, timeout=timeout)
+
+    asyncio.run(run())
+    out.put(rows)
