@@ -19,6 +19,7 @@ from blocks.alibaba import AlibabaCloudCredentials
 from sandbox.faults import FaultEngine, kube_operation, oss_operation, parse_spec
 from sandbox.runner import Sandbox
 from tasks.ack_api import AckApi, AckApiError
+from tasks.kube import KubeClients
 from tasks.model import ensure_bucket, retrying
 
 FAULTS_FILE = """
@@ -115,7 +116,8 @@ def test_file_faults_fail_the_named_operations_with_real_error_shapes(info):
 
 def test_half_5xx_rate_is_survived_by_the_project_retries(info):
     r = admin(info, "PUT", "/faults", content="seed: 3\noss: {error_rate: 0.5}\n"
-                                               "ack: {error_rate: 0.5, error_status: 503}\n")
+                                               "ack: {error_rate: 0.5, error_status: 503}\n"
+                                               "kube: {error_rate: 0.5, error_status: 503}\n")
     assert r.status_code == 200, r.text
     b = bucket(info, "faults-retry")
     assert ensure_bucket(b, attempts=12) is True
@@ -125,8 +127,17 @@ def test_half_5xx_rate_is_survived_by_the_project_retries(info):
     api = ack_api(info, max_attempts=12, backoff=0.01, backoff_max=0.02)
     for _ in range(25):
         assert api.describe_node_pools()  # GET: retried on 5xx
+    # the Kubernetes steps' server-side apply and reads: retried on 503 with backoff (tasks.kube)
+    kube = KubeClients.from_kubeconfig_file(info["kubeconfig"], attempts=12, backoff_s=0.01, backoff_max_s=0.02)
+    try:
+        for i in range(10):
+            kube.apply({"apiVersion": "v1", "kind": "ConfigMap",
+                        "metadata": {"name": f"faults-retry-{i}", "namespace": "default"}, "data": {"i": str(i)}})
+        assert kube.get("ConfigMap", "faults-retry-9", "default")["data"] == {"i": "9"}
+    finally:
+        kube.close()
     status = admin(info, "GET", "/faults").json()["counters"]
-    for svc in ("oss", "cs"):
+    for svc in ("oss", "cs", "kube"):
         c = status[svc]
         assert c["errors"] > 0 and 0.2 <= c["errors"] / c["requests"] <= 0.8, (svc, c)
     # cleared: nothing fails any more; the stored objects are all there
