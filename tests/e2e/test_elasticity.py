@@ -20,7 +20,6 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +30,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes import watch
 from openloop import OpenLoopLoad, p95
+from polling import wait_for  # tests/polling.py
 
 from flows.demo_model import generate_demo_model
 from flows.sandbox_profile import save_sandbox_blocks
@@ -102,17 +102,6 @@ def deployed(elastic_sandbox, prefect_api, tmp_path_factory) -> Deployed:
 
 
 # ---- observing the cluster -----------------------------------------------------------------------------------------
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 180.0, interval: float = 0.2) -> Any:
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = check()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
-
-
 def _ready(obj: Any) -> bool:
     return any(c.type == "Ready" and c.status == "True" for c in (obj.status.conditions or []))
 
@@ -251,7 +240,7 @@ def charge(node: Any) -> str:
 def test_constant_load_scales_out_through_the_whole_chain_and_back_in(deployed: Deployed, elastic_sandbox) -> None:
     clock = elastic_sandbox.ctx.clock
     with Observer(deployed) as obs:
-        start = wait_for("the deployment idle at 1 ready replica", lambda: obs.settled(at_least=1), timeout=120)
+        start = wait_for(lambda: obs.settled(at_least=1), "the deployment idle at 1 ready replica", timeout=120)
         assert len(start.pods) == 1 and obs.hpa().status.desired_replicas == 1
         nodes_before = {n.metadata.name for n in start.nodes}
         metric_values: list[int] = []
@@ -267,7 +256,7 @@ def test_constant_load_scales_out_through_the_whole_chain_and_back_in(deployed: 
                 metric_values.append(int(got["items"][0]["value"]))
                 return obs.settled(at_least=3)
 
-            settled = wait_for("the HPA's replicas all Ready", scaled_out, timeout=240, interval=0.5)
+            settled = wait_for(scaled_out, "the HPA's replicas all Ready", timeout=240, interval=0.5)
             time.sleep(12.0)  # the queue built up on the first replica drains
             steady_from = time.monotonic()
             time.sleep(5.0)
@@ -321,13 +310,13 @@ def test_constant_load_scales_out_through_the_whole_chain_and_back_in(deployed: 
     assert len(OpenLoopLoad.errors(every)) <= 0.01 * len(every), OpenLoopLoad.errors(every)[:5]
 
     # 7. load stopped: replicas come down after the downscale stabilization window ...
-    wait_for("the HPA back to 1 replica", lambda: obs.replicas() == 1, timeout=120)
+    wait_for(lambda: obs.replicas() == 1, "the HPA back to 1 replica", timeout=120)
     h = obs.hpa()
     assert h.status.last_scale_time.timestamp() - stop_sim >= HPA_DOWNSCALE_WINDOW - HPA_SYNC - 2
     # ... and the idle nodes after the scale-down-unneeded time: a node empties when the HPA takes its pod away,
     # so no node may go before the first scale-in plus that time
     first_scale_in = min(t for t, size, before in hpa_rescales(obs.core) if size < before)
-    wait_for("the pool back to one node", lambda: len(obs.nodes()) == 1, timeout=180)
+    wait_for(lambda: len(obs.nodes()) == 1, "the pool back to one node", timeout=180)
     peak_names = {x.metadata.name for x in peak.nodes}
     removed = [t for name, t in event_times(obs.core, "ScaleDown", "Node") if name in peak_names]
     assert len(removed) >= n - 1
@@ -345,7 +334,7 @@ def test_a_spot_reclaim_during_load_keeps_the_service_answering_and_restores_cap
                          headers={"Authorization": f"Bearer {elastic_sandbox.info['admin_token']}"})
     with Observer(deployed) as obs, \
             OpenLoopLoad(deployed.predict_url, deployed.endpoint.host, deployed.predict_body, RATE) as load:
-        before = wait_for("scaled out under load", lambda: obs.settled(at_least=3), timeout=240, interval=0.5)
+        before = wait_for(lambda: obs.settled(at_least=3), "scaled out under load", timeout=240, interval=0.5)
         by_name = {x.metadata.name: x for x in before.nodes}
         victim_node = next(by_name[p.spec.node_name] for p in before.pods if charge(by_name[p.spec.node_name])
                            == "spot")
@@ -360,7 +349,7 @@ def test_a_spot_reclaim_during_load_keeps_the_service_answering_and_restores_cap
             names = {x.metadata.name for x in snap.nodes} if snap else set()
             return snap if snap and victim_node.metadata.name not in names else None
 
-        after = wait_for("the reclaimed node gone and every replica Ready again", restored, timeout=240)
+        after = wait_for(restored, "the reclaimed node gone and every replica Ready again", timeout=240)
         time.sleep(2.0)
         done = time.monotonic()
 

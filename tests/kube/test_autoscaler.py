@@ -8,14 +8,13 @@ endpoint; waits poll with deadlines (real seconds) and nothing asserts durations
 from __future__ import annotations
 
 import re
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from kubernetes import client, config
+from polling import wait_for  # tests/polling.py
 
 from blocks.alibaba import AlibabaCloudCredentials
 from flows.spec import NodePoolSpec
@@ -26,17 +25,6 @@ from tasks.nodepool import render_create_nodepool_request
 
 SPEED = 100.0
 POOL_LABEL = "alibabacloud.com/nodepool-id"
-
-
-def wait_for(what: str, fn: Callable[[], Any], timeout: float = 120.0, interval: float = 0.2) -> Any:
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
 
 
 class Env:
@@ -124,8 +112,8 @@ def test_scale_up_with_mix_then_scale_down_after_the_unneeded_window(env: Env):
     np = env.create_pool("elastic", max_instances=10)
     env.apps.create_namespaced_deployment("default", gpu_deployment(replicas=4))
     # no GPU node anywhere: the pods go Pending/Unschedulable first
-    wait_for("unschedulable pods", lambda: len(pending_unschedulable(env)) == 4)
-    pods = wait_for("4 pods Running on the elastic pool", lambda: running_on_pool(env, np, 4), timeout=180)
+    wait_for(lambda: len(pending_unschedulable(env)) == 4, "unschedulable pods", timeout=120)
+    pods = wait_for(lambda: running_on_pool(env, np, 4), "4 pods Running on the elastic pool", timeout=180)
     nodes = env.pool_nodes(np)
     assert len(nodes) == 4
     assert all(n.metadata.labels["inference"] == "tensorflow" for n in nodes)
@@ -147,10 +135,10 @@ def test_scale_up_with_mix_then_scale_down_after_the_unneeded_window(env: Env):
 
     # scale the workload down: after delay-after-add and the unneeded window, the idle nodes go
     env.apps.patch_namespaced_deployment_scale("serving", "default", {"spec": {"replicas": 1}})
-    wait_for("the pool back to one node", lambda: len(env.pool_nodes(np)) == 1, timeout=180)
-    assert running_on_pool(env, np, 1) or wait_for("the last pod Running", lambda: running_on_pool(env, np, 1))
+    wait_for(lambda: len(env.pool_nodes(np)) == 1, "the pool back to one node", timeout=180)
+    assert running_on_pool(env, np, 1) or wait_for(lambda: running_on_pool(env, np, 1), "the last pod Running", timeout=120)
     pool = env.ack.describe_node_pool(np)
-    assert wait_for("instances released", lambda: env.ack.describe_node_pool(np).status.total_nodes == 1)
+    assert wait_for(lambda: env.ack.describe_node_pool(np).status.total_nodes == 1, "instances released", timeout=120)
     assert pool.status.total_nodes >= 1
     scale_down = env.events("ScaleDown", "Node")
     assert any(e.message == "marked the node as toBeDeleted/unschedulable" for e in scale_down)
@@ -167,18 +155,18 @@ def test_max_size_reached_is_reported_on_pods_and_pool(env: Env):
         blocked = [e for e in env.events("NotTriggerScaleUp", "Pod") if "max node group size reached" in e.message]
         return (len(running) == 2 and blocked) or None
 
-    blocked = wait_for("2 Running and a NotTriggerScaleUp", two_running_one_blocked, timeout=180)
+    blocked = wait_for(two_running_one_blocked, "2 Running and a NotTriggerScaleUp", timeout=180)
     assert blocked[-1].message == "pod didn't trigger scale-up: 1 max node group size reached"
     assert len(env.pool_nodes(np)) == 2
-    cond = wait_for("MaxSizeReached on the pool", lambda: (c := env.condition(np)) and c.reason == "MaxSizeReached"
-                    and c)
+    cond = wait_for(lambda: (c := env.condition(np)) and c.reason == "MaxSizeReached"
+                    and c, "MaxSizeReached on the pool", timeout=120)
     assert cond.status == "False" and "max" in cond.message
 
 
 def test_spot_reclaim_reschedules_pods_and_remedy_restores_capacity(env: Env):
     np = env.create_pool("elastic", max_instances=10, spot_instance_remedy=True)
     env.apps.create_namespaced_deployment("default", gpu_deployment(replicas=3))
-    pods = wait_for("3 pods Running", lambda: running_on_pool(env, np, 3), timeout=180)
+    pods = wait_for(lambda: running_on_pool(env, np, 3), "3 pods Running", timeout=180)
     nodes = {n.metadata.name: n for n in env.pool_nodes(np)}
     spot = next(n for n in nodes.values() if n.metadata.labels["node.alibabacloud.com/spot-strategy"] != "NoSpot")
     victim_pod = next(p for p in pods if p.spec.node_name == spot.metadata.name)
@@ -192,15 +180,15 @@ def test_spot_reclaim_reschedules_pods_and_remedy_restores_capacity(env: Env):
         c = next((c for c in n.status.conditions if c.type == "InstanceExpired"), None)
         return c if c is not None and c.status == "True" else None
 
-    cond = wait_for("InstanceExpired=True", expired, timeout=60)
+    cond = wait_for(expired, "InstanceExpired=True", timeout=60)
     assert cond.reason == "InstanceToBeTerminated"
-    assert wait_for("the InstanceToBeTerminated event",
-                    lambda: [e for e in env.events("InstanceToBeTerminated", "Node")
-                             if e.involved_object.name == spot.metadata.name])
+    assert wait_for(lambda: [e for e in env.events("InstanceToBeTerminated", "Node")
+                             if e.involved_object.name == spot.metadata.name],
+                    "the InstanceToBeTerminated event", timeout=120)
     # remedy: a replacement is bought at the notice; the noticed node goes when the instance is released
-    wait_for("the reclaimed node removed",
-             lambda: spot.metadata.name not in {n.metadata.name for n in env.pool_nodes(np)}, timeout=120)
-    pods = wait_for("3 pods Running again", lambda: running_on_pool(env, np, 3), timeout=120)
+    wait_for(lambda: spot.metadata.name not in {n.metadata.name for n in env.pool_nodes(np)},
+             "the reclaimed node removed", timeout=120)
+    pods = wait_for(lambda: running_on_pool(env, np, 3), "3 pods Running again", timeout=120)
     assert victim_pod.metadata.name not in {p.metadata.name for p in pods}
     assert spot.metadata.name not in {p.spec.node_name for p in pods}
     assert len(env.pool_nodes(np)) == 3
@@ -214,15 +202,15 @@ def test_failed_scale_up_backs_off_and_is_reported(env: Env):
     assert r.status_code == 200, r.text
     np = env.create_pool("broken", max_instances=5)
     env.apps.create_namespaced_deployment("default", gpu_deployment(replicas=2))
-    failed = wait_for("FailedScaleUp on the pods", lambda: env.events("FailedScaleUp", "Pod"), timeout=120)
+    failed = wait_for(lambda: env.events("FailedScaleUp", "Pod"), "FailedScaleUp on the pods", timeout=120)
     assert "InstanceLaunchFailed" in failed[0].message and "Pod is at risk of not being scheduled" in failed[0].message
-    cond = wait_for("ScaleUpFailed/BackOff on the pool",
-                    lambda: (c := env.condition(np)) and c.reason in ("ScaleUpFailed", "BackOff") and c)
+    cond = wait_for(lambda: (c := env.condition(np)) and c.reason in ("ScaleUpFailed", "BackOff") and c,
+                    "ScaleUpFailed/BackOff on the pool", timeout=120)
     assert cond.status == "False"
-    backoff = wait_for("NotTriggerScaleUp in backoff", lambda: [
-        e for e in env.events("NotTriggerScaleUp", "Pod") if "in backoff after failed scale-up" in e.message])
+    backoff = wait_for(lambda: [
+        e for e in env.events("NotTriggerScaleUp", "Pod") if "in backoff after failed scale-up" in e.message], "NotTriggerScaleUp in backoff", timeout=120)
     assert backoff[-1].message == "pod didn't trigger scale-up: 1 in backoff after failed scale-up"
     assert env.ack.describe_node_pool(np).status.total_nodes == 0
     # the fault is lifted: after the backoff the next scale-up succeeds
     assert env.admin("PUT", "/faults", content="").status_code == 200
-    wait_for("2 pods Running", lambda: running_on_pool(env, np, 2), timeout=180)
+    wait_for(lambda: running_on_pool(env, np, 2), "2 pods Running", timeout=180)

@@ -11,12 +11,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import time
 import uuid
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import oss2
+import polling  # tests/polling.py
 import pytest
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
@@ -29,21 +30,8 @@ TF_IMAGE = "tensorflow/serving:1.15.0-gpu"
 
 
 # ---- helpers -----------------------------------------------------------------------------------------------------
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 30.0, interval: float = 0.05,
-             state: Callable[[], Any] | None = None) -> Any:
-    """Poll ``fn`` until it returns something truthy; on timeout say what was last seen (and ``state()``)."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except client.exceptions.ApiException as e:
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    extra = f"; state: {state()!r}" if state else ""
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}{extra}")
+# 404s before an object exists are "not yet"
+wait_for = partial(polling.wait_for, timeout=30.0, interval=0.05, tolerate=(client.exceptions.ApiException,))
 
 
 def events_for(core: client.CoreV1Api, ns: str, name: str, reason: str | None = None) -> list[Any]:

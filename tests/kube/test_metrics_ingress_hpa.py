@@ -21,6 +21,7 @@ import httpx
 import pytest
 import yaml
 from kubernetes import client, config, watch
+from polling import wait_for  # tests/polling.py
 
 SPEED = 50.0
 POD_IP = "10.250.0.7"
@@ -114,17 +115,6 @@ def app_ns(sb, api, backend):
     return ns
 
 
-def _wait(pred, timeout: float = 30.0, interval: float = 0.05, what: str = "condition"):
-    end = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < end:
-        last = pred()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last: {last!r}")
-
-
 def _selector(sb, ns: str, **over) -> dict[str, str]:
     sel = {"sls.project": f"k8s-log-{sb.info['cluster_id']}", "sls.logstore": "nginx-ingress",
            "sls.ingress.route": f"{ns}-web-8501"}
@@ -173,7 +163,7 @@ def test_ingress_status_address_published(sb, api, app_ns):
         ing = net.read_namespaced_ingress(name="web", namespace=app_ns)
         lb = ing.status.load_balancer.ingress if ing.status and ing.status.load_balancer else None
         return lb
-    lb = _wait(published, what="ingress address")
+    lb = wait_for(published, what="ingress address")
     assert lb[0].ip == "127.0.0.1"
     assert [(p.port, p.protocol) for p in lb[0].ports] == [(port, "TCP")]
 
@@ -183,7 +173,7 @@ def test_ingress_routing_and_nginx_errors(sb, app_ns, backend):
     url = sb.info["ingress_endpoint"]
     with httpx.Client(base_url=url, timeout=10) as c:
         # route known but the endpoint is not reachable from here (no resolver yet): like a refused connection
-        r = _wait(lambda: (lambda r: r if r.status_code != 404 else None)(c.get("/x", headers={"Host": HOST})),
+        r = wait_for(lambda: (lambda r: r if r.status_code != 404 else None)(c.get("/x", headers={"Host": HOST})),
                   what="route installed")
         assert r.status_code == 502 and "502 Bad Gateway" in r.text
         # the pod-endpoint seam: the runtime says where POD_IP:8501 really listens
@@ -237,7 +227,7 @@ def test_qps_metric_rises_under_constant_load(sb, raw, app_ns, backend):
             assert r.status_code == 200, r.text
             v = int(r.json()["items"][0]["value"])
             return r.json() if v >= 20 else None
-        body = _wait(qps, what="qps >= 20")
+        body = wait_for(qps, what="qps >= 20")
         lat = _metric(raw, app_ns, _selector(sb, app_ns), "sls_ingress_latency_p99").json()
     assert body["kind"] == "ExternalMetricValueList" and body["apiVersion"] == "external.metrics.k8s.io/v1beta1"
     item = body["items"][0]
@@ -250,10 +240,10 @@ def test_qps_metric_rises_under_constant_load(sb, raw, app_ns, backend):
 def test_hpa_scales_out_per_formula_then_in_after_stabilization(sb, api, raw, app_ns, backend):
     sb.ctx.services["ingress"].add_resolver(lambda ip, port: backend if (ip, port) == (POD_IP, 8501) else None)
     # the route is idle (earlier tests' traffic has left the window)
-    _wait(lambda: _metric(raw, app_ns, _selector(sb, app_ns)).json()["items"][0]["value"] == "0", what="idle")
+    wait_for(lambda: _metric(raw, app_ns, _selector(sb, app_ns)).json()["items"][0]["value"] == "0", what="idle")
     apps, auto, core = client.AppsV1Api(api), client.AutoscalingV2Api(api), client.CoreV1Api(api)
     # statusReplicas of the target (the deployment controller's count) is 1 before load starts
-    _wait(lambda: (apps.read_namespaced_deployment_status("web", app_ns).status.replicas or 0) == 1,
+    wait_for(lambda: (apps.read_namespaced_deployment_status("web", app_ns).status.replicas or 0) == 1,
           what="deployment status.replicas == 1")
     target, max_r = 10, 10
     selector = _selector(sb, app_ns)
@@ -265,7 +255,7 @@ def test_hpa_scales_out_per_formula_then_in_after_stabilization(sb, api, raw, ap
                      "metric": {"name": "sls_ingress_qps", "selector": {"matchLabels": selector}},
                      "target": {"type": "AverageValue", "averageValue": str(target)}}}]}})
     # idle: ValidMetricFound, no rescale
-    _wait(lambda: (lambda h: h.status and h.status.conditions and any(
+    wait_for(lambda: (lambda h: h.status and h.status.conditions and any(
         c.type == "ScalingActive" and c.status == "True" for c in h.status.conditions))(
         auto.read_namespaced_horizontal_pod_autoscaler("web", app_ns)), what="ScalingActive")
 
@@ -301,7 +291,7 @@ def test_hpa_scales_out_per_formula_then_in_after_stabilization(sb, api, raw, ap
     assert conds["AbleToScale"]["status"] == "True" and conds["AbleToScale"]["reason"] == "SucceededRescale"
     assert conds["ScalingActive"]["reason"] == "ValidMetricFound"
     assert conds["ScalingLimited"]["reason"] in ("DesiredWithinRange", "ScaleUpLimit")
-    assert _wait(lambda: apps.read_namespaced_deployment_scale("web", app_ns).spec.replicas == expect,
+    assert wait_for(lambda: apps.read_namespaced_deployment_scale("web", app_ns).spec.replicas == expect,
                  what="deployment scaled")
     events = core.list_namespaced_event(app_ns, field_selector="involvedObject.kind=HorizontalPodAutoscaler").items
     rescale = [e for e in events if e.reason == "SuccessfulRescale"]
@@ -315,7 +305,7 @@ def test_hpa_scales_out_per_formula_then_in_after_stabilization(sb, api, raw, ap
     def scaled_in():
         h = auto.read_namespaced_horizontal_pod_autoscaler("web", app_ns)
         return h if apps.read_namespaced_deployment_scale("web", app_ns).spec.replicas == 1 else None
-    h = _wait(scaled_in, timeout=60, what="scale-in")
+    h = wait_for(scaled_in, timeout=60, what="scale-in")
     last_scale = h.status.last_scale_time.timestamp()
     # the last high recommendation was made at most one sync (15 s) before the load stopped
     assert last_scale - stop_sim >= 300 - 15 - 2
@@ -341,7 +331,7 @@ def test_hpa_failed_external_metric_condition(sb, api, app_ns):
         conds = {c.type: c for c in (h.status.conditions or [])} if h.status else {}
         c = conds.get("ScalingActive")
         return c if c and c.status == "False" else None
-    c = _wait(failed, what="ScalingActive=False")
+    c = wait_for(failed, what="ScalingActive=False")
     assert c.reason == "FailedGetExternalMetric"
     assert c.message.startswith(f"the HPA was unable to compute the replica count: unable to get external metric "
                                 f"{app_ns}/sls_ingress_qps/&LabelSelector{{")

@@ -14,12 +14,13 @@ import json
 import statistics
 import time
 import uuid
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
 import httpx
 import oss2
+import polling  # tests/polling.py
 import pytest
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
@@ -34,18 +35,8 @@ SPEED = 100.0
 MODEL = "chnsenticorp"
 
 
-def wait_for(fn: Callable[[], Any], what: str, timeout: float = 60.0, interval: float = 0.05) -> Any:
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        try:
-            last = fn()
-        except client.exceptions.ApiException as e:
-            last = e
-        if last and not isinstance(last, Exception):
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out waiting for {what}; last seen: {last!r}")
+# 404s before an object exists are "not yet"
+wait_for = partial(polling.wait_for, timeout=60.0, interval=0.05, tolerate=(client.exceptions.ApiException,))
 
 
 def cs_call(info: dict[str, Any], method: str, uri: str, body: Any = None, **paths: str) -> Any:
