@@ -25,7 +25,8 @@ from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress
 from tasks.kube import KubeClients
 from tasks.loadtest import LoadTestResult, run_load_test
-from tasks.model import UploadReport, upload_model
+from tasks.model import upload_model
+from tasks.model_plan import UploadReport
 from tasks.nodepool import NodePoolResult, ensure_node_pool
 from tasks.preflight import preflight
 from tasks.report import ReportFiles, run_label, safe_dir_name, write_report

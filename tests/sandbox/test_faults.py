@@ -20,7 +20,7 @@ from sandbox.faults import FaultEngine, kube_operation, oss_operation, parse_spe
 from sandbox.runner import Sandbox
 from tasks.ack_api import AckApi, AckApiError
 from tasks.kube import KubeClients
-from tasks.model import ensure_bucket, retrying
+from tasks.model_oss import ensure_bucket, retrying
 
 FAULTS_FILE = """
 seed: 11

@@ -17,12 +17,9 @@ from pydantic import SecretStr
 from blocks.alibaba import AlibabaCloudCredentials
 from flows.demo_model import generate_demo_model
 from flows.spec import DeploySpec
-from tasks.model import (
-    UploadError,
-    crc64_file,
-    delete_model_objects,
-    upload_model,
-)
+from tasks.model import delete_model_objects, upload_model
+from tasks.model_oss import UploadError
+from tasks.model_transfer import crc64_file
 
 MiB = 1024 * 1024
 
