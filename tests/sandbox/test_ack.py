@@ -132,6 +132,11 @@ def wait_nodes(cs: Cs, np: str, n: int, timeout: float = 60.0) -> list[dict]:
         time.sleep(0.1)
 
 
+def succeed(cs: Cs, answer: dict) -> None:
+    """Wait for the task of a Scale/Modify answer; it must end in success."""
+    assert cs.wait_task(answer["task_id"])["state"] == "success"
+
+
 @pytest.fixture(scope="module")
 def cs(sandbox_info) -> Cs:
     return Cs(sandbox_info)
@@ -189,8 +194,7 @@ def test_ten_instances_at_30_percent_hold_3_payg_and_7_spot_and_scale_in_keeps_t
     deadline = time.monotonic() + 30
     while cs.detail(np)["status"]["state"] == "initial" and time.monotonic() < deadline:
         time.sleep(0.05)
-    task = cs.scale(np, 10)["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.scale(np, 10))
     nodes = cs.nodes(np)["nodes"]
     assert len(nodes) == 10
     assert mix_of(nodes) == (3, 7)
@@ -204,8 +208,7 @@ def test_ten_instances_at_30_percent_hold_3_payg_and_7_spot_and_scale_in_keeps_t
     page = cs.nodes(np, pageSize=3, pageNumber=4)
     assert page["page"] == {"page_number": 4, "page_size": 3, "total_count": 10} and len(page["nodes"]) == 1
     # scale in to 7 by lowering max_instances: the mix follows the rule at the new size
-    task = cs.modify(np, {"auto_scaling": {"max_instances": 7}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"auto_scaling": {"max_instances": 7}}))
     nodes = cs.nodes(np)["nodes"]
     assert mix_of(nodes) == (3, 4)
 
@@ -436,34 +439,27 @@ def test_autoscaler_sized_pool_keeps_its_size_through_modify_and_scale(sized_san
     assert len(wait_nodes(cs, np, 3)) == 3
     assert _size(cs, np) == (3, 3, 3)
     # a modify that does not touch the size keeps what the autoscaler set (no scale-in to the old 1)
-    task = cs.modify(np, {"kubernetes_config": {"labels": [{"key": "inference", "value": "tf2"}]}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"kubernetes_config": {"labels": [{"key": "inference", "value": "tf2"}]}}))
     assert _size(cs, np) == (3, 3, 3)
-    task = cs.modify(np, {"auto_scaling": {"max_instances": 4}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"auto_scaling": {"max_instances": 4}}))
     assert _size(cs, np) == (3, 3, 3)
     assert fleet.scaling_group(np).desired == 3
     # ScaleClusterNodePool adds to the group's current size
-    task = cs.scale(np, 1)["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.scale(np, 1))
     assert _size(cs, np) == (4, 4, 4)
     err = server_error(cs.scale, np, 1)
     assert err.error_code == "InvalidParameter" and "5 nodes" in err.message and "max_instances" in err.message
     # a new max below the current size trims it (ESS ModifyScalingGroup), a new min above it raises it
-    task = cs.modify(np, {"auto_scaling": {"max_instances": 2}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"auto_scaling": {"max_instances": 2}}))
     assert _size(cs, np) == (2, 2, 2)
-    task = cs.modify(np, {"auto_scaling": {"min_instances": 3, "max_instances": 5}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"auto_scaling": {"min_instances": 3, "max_instances": 5}}))
     assert _size(cs, np) == (3, 3, 3)
     # the autoscaler's scale-down (ESS RemoveInstances lowering the desired capacity), then a modify of labels
-    task = cs.modify(np, {"auto_scaling": {"min_instances": 1}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"auto_scaling": {"min_instances": 1}}))
     victim = fleet.instances(np)[0].instance_id
     assert fleet.remove_instances(np, [victim], reason="cluster-autoscaler scale-down") == [victim]
     assert _wait_released(cs, np, 2) == 2
-    task = cs.modify(np, {"kubernetes_config": {"labels": [{"key": "inference", "value": "tf3"}]}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"kubernetes_config": {"labels": [{"key": "inference", "value": "tf3"}]}}))
     assert _size(cs, np) == (2, 2, 2)
 
 
@@ -481,14 +477,11 @@ def test_pool_without_auto_scaling_reads_its_size_from_the_group(sized_sandbox):
     assert fleet.remove_instances(np, [victim]) == [victim]
     assert _wait_released(cs, np, 1) == 1
     assert _size(cs, np) == (1, 1, 1)
-    task = cs.scale(np, 1)["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.scale(np, 1))
     assert _size(cs, np) == (2, 2, 2)
-    task = cs.modify(np, {"kubernetes_config": {"labels": [{"key": "tier", "value": "gold"}]}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"kubernetes_config": {"labels": [{"key": "tier", "value": "gold"}]}}))
     assert _size(cs, np) == (2, 2, 2)
-    task = cs.modify(np, {"scaling_group": {"desired_size": 3}})["task_id"]
-    assert cs.wait_task(task)["state"] == "success"
+    succeed(cs, cs.modify(np, {"scaling_group": {"desired_size": 3}}))
     assert _size(cs, np) == (3, 3, 3)
 
 
