@@ -19,8 +19,12 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/elastic-inference demo
 
+# Two workers: most of the suite's time is waiting on simulated clocks, servers and real-time load. Modules that
+# share the session sandbox stay on one worker, in file order (tests/conftest.py).
+TEST_WORKERS ?= 2
+
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(TEST_WORKERS) --dist loadgroup
 
 lint: $(STAMP)
 	$(BIN)/ruff check .

@@ -53,3 +53,16 @@ def prefect_api() -> str:
 
     with prefect_test_harness(server_startup_timeout=180):
         yield str(PREFECT_API_URL.value())
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """With pytest-xdist (`make test`), every module that uses the session ``sandbox`` goes to one worker group.
+
+    Those modules see each other's node pools, nodes and namespaces, as they do in a serial run; kept together (and
+    in file order) they run as they do serially, while the modules with sandboxes and servers of their own spread
+    over the other workers.
+    """
+    shared = {item.module for item in items if "sandbox" in getattr(item, "fixturenames", ())}
+    for item in items:
+        if item.module in shared:
+            item.add_marker(pytest.mark.xdist_group("session-sandbox"))
