@@ -51,7 +51,7 @@ from typing import Any
 import orjson
 import yaml
 
-from . import conversion, defaults, managed, validation
+from . import conversion, defaults, defaults_batch, managed, validation
 from . import patch as patches
 from . import schema as sch
 from .errors import KubeError, already_exists, bad_request, conflict, expired, invalid, not_found, stale
@@ -206,11 +206,14 @@ class KubeStore:
                 used.add(nxt)
 
     def _prepare(self, rt: ResourceType, obj: dict[str, Any], old: dict[str, Any] | None,
-                 field_validation: str) -> list[str]:
+                 field_validation: str, creating: bool = False) -> list[str]:
         """Schema check, defaulting, allocation, semantic checks (the admission + validation chain)."""
         warnings = validation.check_schema(rt if rt.key != "events" else resolve("events"), obj, field_validation,
                                            skip_status=rt.has_status)
         defaults.apply_defaults(rt.key, obj)
+        defaults_batch.apply_defaults(rt.key, obj)
+        if creating:
+            defaults_batch.on_create(rt.key, obj)
         if rt.key == "services":
             spec = obj["spec"]
             old_ip = ((old or {}).get("spec") or {}).get("clusterIP")
@@ -283,7 +286,8 @@ class KubeStore:
             meta["name"] = meta["generateName"] + "".join(secrets.choice(_GEN_ALPHABET) for _ in range(5))
         if rt.has_status and rt.key not in _KEEP_STATUS_ON_CREATE:
             obj["status"] = {}
-        w = self._prepare(rt, obj, None, field_validation)
+        meta["uid"] = str(uuid.uuid4())  # before validation: the Job strategy's generated selector names it
+        w = self._prepare(rt, obj, None, field_validation, creating=True)
         if warnings is not None:
             warnings.extend(w)
         with self.lock:
@@ -292,7 +296,6 @@ class KubeStore:
                 raise already_exists(rt.plural, rt.group, meta["name"])
             for k in ("resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds", "selfLink"):
                 meta.pop(k, None)
-            meta["uid"] = str(uuid.uuid4())
             meta["creationTimestamp"] = self.now()
             if "spec" in obj or rt.key in ("deployments.apps", "replicasets.apps"):
                 meta["generation"] = 1

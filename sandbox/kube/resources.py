@@ -106,6 +106,14 @@ RESOURCES: tuple[ResourceType, ...] = (
     R("apiregistration.k8s.io", "v1", "APIService", "apiservices", False, (), ("api-extensions",),
       (_status("APIService"),)),
     R("coordination.k8s.io", "v1", "Lease", "leases", True),
+    R("batch", "v1", "Job", "jobs", True, (), ("all",), (_status("Job"),)),
+    R("batch", "v1", "CronJob", "cronjobs", True, ("cj",), ("all",), (_status("CronJob"),)),
+    R("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", True, ("pdb",), (),
+      (_status("PodDisruptionBudget"),)),
+    R("rbac.authorization.k8s.io", "v1", "Role", "roles", True),
+    R("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", True),
+    R("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    R("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
 )
 
 # group -> versions served, preferred first (a group may serve several versions; 1.33 serves one of each here)

@@ -328,7 +328,8 @@ def _partial(rt: ResourceType, o: dict) -> dict:
 
 
 def table(rt: ResourceType, objs: list[dict], now: float, include_object: str = "Metadata") -> dict[str, Any]:
-    cols, fn = PRINTERS.get(rt.key, (_c(_NAME, ("Created At", "date")), None))
+    from .tables_batch import PRINTERS as MORE  # builds on this module's helpers
+    cols, fn = PRINTERS.get(rt.key) or MORE.get(rt.key) or (_c(_NAME, ("Created At", "date")), None)
     rows = []
     for o in objs:
         cells = [o["metadata"]["name"], o["metadata"].get("creationTimestamp")] if fn is None else fn(o, now)

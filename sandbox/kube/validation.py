@@ -295,7 +295,33 @@ def _hpa(obj: dict, old: dict | None) -> list[dict[str, str]]:
     return causes
 
 
+def _job(obj: dict, old: dict | None) -> list[dict[str, str]]:
+    """``pkg/apis/batch/validation``: a selector matching the template, restartPolicy OnFailure or Never."""
+    spec = obj.get("spec") or {}
+    tmpl = spec.get("template") or {}
+    causes = []
+    reqs = selector_from_label_selector(spec.get("selector"))
+    labels = (tmpl.get("metadata") or {}).get("labels") or {}
+    if not reqs:
+        causes.append(field_cause("spec.selector", "Required value", "FieldValueRequired"))
+    elif not match_labels(reqs, labels):
+        causes.append(field_cause("spec.template.metadata.labels", f"Invalid value: {_go_repr(labels)}: "
+                                  "`selector` does not match template `labels`"))
+    if old is not None and (old.get("spec") or {}).get("selector") != spec.get("selector"):
+        causes.append(field_cause("spec.selector", f"Invalid value: {_selector_repr(spec.get('selector'))}: "
+                                  "field is immutable"))
+    policy = (tmpl.get("spec") or {}).get("restartPolicy")
+    if policy not in ("OnFailure", "Never"):
+        causes.append(field_cause("spec.template.spec.restartPolicy", f"Unsupported value: {json.dumps(policy)}: "
+                                  'supported values: "OnFailure", "Never"', "FieldValueNotSupported"))
+    for k in ("parallelism", "completions", "backoffLimit"):
+        if (spec.get(k) or 0) < 0:
+            causes.append(field_cause(f"spec.{k}", "Invalid value: must be greater than or equal to 0"))
+    return causes + _pod_spec(tmpl.get("spec") or {}, "spec.template.spec")
+
+
 SEMANTIC = {
+    "jobs.batch": _job,
     "deployments.apps": _workload,
     "replicasets.apps": _workload,
     "pods": _pod,

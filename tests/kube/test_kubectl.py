@@ -283,8 +283,8 @@ def test_imperative_workloads_sent_as_protobuf_are_stored_as_kubectl_built_them(
 
 
 def test_protobuf_bodies_of_kinds_the_sandbox_does_not_serve_decode_as_kubectl_built_them(kubectl, ns):
-    # batch/v1, policy/v1, rbac, scheduling and ResourceQuota are not served (404), but the decoder is checked on
-    # the bytes the real kubectl sends for them: its -v=10 log of the protobuf request body
+    # scheduling and ResourceQuota are not served (404; batch/v1, policy/v1 and rbac are), but the decoder is
+    # checked on the bytes the real kubectl sends for all of them: its -v=10 log of the protobuf request body
     suffix = ns[2:]
     cases = [
         ("create", "job", "j1", "--image=busybox", "--", "sh", "-c", "echo hi"),
@@ -306,3 +306,53 @@ def test_protobuf_bodies_of_kinds_the_sandbox_does_not_serve_decode_as_kubectl_b
         assert "Content-Type: application/vnd.kubernetes.protobuf" in r.stderr, args
         body = _sent_body(r.stderr)
         assert _pruned(protobuf.decode(body)) == _pruned(want), args
+
+
+def test_create_batch_policy_rbac_and_get_upstream_columns(kubectl, ns):
+    suffix = ns[2:]
+    created = [
+        (("create", "job", "j1", "--image=busybox:1.36", "--", "sh", "-c", "echo hi"), "job.batch/j1 created"),
+        (("create", "cronjob", "cj1", "--image=busybox:1.36", "--schedule=*/5 * * * *", "--", "echo", "hi"),
+         "cronjob.batch/cj1 created"),
+        (("create", "pdb", "pdb1", "--selector=app=web", "--max-unavailable=20%"),
+         "poddisruptionbudget.policy/pdb1 created"),
+        (("create", "role", "r1", "--verb=get,list", "--resource=pods"), "role.rbac.authorization.k8s.io/r1 created"),
+        (("create", "rolebinding", "rb1", "--role=r1", "--user=u", f"--serviceaccount={ns}:default"),
+         "rolebinding.rbac.authorization.k8s.io/rb1 created"),
+        (("create", "clusterrole", f"cr-{suffix}", "--verb=get", "--resource=nodes"),
+         f"clusterrole.rbac.authorization.k8s.io/cr-{suffix} created"),
+        (("create", "clusterrolebinding", f"crb-{suffix}", f"--clusterrole=cr-{suffix}", "--group=g"),
+         f"clusterrolebinding.rbac.authorization.k8s.io/crb-{suffix} created"),
+    ]
+    try:
+        for args, want in created:
+            assert kubectl("-n", ns, *args).stdout.strip() == want
+        heads = {
+            "jobs": ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"],
+            "cronjobs": ["NAME", "SCHEDULE", "TIMEZONE", "SUSPEND", "ACTIVE", "LAST", "SCHEDULE", "AGE"],
+            "pdb": ["NAME", "MIN", "AVAILABLE", "MAX", "UNAVAILABLE", "ALLOWED", "DISRUPTIONS", "AGE"],
+            "roles": ["NAME", "CREATED", "AT"],
+            "rolebindings": ["NAME", "ROLE", "AGE"],
+        }
+        for res, head in heads.items():
+            lines = kubectl("-n", ns, "get", res).stdout.splitlines()
+            assert lines[0].split() == head, (res, lines)
+        job = kubectl("-n", ns, "get", "job", "j1").stdout.splitlines()[1].split()
+        assert job[0] == "j1" and job[1] in ("Running", "Complete") and job[2] in ("0/1", "1/1"), job
+        cj = kubectl("-n", ns, "get", "cj", "cj1").stdout.splitlines()[1].split()
+        assert cj[:7] == ["cj1", "*/5", "*", "*", "*", "*", "<none>"] and cj[7:10] == ["false", "0", "<none>"], cj
+        pdb = kubectl("-n", ns, "get", "pdb", "pdb1").stdout.splitlines()[1].split()
+        assert pdb[:4] == ["pdb1", "N/A", "20%", "0"], pdb
+        rb = kubectl("-n", ns, "get", "rolebinding", "rb1", "-o", "wide").stdout.splitlines()
+        assert rb[0].split() == ["NAME", "ROLE", "AGE", "USERS", "GROUPS", "SERVICEACCOUNTS"]
+        assert rb[1].split()[1] == "Role/r1" and rb[1].split()[-1] == f"{ns}/default"
+        crb = kubectl("get", "clusterrolebinding", f"crb-{suffix}").stdout.splitlines()[1].split()
+        assert crb[1] == f"ClusterRole/cr-{suffix}"
+        doc = json.loads(kubectl("-n", ns, "get", "rolebinding", "rb1", "-o", "json").stdout)
+        assert doc["roleRef"]["apiGroup"] == "rbac.authorization.k8s.io"
+        assert doc["subjects"][0] == {"kind": "User", "name": "u", "apiGroup": "rbac.authorization.k8s.io"}
+        assert kubectl("-n", ns, "delete", "cronjob", "cj1").stdout.strip() == 'cronjob.batch "cj1" deleted'
+        assert "j1" in kubectl("-n", ns, "get", "all").stdout
+    finally:
+        kubectl("delete", "clusterrolebinding", f"crb-{suffix}", "--ignore-not-found")
+        kubectl("delete", "clusterrole", f"cr-{suffix}", "--ignore-not-found")

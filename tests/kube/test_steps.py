@@ -18,6 +18,7 @@ from typing import Any
 import pytest
 import yaml
 from kubernetes import client
+from polling import wait_for
 
 from flows.spec import DeploySpec
 from tasks.autoscaling import apply_autoscaling, render_hpa
@@ -91,6 +92,10 @@ def test_applying_every_manifest_twice_changes_nothing(clients, sandbox_info, na
     manifests = every_manifest(spec)
     first = [clients.apply(m) for m in manifests]
     assert {r.action for r in first} == {"created"}
+    ing = render_ingress(spec)["metadata"]
+    # the ingress controller writes the Ingress's status once after create: snapshot after that write
+    wait_for(lambda: ((clients.get("Ingress", ing["name"], ing.get("namespace")).get("status") or {})
+                      .get("loadBalancer") or {}).get("ingress"), "the Ingress's loadBalancer status", timeout=30)
     before = state(clients, manifests)
     second = [clients.apply(m) for m in manifests]
     assert [r.action for r in second] == ["unchanged"] * len(manifests)
