@@ -1,4 +1,4 @@
-"""The sandbox cluster's controllers (nodes, deployments, replicasets, scheduler, kubelet, volumes, endpoints)."""
+"""The sandbox cluster's controllers (nodes, deployments, replicasets, scheduler, kubelet, volumes, endpoints, jobs)."""
 
 from .runtime import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerState, Mount, VolumeSource
 from .service import ControllersService

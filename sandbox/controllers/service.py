@@ -3,7 +3,8 @@
 Runs, each as its own level-triggered loop over the Kubernetes store (:mod:`sandbox.controllers.base`):
 the node lifecycle (:mod:`.nodes`), the Deployment and ReplicaSet controllers (:mod:`.deployments`,
 :mod:`.replicasets`), the scheduler (:mod:`.scheduler`), the kubelets (:mod:`.kubelet`, with the OSS CSI mount in
-:mod:`.csi`), the PV/PVC binder (:mod:`.volumes`) and the Endpoints controller (:mod:`.endpoints`). Delays come
+:mod:`.csi`), the PV/PVC binder (:mod:`.volumes`), the Endpoints controller (:mod:`.endpoints`) and the Job controller
+(:mod:`.jobs`). Delays come
 from :mod:`sandbox.timings`. It must start after the ``kube`` service (and uses ``fleet`` and ``oss`` when present).
 
 In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
@@ -30,6 +31,7 @@ from ..timings import resolve
 from .base import Controller
 from .deployments import DeploymentController
 from .endpoints import EndpointsController
+from .jobs import JobController
 from .kubelet import Kubelet, image_id
 from .nodes import NodeController
 from .replicasets import ReplicaSetController
@@ -41,7 +43,7 @@ log = logging.getLogger("sandbox.controllers")
 
 CONTROLLERS: tuple[type[Controller], ...] = (
     NodeController, VolumeBinder, DeploymentController, ReplicaSetController, Scheduler, Kubelet,
-    EndpointsController,
+    EndpointsController, JobController,
 )
 
 

@@ -7,6 +7,9 @@ import json
 import pytest
 from kubernetes import client
 from kubernetes.client.rest import ApiException
+from polling import wait_for
+
+from sandbox.controllers import ContainerState
 
 
 @pytest.fixture(scope="module")
@@ -68,3 +71,98 @@ def test_cronjob_and_pdb_defaults(batch, policy, ns):
     pdb = policy.create_namespaced_pod_disruption_budget(ns, {
         "metadata": {"name": "p"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "x"}}}})
     assert pdb.spec.min_available == 1 and pdb.status.disruptions_allowed == 0 and pdb.metadata.generation == 1
+
+
+# ---- the Job controller -----------------------------------------------------------------------------------------------
+class _ExitHandle:
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+    def state(self) -> ContainerState:
+        return ContainerState(ready=False, exit_code=self.code, reason="Completed" if self.code == 0 else "Error")
+
+    def logs(self) -> str:
+        return ""
+
+    async def stop(self) -> None:
+        return None
+
+
+class _ExitRuntime:
+    """Containers of one namespace running ``sh -c "exit N"`` end at once with code N (the built-in runtime's
+    containers run until stopped, so they never finish a Job)."""
+
+    name = "test-exit"
+
+    def __init__(self, ns: str) -> None:
+        self.ns = ns
+
+    def claims(self, pod: dict, container: dict) -> bool:
+        argv = container.get("command") or []
+        return pod["metadata"].get("namespace") == self.ns and argv[:2] == ["sh", "-c"] and \
+            str(argv[2]).startswith("exit ")
+
+    def start(self, spec) -> _ExitHandle:
+        return _ExitHandle(int(spec.container["command"][2].split()[1]))
+
+
+@pytest.fixture
+def exits(sandbox, ns):
+    runtimes = sandbox.ctx.services["controllers"].runtimes
+    runtimes.register(_ExitRuntime(ns), first=True)
+    yield
+    runtimes.unregister("test-exit")
+
+
+def _exiting(name: str, code: int, **spec) -> dict:
+    job = _job(name, **spec)
+    job["spec"]["template"]["spec"]["containers"][0]["command"] = ["sh", "-c", f"exit {code}"]
+    return job
+
+
+def _conds(job) -> dict:
+    return {c.type: (c.status, c.reason) for c in job.status.conditions or []}
+
+
+def test_job_runs_pods_to_completion(batch, core, exits, ns):
+    batch.create_namespaced_job(ns, _exiting("ok", 0, completions=3, parallelism=2))
+    job = wait_for(lambda: (j := batch.read_namespaced_job_status("ok", ns)).status.succeeded == 3 and
+                   j.status.completion_time and j, "3 succeeded pods and a completion time", timeout=60)
+    st = job.status
+    assert _conds(job) == {"SuccessCriteriaMet": ("True", "CompletionsReached"),
+                           "Complete": ("True", "CompletionsReached")}
+    assert st.start_time <= st.completion_time and not st.active and not st.failed and st.ready == 0
+    pods = core.list_namespaced_pod(ns, label_selector="batch.kubernetes.io/job-name=ok").items
+    assert len(pods) == 3 and {p.status.phase for p in pods} == {"Succeeded"}
+    ref = pods[0].metadata.owner_references[0]
+    assert (ref.kind, ref.name, ref.uid, ref.controller) == ("Job", "ok", job.metadata.uid, True)
+    reasons = [e.reason for e in core.list_namespaced_event(ns).items if e.involved_object.name == "ok"]
+    assert reasons.count("SuccessfulCreate") == 3 and "Completed" in reasons
+
+
+def test_job_fails_past_its_backoff_limit(batch, exits, ns):
+    batch.create_namespaced_job(ns, _exiting("bad", 1, backoffLimit=1))
+    job = wait_for(lambda: "Failed" in _conds(j := batch.read_namespaced_job_status("bad", ns)) and j,
+                   "the Job to fail", timeout=60)
+    assert _conds(job)["Failed"] == ("True", "BackoffLimitExceeded") and job.status.failed == 2
+    assert _conds(job)["FailureTarget"] == ("True", "BackoffLimitExceeded") and not job.status.succeeded
+
+
+def test_job_with_running_pods_tracks_active_and_ready_then_gc_deletes_them(batch, core, ns):
+    # the built-in runtime's containers run until stopped: the Job stays Running with its pods active and ready
+    batch.create_namespaced_job(ns, _job("long", parallelism=2, completions=4))
+    wait_for(lambda: (s := batch.read_namespaced_job_status("long", ns).status).active == 2 and s.ready == 2,
+             "2 active, ready pods", timeout=60)
+    job = batch.read_namespaced_job("long", ns)
+    assert job.status.start_time and not job.status.completion_time and not job.status.conditions
+    batch.patch_namespaced_job("long", ns, {"spec": {"suspend": True}})
+    job = wait_for(lambda: "Suspended" in _conds(j := batch.read_namespaced_job_status("long", ns)) and
+                   not j.status.active and j, "the suspended Job without active pods", timeout=60)
+    assert _conds(job)["Suspended"] == ("True", "JobSuspended") and job.status.start_time is None
+    batch.patch_namespaced_job("long", ns, {"spec": {"suspend": False}})
+    wait_for(lambda: batch.read_namespaced_job_status("long", ns).status.active == 2, "2 active pods again",
+             timeout=60)
+    batch.delete_namespaced_job("long", ns, propagation_policy="Background")
+    wait_for(lambda: not [p for p in core.list_namespaced_pod(ns).items if not p.metadata.deletion_timestamp],
+             "the Job's pods to be deleted", timeout=60)
+

@@ -1,0 +1,209 @@
+"""The Job controller (``job-controller``), after ``pkg/controller/job/job_controller.go`` (NonIndexed mode).
+
+For each Job: the pods it controls (ownerReference ``controller: true`` with its uid) are split into active (not
+terminating, not Succeeded/Failed), terminating, succeeded and failed. While the Job is neither finished nor
+suspended, pods are created from the template (``generateName: <job>-``, event ``SuccessfulCreate``) up to
+``min(parallelism, completions - succeeded)`` (without completions: ``parallelism`` until one pod succeeded), and
+surplus active pods deleted (``SuccessfulDelete``). The Job finishes:
+
+- Complete: ``succeeded >= completions`` (without completions: a pod succeeded and none is active); conditions
+  ``SuccessCriteriaMet`` then ``Complete`` (reason ``CompletionsReached``), ``completionTime``, event ``Completed``;
+- Failed: more failed pods than ``backoffLimit`` (reason ``BackoffLimitExceeded``) or ``activeDeadlineSeconds``
+  past ``startTime`` (``DeadlineExceeded``): conditions ``FailureTarget`` then ``Failed``, active pods deleted.
+
+``spec.suspend`` deletes the active pods and sets ``Suspended`` (``JobSuspended``; ``JobResumed`` when lifted,
+``startTime`` restarts). Status: ``startTime``, ``active``, ``ready``, ``terminating``, ``succeeded``, ``failed``,
+``completionTime``, ``conditions``, ``uncountedTerminatedPods`` (always empty: upstream's pod finalizer
+``batch.kubernetes.io/job-tracking`` is not used; the counts come from the pods still stored and never go down, so a
+finished pod deleted by hand stays counted). Not done: Indexed completion mode (no completion indexes),
+podFailurePolicy, successPolicy, backoffLimitPerIndex, the exponential delay before re-creating failed pods,
+ttlSecondsAfterFinished. Pods are owned by the Job, so deleting it deletes them (garbage collector).
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import UTC, datetime
+from typing import Any
+
+from ..kube.errors import KubeError
+from .base import Controller, log
+from .replicasets import MAX_BURST, _deletion_rank, owned_by, pod_ready
+from .util import condition, ts
+
+COMPONENT = "job-controller"
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def finished(job: dict[str, Any]) -> bool:
+    return any(c.get("type") in ("Complete", "Failed") and c.get("status") == "True"
+               for c in (job.get("status") or {}).get("conditions") or [])
+
+
+class JobController(Controller):
+    name = COMPONENT
+    topics = ("kube/jobs.batch", "kube/pods")
+
+    def reconcile(self) -> float | None:
+        now = self.clock.now()
+        due: list[float] = []
+        for job in self.objects("jobs"):
+            if job["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                d = self._sync(job, now)
+            except KubeError as e:  # one Job must not hold up the others: look again soon
+                log.debug("job %s: %s", job["metadata"]["name"], e)
+                d = now + 1.0
+            if d is not None:
+                due.append(d)
+        return min(due) if due else None
+
+    def _sync(self, job: dict[str, Any], now: float) -> float | None:
+        m, spec = job["metadata"], job.get("spec") or {}
+        uid, ns = m["uid"], m.get("namespace") or "default"
+        pods = [p for p in self.indexed("pods", "controller", (uid,))
+                if (p["metadata"].get("namespace") or "default") == ns and owned_by(p, uid)]
+        phase = {id(p): (p.get("status") or {}).get("phase") for p in pods}
+        done = [p for p in pods if phase[id(p)] in ("Succeeded", "Failed")]
+        terminating = [p for p in pods if p not in done and p["metadata"].get("deletionTimestamp")]
+        active = [p for p in pods if p not in done and p not in terminating]
+        old = job.get("status") or {}
+        succeeded = max(int(old.get("succeeded") or 0), sum(1 for p in done if phase[id(p)] == "Succeeded"))
+        failed = max(int(old.get("failed") or 0), sum(1 for p in done if phase[id(p)] == "Failed"))
+        status = copy.deepcopy(old)
+        conds: list[dict[str, Any]] = status.get("conditions") or []
+        due: float | None = None
+        if not finished(job):
+            suspended = bool(spec.get("suspend"))
+            conds = self._suspension(job, conds, suspended, now)
+            if suspended:
+                status.pop("startTime", None)
+            else:
+                status.setdefault("startTime", _iso(now))
+            completions, parallelism = spec.get("completions"), int(spec.get("parallelism", 1) or 0)
+            failure = self._failure(spec, status, failed, now)
+            complete = (completions is not None and succeeded >= completions) or \
+                (completions is None and succeeded > 0 and not active)
+            if failure:
+                conds = self._finish(job, conds, "Failed", failure, now)
+                self._delete(job, active, len(active))
+                active = []
+            elif complete:
+                conds = self._finish(job, conds, "Complete", ("CompletionsReached", "Reached expected number of "
+                                                               "succeeded pods"), now)
+                self._delete(job, active, len(active))
+                active = []
+                status["completionTime"] = _iso(now)
+            else:
+                want = 0 if suspended else parallelism if completions is None else \
+                    min(parallelism, max(0, completions - succeeded))
+                if completions is None and succeeded > 0:
+                    want = 0
+                if len(active) > want:
+                    active = self._delete(job, active, len(active) - want)
+                for _ in range(min(want - len(active), MAX_BURST)):
+                    pod = self._create_pod(job)
+                    if pod is None:
+                        break
+                    active.append(pod)
+                deadline = spec.get("activeDeadlineSeconds")
+                if deadline is not None and status.get("startTime"):
+                    due = ts(status["startTime"]) + int(deadline)
+        status.update({"active": len(active), "ready": sum(1 for p in active if pod_ready(p)),
+                       "terminating": len(terminating), "succeeded": succeeded, "failed": failed,
+                       "uncountedTerminatedPods": {}})
+        for k in ("active", "succeeded", "failed"):
+            if not status[k]:
+                status.pop(k)  # omitempty in the Go type (ready and terminating are pointers: 0 is written)
+        if conds:
+            status["conditions"] = conds
+        if status != old:
+            new = copy.deepcopy(job)
+            new["status"] = status
+            self.store.update_status("jobs", new, field_manager=COMPONENT)
+        return due
+
+    def _failure(self, spec: dict[str, Any], status: dict[str, Any], failed: int,
+                 now: float) -> tuple[str, str] | None:
+        if failed > int(spec.get("backoffLimit", 6)):
+            return "BackoffLimitExceeded", "Job has reached the specified backoff limit"
+        deadline = spec.get("activeDeadlineSeconds")
+        if deadline is not None and status.get("startTime") and now >= ts(status["startTime"]) + int(deadline):
+            return "DeadlineExceeded", "Job was active longer than specified deadline"
+        return None
+
+    def _suspension(self, job: dict[str, Any], conds: list[dict[str, Any]], suspended: bool,
+                    now: float) -> list[dict[str, Any]]:
+        cur = condition(job, "Suspended")
+        if suspended and (cur or {}).get("status") != "True":
+            self.event(job, "Normal", "Suspended", "Job suspended", COMPONENT)
+            return _set(conds, "Suspended", "True", "JobSuspended", "Job suspended", now)
+        if not suspended and cur and cur.get("status") == "True":
+            self.event(job, "Normal", "Resumed", "Job resumed", COMPONENT)
+            return _set(conds, "Suspended", "False", "JobResumed", "Job resumed", now)
+        return conds
+
+    def _finish(self, job: dict[str, Any], conds: list[dict[str, Any]], kind: str, why: tuple[str, str],
+                now: float) -> list[dict[str, Any]]:
+        first = "SuccessCriteriaMet" if kind == "Complete" else "FailureTarget"
+        conds = _set(conds, first, "True", why[0], why[1], now)
+        conds = _set(conds, kind, "True", why[0], why[1], now)
+        if kind == "Complete":
+            self.event(job, "Normal", "Completed", "Job completed", COMPONENT)
+        else:
+            self.event(job, "Warning", why[0], why[1], COMPONENT)
+        return conds
+
+    def _delete(self, job: dict[str, Any], active: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
+        """Delete ``n`` active pods (the least useful first, as the ReplicaSet controller); returns those left."""
+        left = list(active)
+        for p in sorted(active, key=_deletion_rank)[:min(n, MAX_BURST)]:
+            pm = p["metadata"]
+            try:
+                self.store.delete("pods", pm.get("namespace"), pm["name"])
+            except KubeError:
+                continue
+            self.event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}", COMPONENT)
+            left.remove(p)
+        return left
+
+    def _create_pod(self, job: dict[str, Any]) -> dict[str, Any] | None:
+        m = job["metadata"]
+        tmpl = copy.deepcopy((job.get("spec") or {}).get("template") or {})
+        meta = tmpl.get("metadata") or {}
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "generateName": f"{m['name']}-", "namespace": m.get("namespace"),
+                "labels": dict(meta.get("labels") or {}),
+                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": m["name"], "uid": m["uid"],
+                                     "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": tmpl.get("spec") or {},
+        }
+        if meta.get("annotations"):
+            pod["metadata"]["annotations"] = dict(meta["annotations"])
+        try:
+            created = self.store.create("pods", pod, m.get("namespace"), field_manager="kube-controller-manager")
+        except KubeError as e:
+            self.event(job, "Warning", "FailedCreate", f"Error creating: {e.message}", COMPONENT)
+            return None
+        self.event(job, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", COMPONENT)
+        return created
+
+
+def _set(conds: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,
+         now: float) -> list[dict[str, Any]]:
+    """Set a Job condition (``lastProbeTime`` and ``lastTransitionTime`` as upstream's ``newCondition``)."""
+    t = _iso(now)
+    out = [c for c in conds if c.get("type") != type_]
+    prev = next((c for c in conds if c.get("type") == type_), None)
+    if prev and prev.get("status") == status:
+        return conds
+    out.append({"type": type_, "status": status, "lastProbeTime": t, "lastTransitionTime": t, "reason": reason,
+                "message": message})
+    return out
