@@ -1,4 +1,5 @@
-"""The sandbox cluster's controllers (nodes, deployments, replicasets, scheduler, kubelet, volumes, endpoints, jobs)."""
+"""The sandbox cluster's controllers (nodes, deployments, replicasets, scheduler, kubelet, volumes, endpoints, jobs,
+disruption)."""
 
 from .runtime import ContainerHandle, ContainerRuntime, ContainerSpec, ContainerState, Mount, VolumeSource
 from .service import ControllersService

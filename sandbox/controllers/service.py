@@ -3,8 +3,8 @@
 Runs, each as its own level-triggered loop over the Kubernetes store (:mod:`sandbox.controllers.base`):
 the node lifecycle (:mod:`.nodes`), the Deployment and ReplicaSet controllers (:mod:`.deployments`,
 :mod:`.replicasets`), the scheduler (:mod:`.scheduler`), the kubelets (:mod:`.kubelet`, with the OSS CSI mount in
-:mod:`.csi`), the PV/PVC binder (:mod:`.volumes`), the Endpoints controller (:mod:`.endpoints`) and the Job controller
-(:mod:`.jobs`). Delays come
+:mod:`.csi`), the PV/PVC binder (:mod:`.volumes`), the Endpoints controller (:mod:`.endpoints`), the Job controller
+(:mod:`.jobs`) and the disruption controller (PodDisruptionBudget status, :mod:`.disruption`). Delays come
 from :mod:`sandbox.timings`. It must start after the ``kube`` service (and uses ``fleet`` and ``oss`` when present).
 
 In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
@@ -30,6 +30,7 @@ from ..service import Service
 from ..timings import resolve
 from .base import Controller
 from .deployments import DeploymentController
+from .disruption import DisruptionController
 from .endpoints import EndpointsController
 from .jobs import JobController
 from .kubelet import Kubelet, image_id
@@ -43,7 +44,7 @@ log = logging.getLogger("sandbox.controllers")
 
 CONTROLLERS: tuple[type[Controller], ...] = (
     NodeController, VolumeBinder, DeploymentController, ReplicaSetController, Scheduler, Kubelet,
-    EndpointsController, JobController,
+    EndpointsController, JobController, DisruptionController,
 )
 
 

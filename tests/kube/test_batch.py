@@ -11,6 +11,8 @@ from polling import wait_for
 
 from sandbox.controllers import ContainerState
 
+from .conftest import deployment
+
 
 @pytest.fixture(scope="module")
 def batch(api_client):
@@ -166,3 +168,26 @@ def test_job_with_running_pods_tracks_active_and_ready_then_gc_deletes_them(batc
     wait_for(lambda: not [p for p in core.list_namespaced_pod(ns).items if not p.metadata.deletion_timestamp],
              "the Job's pods to be deleted", timeout=60)
 
+
+# ---- the disruption controller ----------------------------------------------------------------------------------------
+def test_pdb_status_follows_the_selected_pods(apps, policy, ns):
+    apps.create_namespaced_deployment(ns, deployment("web", replicas=3))
+    policy.create_namespaced_pod_disruption_budget(ns, {
+        "metadata": {"name": "min2"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})
+    policy.create_namespaced_pod_disruption_budget(ns, {
+        "metadata": {"name": "max50"}, "spec": {"maxUnavailable": "50%", "selector": {"matchLabels": {"app": "web"}}}})
+
+    def status(name: str):
+        return policy.read_namespaced_pod_disruption_budget_status(name, ns).status
+
+    s = wait_for(lambda: (x := status("min2")).current_healthy == 3 and x, "3 healthy pods", timeout=60)
+    assert (s.desired_healthy, s.expected_pods, s.disruptions_allowed, s.observed_generation) == (2, 3, 1, 1)
+    assert [(c.type, c.status, c.reason) for c in s.conditions] == [("DisruptionAllowed", "True", "SufficientPods")]
+    s = wait_for(lambda: (x := status("max50")).current_healthy == 3 and x, "3 healthy pods", timeout=60)
+    assert (s.desired_healthy, s.expected_pods, s.disruptions_allowed) == (1, 3, 2)  # 50% of 3 rounds up to 2
+    apps.patch_namespaced_deployment_scale("web", ns, {"spec": {"replicas": 1}})
+    s = wait_for(lambda: (x := status("min2")).current_healthy == 1 and x, "1 healthy pod", timeout=60)
+    assert s.disruptions_allowed == 0 and s.conditions[0].reason == "InsufficientPods"
+    s = wait_for(lambda: (x := status("max50")).expected_pods == 1 and x.current_healthy == 1 and x, "scale 1",
+                 timeout=60)
+    assert (s.desired_healthy, s.disruptions_allowed) == (0, 1)
