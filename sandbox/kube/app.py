@@ -45,6 +45,16 @@ def _not_found_page() -> Response:
     return PlainTextResponse("404 page not found\n", status_code=404)
 
 
+def _orphan_by_default(rt: ResourceType, opts: dict[str, Any]) -> list[str]:
+    """batch/v1 Jobs orphan their pods unless told otherwise, with a warning (``pkg/registry/batch/job``:
+    ``DefaultGarbageCollectionPolicy`` OrphanDependents, ``deleteOptionWarnings``)."""
+    if rt.key != "jobs.batch" or opts.get("propagation_policy") is not None:
+        return []
+    opts["propagation_policy"] = "Orphan"
+    return ["child pods are preserved by default when jobs are deleted; set propagationPolicy=Background to "
+            "remove them or set propagationPolicy=Orphan to suppress this warning"]
+
+
 def _warn_headers(warnings: list[str]) -> dict[str, str] | None:
     if not warnings:
         return None
@@ -208,10 +218,12 @@ class KubeApp:
             raise method_not_allowed("create", rt.plural, rt.group)
         if name is None and method == "DELETE":
             opts = await self._delete_options(request)
+            warn = _orphan_by_default(rt, opts)
             deleted = self.store.delete_collection(rt, ns or None, q.get("labelSelector"), q.get("fieldSelector"),
                                                    **opts)
             return _json({"kind": rt.list_kind, "apiVersion": rt.api_version,
-                          "metadata": {"resourceVersion": str(self.store.resource_version())}, "items": deleted})
+                          "metadata": {"resourceVersion": str(self.store.resource_version())}, "items": deleted},
+                         200, _warn_headers(warn))
         if name is None:
             raise method_not_allowed(method.lower(), rt.plural, rt.group)
         if method == "PUT":
@@ -237,14 +249,15 @@ class KubeApp:
             return _json(out, 201 if created else 200, _warn_headers(warnings))
         if method == "DELETE":
             opts = await self._delete_options(request)
+            warn = _warn_headers(_orphan_by_default(rt, opts))
             out = self.store.delete(rt, ns or None, name, **opts)
             if out["metadata"].get("deletionTimestamp") and self.store.try_get(rt, ns or None, name) is not None:
-                return _json(out, 200 if rt.plural == "pods" else 202)
+                return _json(out, 200 if rt.plural == "pods" else 202, warn)
             if rt.plural == "pods":
                 return _json(out)
             return _json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success",
                           "details": {"name": name, "group": rt.group, "kind": rt.plural,
-                                      "uid": out["metadata"].get("uid")}})
+                                      "uid": out["metadata"].get("uid")}}, 200, warn)
         raise method_not_allowed(method.lower(), rt.plural, rt.group)
 
     def _pod_log(self, ns: str, name: str, q: Any) -> Response:

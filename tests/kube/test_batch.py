@@ -169,6 +169,17 @@ def test_job_with_running_pods_tracks_active_and_ready_then_gc_deletes_them(batc
              "the Job's pods to be deleted", timeout=60)
 
 
+def test_deleting_a_job_orphans_its_pods_by_default_with_a_warning(batch, core, raw, ns):
+    batch.create_namespaced_job(ns, _job("orph"))
+    wait_for(lambda: batch.read_namespaced_job_status("orph", ns).status.active == 1, "an active pod", timeout=60)
+    r = raw("DELETE", f"/apis/batch/v1/namespaces/{ns}/jobs/orph")
+    assert r.status_code in (200, 202) and "child pods are preserved by default" in r.headers["Warning"]
+    wait_for(lambda: not [j for j in batch.list_namespaced_job(ns).items], "the Job gone", timeout=60)
+    pods = wait_for(lambda: [p for p in core.list_namespaced_pod(ns).items if not p.metadata.owner_references],
+                    "the orphaned pod", timeout=60)
+    assert len(pods) == 1 and pods[0].metadata.labels["job-name"] == "orph" and not pods[0].metadata.deletion_timestamp
+
+
 # ---- the disruption controller ----------------------------------------------------------------------------------------
 def test_pdb_status_follows_the_selected_pods(apps, policy, ns):
     apps.create_namespaced_deployment(ns, deployment("web", replicas=3))
