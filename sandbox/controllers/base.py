@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import logging
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from ..kube.errors import KubeError
@@ -93,7 +95,66 @@ class Controller:
         sorted by namespace/name and READ-ONLY like :meth:`objects`: a pass costs what it looks at."""
         return [e.obj for e in self.store.indexed(resource, index, values)]
 
+    def reconcile_each(self, resource: str, sync: Callable[[dict[str, Any], float], float | None],
+                       skip_deleting: bool = False) -> float | None:
+        """``sync(obj, now)`` for every stored object of ``resource``; the earliest deadline any of them returned.
+
+        One object's conflict or vanished dependency (a KubeError) must not hold up the others: it is looked at
+        again a simulated second later."""
+        now = self.clock.now()
+        due: list[float] = []
+        for obj in self.objects(resource):
+            if skip_deleting and obj["metadata"].get("deletionTimestamp"):
+                continue
+            try:
+                d = sync(obj, now)
+            except KubeError as e:
+                log.debug("%s %s: %s", resource, obj["metadata"].get("name"), e)
+                d = now + 1.0
+            if d is not None:
+                due.append(d)
+        return min(due) if due else None
+
+    def owned(self, resource: str, owner: dict[str, Any]) -> list[dict[str, Any]]:
+        """The objects of ``resource`` (``pods``, ``replicasets``) whose controller is ``owner``, READ-ONLY."""
+        m = owner["metadata"]
+        ns = m.get("namespace") or "default"
+        return [o for o in self.indexed(resource, "controller", (m["uid"],))
+                if (o["metadata"].get("namespace") or "default") == ns and owned_by(o, m["uid"])]
+
+    def create_owned_pod(self, owner: dict[str, Any], api_version: str, kind: str,
+                         component: str) -> dict[str, Any] | None:
+        """Create a pod from ``owner.spec.template`` (``generateName: <owner>-``, a controller ownerReference), with
+        the ``SuccessfulCreate``/``FailedCreate`` event upstream's pod control records; None when refused."""
+        m = owner["metadata"]
+        tmpl = copy.deepcopy((owner.get("spec") or {}).get("template") or {})
+        meta = tmpl.get("metadata") or {}
+        pod = {
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {
+                "generateName": f"{m['name']}-", "namespace": m.get("namespace"),
+                "labels": dict(meta.get("labels") or {}),
+                "ownerReferences": [{"apiVersion": api_version, "kind": kind, "name": m["name"], "uid": m["uid"],
+                                     "controller": True, "blockOwnerDeletion": True}],
+            },
+            "spec": tmpl.get("spec") or {},
+        }
+        if meta.get("annotations"):
+            pod["metadata"]["annotations"] = dict(meta["annotations"])
+        try:
+            created = self.store.create("pods", pod, m.get("namespace"), field_manager="kube-controller-manager")
+        except KubeError as e:
+            self.event(owner, "Warning", "FailedCreate", f"Error creating: {e.message}", component)
+            return None
+        self.event(owner, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component)
+        return created
+
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
               host: str | None = None) -> None:
         with contextlib.suppress(KubeError):
             self.store.record_event(obj, type_, reason, message, component=component, host=host)
+
+
+def owned_by(obj: dict[str, Any], uid: str) -> bool:
+    """Whether ``uid`` is the controller among ``obj``'s ownerReferences."""
+    return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])

@@ -29,8 +29,7 @@ import math
 from typing import Any
 
 from ..kube.errors import KubeError
-from .base import Controller
-from .replicasets import owned_by
+from .base import Controller, owned_by
 from .util import condition, ts
 
 COMPONENT = "deployment-controller"
@@ -105,16 +104,7 @@ class DeploymentController(Controller):
     topics = ("kube/deployments.apps", "kube/replicasets.apps", "kube/pods")
 
     def reconcile(self) -> float | None:
-        now = self.clock.now()
-        due: list[float] = []
-        for d in self.objects("deployments"):
-            try:
-                nd = self._sync(d, now)
-            except KubeError:
-                nd = now + 1.0
-            if nd is not None:
-                due.append(nd)
-        return min(due) if due else None
+        return self.reconcile_each("deployments", self._sync)
 
     # ---- one deployment -----------------------------------------------------------------------------------------
     def _sync(self, d: dict[str, Any], now: float) -> float | None:
@@ -123,9 +113,7 @@ class DeploymentController(Controller):
             return None
         spec = d.get("spec") or {}
         ns = m.get("namespace") or "default"
-        rss = [rs for rs in self.indexed("replicasets", "controller", (m["uid"],))
-               if (rs["metadata"].get("namespace") or "default") == ns and owned_by(rs, m["uid"])
-               and not rs["metadata"].get("deletionTimestamp")]
+        rss = [rs for rs in self.owned("replicasets", d) if not rs["metadata"].get("deletionTimestamp")]
         rss.sort(key=lambda r: (r["metadata"].get("creationTimestamp") or "", r["metadata"]["name"]))
         tmpl = spec.get("template") or {}
         new_rs = next((rs for rs in rss if _strip_hash((rs.get("spec") or {}).get("template")) == _strip_hash(tmpl)),

@@ -27,8 +27,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ..kube.errors import KubeError
-from .base import Controller, log
-from .replicasets import MAX_BURST, _deletion_rank, owned_by, pod_ready
+from .base import Controller
+from .replicasets import MAX_BURST, _deletion_rank, pod_ready
 from .util import condition, ts
 
 COMPONENT = "job-controller"
@@ -48,25 +48,11 @@ class JobController(Controller):
     topics = ("kube/jobs.batch", "kube/pods")
 
     def reconcile(self) -> float | None:
-        now = self.clock.now()
-        due: list[float] = []
-        for job in self.objects("jobs"):
-            if job["metadata"].get("deletionTimestamp"):
-                continue
-            try:
-                d = self._sync(job, now)
-            except KubeError as e:  # one Job must not hold up the others: look again soon
-                log.debug("job %s: %s", job["metadata"]["name"], e)
-                d = now + 1.0
-            if d is not None:
-                due.append(d)
-        return min(due) if due else None
+        return self.reconcile_each("jobs", self._sync, skip_deleting=True)
 
     def _sync(self, job: dict[str, Any], now: float) -> float | None:
-        m, spec = job["metadata"], job.get("spec") or {}
-        uid, ns = m["uid"], m.get("namespace") or "default"
-        pods = [p for p in self.indexed("pods", "controller", (uid,))
-                if (p["metadata"].get("namespace") or "default") == ns and owned_by(p, uid)]
+        spec = job.get("spec") or {}
+        pods = self.owned("pods", job)
         phase = {id(p): (p.get("status") or {}).get("phase") for p in pods}
         done = [p for p in pods if phase[id(p)] in ("Succeeded", "Failed")]
         terminating = [p for p in pods if p not in done and p["metadata"].get("deletionTimestamp")]
@@ -106,7 +92,7 @@ class JobController(Controller):
                 if len(active) > want:
                     active = self._delete(job, active, len(active) - want)
                 for _ in range(min(want - len(active), MAX_BURST)):
-                    pod = self._create_pod(job)
+                    pod = self.create_owned_pod(job, "batch/v1", "Job", COMPONENT)
                     if pod is None:
                         break
                     active.append(pod)
@@ -170,30 +156,6 @@ class JobController(Controller):
             self.event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}", COMPONENT)
             left.remove(p)
         return left
-
-    def _create_pod(self, job: dict[str, Any]) -> dict[str, Any] | None:
-        m = job["metadata"]
-        tmpl = copy.deepcopy((job.get("spec") or {}).get("template") or {})
-        meta = tmpl.get("metadata") or {}
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {
-                "generateName": f"{m['name']}-", "namespace": m.get("namespace"),
-                "labels": dict(meta.get("labels") or {}),
-                "ownerReferences": [{"apiVersion": "batch/v1", "kind": "Job", "name": m["name"], "uid": m["uid"],
-                                     "controller": True, "blockOwnerDeletion": True}],
-            },
-            "spec": tmpl.get("spec") or {},
-        }
-        if meta.get("annotations"):
-            pod["metadata"]["annotations"] = dict(meta["annotations"])
-        try:
-            created = self.store.create("pods", pod, m.get("namespace"), field_manager="kube-controller-manager")
-        except KubeError as e:
-            self.event(job, "Warning", "FailedCreate", f"Error creating: {e.message}", COMPONENT)
-            return None
-        self.event(job, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", COMPONENT)
-        return created
 
 
 def _set(conds: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,

@@ -16,7 +16,7 @@ from typing import Any
 
 from ..kube.errors import KubeError
 from ..kube.selectors import match_labels, selector_from_label_selector
-from .base import Controller, log
+from .base import Controller
 from .util import condition, ts
 
 COMPONENT = "replicaset-controller"
@@ -40,10 +40,6 @@ def is_active(pod: dict[str, Any]) -> bool:
         ((pod.get("status") or {}).get("phase")) not in ("Succeeded", "Failed")
 
 
-def owned_by(obj: dict[str, Any], uid: str) -> bool:
-    return any(r.get("uid") == uid and r.get("controller") for r in obj["metadata"].get("ownerReferences") or [])
-
-
 def _deletion_rank(pod: dict[str, Any]) -> tuple:
     spec, st = pod.get("spec") or {}, pod.get("status") or {}
     phase_rank = {"Pending": 0, "Unknown": 1, "Running": 2}.get(st.get("phase") or "Pending", 0)
@@ -59,30 +55,18 @@ class ReplicaSetController(Controller):
     topics = ("kube/replicasets.apps", "kube/pods")
 
     def reconcile(self) -> float | None:
-        now = self.clock.now()
-        due: list[float] = []
-        for rs in self.objects("replicasets"):
-            try:
-                d = self._sync(rs, now)
-            except KubeError as e:  # one ReplicaSet must not hold up the others: look again soon
-                log.debug("replicaset %s: %s", rs["metadata"]["name"], e)
-                d = now + 1.0
-            if d is not None:
-                due.append(d)
-        return min(due) if due else None
+        return self.reconcile_each("replicasets", self._sync)
 
     def _sync(self, rs: dict[str, Any], now: float) -> float | None:
         m, spec = rs["metadata"], rs.get("spec") or {}
-        uid, ns = m["uid"], m.get("namespace") or "default"
-        owned = [p for p in self.indexed("pods", "controller", (uid,))
-                 if (p["metadata"].get("namespace") or "default") == ns and owned_by(p, uid)]
+        owned = self.owned("pods", rs)
         active = [p for p in owned if is_active(p)]
         want = int(spec.get("replicas", 1) or 0)
         if not m.get("deletionTimestamp"):
             diff = len(active) - want
             if diff < 0:
                 for _ in range(min(-diff, MAX_BURST)):
-                    created = self._create_pod(rs)
+                    created = self.create_owned_pod(rs, "apps/v1", "ReplicaSet", COMPONENT)
                     if created is None:
                         break
                     active.append(created)
@@ -98,31 +82,6 @@ class ReplicaSetController(Controller):
                     self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}", COMPONENT)
                     active.remove(p)
         return self._status(rs, active, now)
-
-    def _create_pod(self, rs: dict[str, Any]) -> dict[str, Any] | None:
-        m = rs["metadata"]
-        tmpl = copy.deepcopy((rs.get("spec") or {}).get("template") or {})
-        meta = tmpl.get("metadata") or {}
-        pod = {
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": {
-                "generateName": f"{m['name']}-", "namespace": m.get("namespace"),
-                "labels": dict(meta.get("labels") or {}),
-                "ownerReferences": [{"apiVersion": "apps/v1", "kind": "ReplicaSet", "name": m["name"],
-                                     "uid": m["uid"], "controller": True, "blockOwnerDeletion": True}],
-            },
-            "spec": tmpl.get("spec") or {},
-        }
-        if meta.get("annotations"):
-            pod["metadata"]["annotations"] = dict(meta["annotations"])
-        try:
-            created = self.store.create("pods", pod, m.get("namespace"), field_manager="kube-controller-manager")
-        except KubeError as e:
-            self.event(rs, "Warning", "FailedCreate", f"Error creating: {e.message}",
-                       COMPONENT)
-            return None
-        self.event(rs, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", COMPONENT)
-        return created
 
     def _status(self, rs: dict[str, Any], active: list[dict[str, Any]], now: float) -> float | None:
         spec = rs.get("spec") or {}
