@@ -17,8 +17,6 @@ import json
 import os
 import re
 import secrets
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -29,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from processes import Proc, free_port  # tests/processes.py
 
 pytest.importorskip("mlflow", reason="the MLflow trigger test needs the mlflow package (a dev extra)")
 
@@ -43,12 +42,6 @@ WEBHOOK_SECRET = "whsec-" + secrets.token_urlsafe(24)
 pytestmark = pytest.mark.e2e
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def wait_until(check, what: str, timeout: float = 180, interval: float = 0.5):
     deadline = time.monotonic() + timeout
     while True:
@@ -57,35 +50,6 @@ def wait_until(check, what: str, timeout: float = 180, interval: float = 0.5):
             return result
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
         time.sleep(interval)
-
-
-class Proc:
-    """A background process in its own process group, logging to a file; stopped by its group id."""
-
-    def __init__(self, args: list[str], env: dict[str, str], log: Path) -> None:
-        self.log_path = log
-        self.log = log.open("w")
-        self.proc = subprocess.Popen(
-            args, cwd=REPO, env=env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True
-        )
-
-    def text(self) -> str:
-        return self.log_path.read_text()
-
-    def alive(self) -> bool:
-        if self.proc.poll() is not None:
-            raise RuntimeError(f"{self.proc.args[0]} exited {self.proc.returncode}:\n{self.text()[-3000:]}")
-        return True
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self.log.close()
 
 
 def healthy(url: str, proc: Proc) -> bool:
@@ -115,7 +79,7 @@ class Stack:
         }
 
     def start(self, args: list[str], name: str, **env: str) -> Proc:
-        proc = Proc(args, self.env | env, self.root / f"{name}.log")
+        proc = Proc(args, self.env | env, self.root / f"{name}.log", cwd=REPO)
         self.procs.append(proc)
         return proc
 

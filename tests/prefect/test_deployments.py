@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import socket
 import subprocess
 import sys
 import time
@@ -24,17 +22,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from processes import Proc, free_port  # tests/processes.py
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 FLOW = "elastic-inference-deploy"
 POOL = "elastic-inference"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class PrefectServer:
@@ -53,17 +46,13 @@ class PrefectServer:
             # `prefect deploy` records the directory it runs in ({{ $PWD }} in prefect.yaml), as a shell would set it.
             "PWD": str(REPO),
         }
-        self.log = (home / "server.log").open("w")
-        self.proc = subprocess.Popen(
-            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
-            env=self.env, stdout=self.log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        self.server = Proc([str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(self.port)],
+                           self.env, home / "server.log")
 
     def wait_healthy(self, timeout: float = 240) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"prefect server exited: {(self.home / 'server.log').read_text()[-3000:]}")
+            self.server.alive()
             try:
                 if httpx.get(f"{self.api}/health", timeout=5).status_code == 200:
                     return
@@ -73,14 +62,7 @@ class PrefectServer:
         raise TimeoutError("prefect server did not become healthy")
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=30)
-        self.log.close()
+        self.server.stop()
 
     def cli(self, *args: str, timeout: float = 300, check: bool = True, **env: str) -> subprocess.CompletedProcess:
         proc = subprocess.run(

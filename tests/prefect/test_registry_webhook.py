@@ -14,7 +14,6 @@ import json
 import logging
 import os
 import secrets
-import socket
 import subprocess
 import sys
 import threading
@@ -26,17 +25,12 @@ from typing import Any
 
 import httpx
 import pytest
+from processes import free_port  # tests/processes.py
 
 from flows.registry_webhook import EVENT_NAME, ReceiverConfig, create_app
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec-" + secrets.token_urlsafe(24)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Receiver:
