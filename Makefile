@@ -10,7 +10,8 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@# --no-compile: modules are byte-compiled when first imported (190 s -> 105 s for this install here)
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
 	@$(BIN)/python -c 'import crcmod._crcfunext' || (echo "crcmod's C extension did not build: CRC-64 would be ~100x slower" && exit 1)
 	@touch $(STAMP)
 
