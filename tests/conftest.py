@@ -56,13 +56,15 @@ def prefect_api() -> str:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """With pytest-xdist (`make test`), every module that uses the session ``sandbox`` goes to one worker group.
+    """With pytest-xdist (`make test`, ``--dist loadgroup``), say which tests must share a worker.
 
-    Those modules see each other's node pools, nodes and namespaces, as they do in a serial run; kept together (and
-    in file order) they run as they do serially, while the modules with sandboxes and servers of their own spread
-    over the other workers.
+    Every module that uses the session ``sandbox`` goes to one group: those modules see each other's node pools,
+    nodes and namespaces, as they do in a serial run, so kept together (and in file order) they run as they do
+    serially. Every other module is a group of its own, so its module-scoped servers (the MLflow stack, the
+    Prefect deployments, a flow-made deployment) start once, on one worker; without a group, loadgroup hands out
+    an unmarked module's tests one by one and each worker would start its own copy.
     """
     shared = {item.module for item in items if "sandbox" in getattr(item, "fixturenames", ())}
     for item in items:
-        if item.module in shared:
-            item.add_marker(pytest.mark.xdist_group("session-sandbox"))
+        group = "session-sandbox" if item.module in shared else item.nodeid.split("::", 1)[0]
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -390,8 +390,7 @@ def test_gpu_serving_waits_for_a_labelled_pool_then_lands_only_there(elastic):
     assert cond(pending, "PodScheduled").message == want3
     assert len({p.spec.node_name for p in pods_of(core, ns, "tf") if p.spec.node_name}) == 2
 
-    # a spot reclaim notice marks the node; when the instance goes, the node and its pod go, and the replica
-    # comes back on a node bought by hand
+    # a spot reclaim notice marks the node; when the instance goes, the node and its pod go
     spot = next(n for n in gpu_nodes if n.metadata.labels["node.alibabacloud.com/spot-strategy"] != "NoSpot")
     fleet = sb.ctx.services["fleet"]
     fleet.reclaim(spot.metadata.labels["alibabacloud.com/ecs-instance-id"])
@@ -404,9 +403,18 @@ def test_gpu_serving_waits_for_a_labelled_pool_then_lands_only_there(elastic):
              "the reclaimed node to be removed", timeout=60)
     wait_for(lambda: victim not in {p.metadata.name for p in core.list_namespaced_pod(ns).items},
              "the reclaimed node's pod to be deleted")
+    # ESS keeps the group at its desired capacity (2): a replacement instance joins by itself and takes the
+    # reclaimed node's replica; the third replica still waits
+    replacement = wait_for(lambda: (lambda ns_: ns_ if len(ns_) == 2 else None)(
+        ready_nodes(core, f"alibabacloud.com/nodepool-id={np}")), "a replacement GPU node", timeout=60)
+    assert spot.metadata.name not in {n.metadata.name for n in replacement}
+    (pending,) = wait_for(third_pending, "two replicas running again and one pending", timeout=60)
+    assert cond(pending, "PodScheduled").reason == "Unschedulable"
+    # a node bought by hand (scale adds to the desired size) runs the third
     cs.call("POST", "/clusters/[ClusterId]/nodepools/[NP]", {"count": 1}, NP=np)
-    wait_for(lambda: len([p for p in pods_of(core, ns, "tf") if p.status.phase == "Running"]) == 2,
-             "two replicas running again", timeout=60)
+    wait_for(lambda: len([p for p in pods_of(core, ns, "tf") if p.status.phase == "Running"]) == 3,
+             "three replicas running", timeout=60)
+    assert len(ready_nodes(core, f"alibabacloud.com/nodepool-id={np}")) == 3
     assert all(p.spec.node_name != spot.metadata.name for p in pods_of(core, ns, "tf"))
 
 
