@@ -55,6 +55,7 @@ def prefect_api() -> str:
         yield str(PREFECT_API_URL.value())
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With pytest-xdist (`make test`, ``--dist loadgroup``), say which tests must share a worker.
 
@@ -68,3 +69,4 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     for item in items:
         group = "session-sandbox" if item.module in shared else item.nodeid.split("::", 1)[0]
         item.add_marker(pytest.mark.xdist_group(group))
+
