@@ -404,7 +404,9 @@ def test_gpu_serving_waits_for_a_labelled_pool_then_lands_only_there(elastic):
     wait_for(lambda: victim not in {p.metadata.name for p in core.list_namespaced_pod(ns).items},
              "the reclaimed node's pod to be deleted")
     # ESS keeps the group at its desired capacity (2): a replacement instance joins by itself and takes the
-    # reclaimed node's replica; the third replica still waits
+    # reclaimed node's replica; the third replica still waits. (ACK DeleteClusterNodes: "If a node pool has the
+    # Expected Nodes parameter configured, the node pool automatically scales other ECS instances to maintain the
+    # expected number of nodes.")
     replacement = wait_for(lambda: (lambda ns_: ns_ if len(ns_) == 2 else None)(
         ready_nodes(core, f"alibabacloud.com/nodepool-id={np}")), "a replacement GPU node", timeout=60)
     assert spot.metadata.name not in {n.metadata.name for n in replacement}
