@@ -231,6 +231,14 @@ def hpa_rescales(core: Any) -> list[tuple[float, int, int]]:
     return [(t, size, sizes[i - 1][1] if i else 1) for i, (t, size) in enumerate(sizes)]
 
 
+def backlog(sandbox: Any, pods: list[Any]) -> int:
+    """The most requests waiting for a slot on any serving replica (each model server's queue, read in-process:
+    TF Serving's REST API has no queue-depth figure)."""
+    runtime = sandbox.ctx.services["runtime"]
+    servers = [runtime.server(p.metadata.namespace, p.metadata.name) for p in pods]
+    return max((s.capacity.waiting for s in servers if s is not None), default=0)
+
+
 def charge(node: Any) -> str:
     return "spot" if node.metadata.labels.get("node.alibabacloud.com/spot-strategy", "NoSpot") != "NoSpot" \
         else "payg"
@@ -257,7 +265,11 @@ def test_constant_load_scales_out_through_the_whole_chain_and_back_in(deployed: 
                 return obs.settled(at_least=3)
 
             settled = wait_for(scaled_out, "the HPA's replicas all Ready", timeout=240, interval=0.5)
-            time.sleep(12.0)  # the queue built up on the first replica drains
+            # the requests queued on the first replica while it was alone drain (it still gets its share of the
+            # new ones, round robin, so this takes longer the longer the scale-out took)
+            wait_for(lambda: backlog(elastic_sandbox, obs.pods()) == 0, "the first replica's backlog to drain",
+                     timeout=300, interval=0.5)
+            time.sleep(2.0)
             steady_from = time.monotonic()
             time.sleep(5.0)
             steady_to = time.monotonic()
