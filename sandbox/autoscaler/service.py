@@ -22,21 +22,30 @@ at most 30 min) and the pods get a Warning ``FailedScaleUp``.
 
 **Scale-down.** A Ready node of an auto-scaling group is *unneeded* when its request utilization is below
 ``ca_scale_down_utilization_threshold`` (GPU nodes: GPU utilization) and all its pods (DaemonSet/mirror pods
-aside) fit elsewhere; blocking pods (no controller, ``safe-to-evict: "false"``, ``kube-system``) and the node
-annotation ``cluster-autoscaler.kubernetes.io/scale-down-disabled: "true"`` keep it. After ``ca_scale_down_unneeded``
-(and not within ``ca_scale_down_delay_after_add`` of a scale-up) unneeded nodes are removed, never taking a group
-below its min: empty nodes in bulk (up to 10), otherwise one node per scan. Removal: taint
-``ToBeDeletedByClusterAutoscaler`` (NoSchedule), Event ``ScaleDown`` on the node, delete its pods (Event
-``ScaleDown`` on each), then ESS ``RemoveInstances`` of exactly that instance with the desired size lowered
+aside) fit elsewhere; blocking pods (no controller, ``safe-to-evict: "false"``, ``kube-system`` without a PDB), pods
+whose PodDisruptionBudget has no disruption left (``NotEnoughPdb``: ``status.disruptionsAllowed`` minus what the
+nodes planned earlier in the same scan use up, :class:`sandbox.autoscaler.simulate.PdbTracker`, after upstream's
+``core/scaledown/pdb/basic.go`` and ``simulator/drainability/rules/pdb/rule.go``) and the node annotation
+``cluster-autoscaler.kubernetes.io/scale-down-disabled: "true"`` keep it. A node a pod keeps is logged as upstream
+does (``node <name> cannot be removed: not enough pod disruption budget to move <ns>/<pod>``) and, once kept for
+``ca_scale_down_unneeded``, reported on its pool's condition (``ScaleDownBlocked``, below). After
+``ca_scale_down_unneeded`` (and not within ``ca_scale_down_delay_after_add`` of a scale-up) unneeded nodes are
+removed, never taking a group below its min: empty nodes in bulk (up to 10), otherwise one node per scan. Removal:
+taint ``ToBeDeletedByClusterAutoscaler`` (NoSchedule), Event ``ScaleDown`` on the node, delete its pods (Event
+``ScaleDown`` on each; upstream evicts them through the Eviction API, which the sandbox does not serve: a node whose
+pods would take a PDB below zero at once is therefore kept rather than drained, see ``PdbTracker``), then ESS
+``RemoveInstances`` of exactly that instance with the desired size lowered
 (:meth:`sandbox.fleet.service.FleetService.remove_instances`); the node controller deletes the Node when the
 instance is gone.
 
 **Status.** Each node pool gets a ``ClusterAutoscaler`` condition in DescribeClusterNodePoolDetail
 ``status.conditions`` (through the ACK service's condition hook): ``ScaledUp``, ``ScaledDown``, ``MaxSizeReached``
-(False), ``ScaleUpFailed``/``BackOff`` (False), ``Idle`` (once those clear); a pool the autoscaler never acted on
-has none. The ConfigMap ``kube-system/cluster-autoscaler-status``
-carries upstream's YAML status (``clusterstate/api``: ``autoscalerStatus``, ``clusterWide`` and ``nodeGroups``
-with ``health``/``scaleUp``/``scaleDown``), rewritten when it changes.
+(False), ``ScaleUpFailed``/``BackOff`` (False), ``ScaleDownBlocked`` (False: an underutilized node has been kept
+for ``ca_scale_down_unneeded`` by a pod that cannot move, the message names node, pod and reason; not while only
+nodes planned earlier in the same scan use up a PDB), ``Idle`` (once those clear); a pool the autoscaler never acted
+on has none (upstream reports unremovable nodes only in its log and metrics). The ConfigMap
+``kube-system/cluster-autoscaler-status`` carries upstream's YAML status (``clusterstate/api``: ``autoscalerStatus``,
+``clusterWide`` and ``nodeGroups`` with ``health``/``scaleUp``/``scaleDown``), rewritten when it changes.
 """
 
 from __future__ import annotations
@@ -98,6 +107,9 @@ class AutoscalerService(Service):
         self.scale_up_pods: dict[str, list[dict[str, Any]]] = {}  # group -> pods of its last scale-up
         self.conditions: dict[str, dict[str, Any]] = {}
         self._not_trigger: dict[str, tuple[str, float]] = {}
+        # underutilized nodes a pod keeps: node -> (blocked since, or None while only this loop's plan blocks it;
+        # group, upstream BlockingPodReason, message)
+        self.unremovable: dict[str, tuple[float | None, str, str, str]] = {}
         self._status_written: tuple[str, float] | None = None
         self.scans = 0
 
@@ -175,8 +187,9 @@ class AutoscalerService(Service):
         upcoming = self._upcoming(groups, instances, registered, node_names)
         blocked_max: set[str] = set()
         scaled_up = self._scale_up(groups, pods, real, upcoming, blocked_max, now)
-        scaled_down = self._scale_down(groups, real, by_node, instances, now, cooldown=scaled_up)
-        self._update_conditions(groups, blocked_max, scaled_up, scaled_down, now)
+        pdbs = sim.PdbTracker(e.obj for e in self.store.indexed("poddisruptionbudgets", "namespace"))
+        scaled_down = self._scale_down(groups, real, by_node, pdbs, now, cooldown=scaled_up)
+        self._update_conditions(groups, blocked_max, scaled_down, now)
         self._write_status(groups, nodes, instances, registered, upcoming, now)
 
     # ---- upcoming nodes ------------------------------------------------------------------------------------------
@@ -337,7 +350,7 @@ class AutoscalerService(Service):
 
     # ---- scale-down ----------------------------------------------------------------------------------------------
     def _scale_down(self, groups: dict[str, ScalingGroup], real: list[sim.SimNode], by_node: dict,
-                    instances: dict, now: float, cooldown: bool) -> list[str]:
+                    pdbs: sim.PdbTracker, now: float, cooldown: bool) -> list[str]:
         threshold = self.timings["ca_scale_down_utilization_threshold"]
         dest = {n.name: n.copy() for n in real if not n.upcoming and _ready(n.node)
                 and not (n.node.get("spec") or {}).get("unschedulable")}
@@ -351,17 +364,30 @@ class AutoscalerService(Service):
             util = sim.utilization(n.node, pods)
             if util >= threshold:
                 continue
-            if any(sim.blocking_reason(p) for p in pods):
-                continue
             candidates.append((util, n.name, labels.get(INSTANCE_LABEL, ""), n.group, pods))
         candidates.sort(key=lambda c: (c[0], c[1]))
         unneeded: dict[str, tuple] = {}
+        unremovable: dict[str, tuple[float | None, str, str, str]] = {}
         for util, name, iid, group, pods in candidates:
+            # upstream SimulateNodeRemoval: the drainability rules (PDBs against what this loop left of them) first,
+            # then a place for every pod; a removable node uses up its pods' PDB budget (planner.categorizeNodes)
+            block = sim.drain_block(pods, pdbs)
+            if block is not None:
+                reason, _, msg, planned = block
+                old = self.unremovable.get(name)
+                since = None if planned else (old[0] if old and old[0] is not None else now)
+                unremovable[name] = (since, group, reason, msg)
+                if old is None or old[3] != msg:
+                    log.info("node %s cannot be removed: %s", name, msg)
+                continue
+            moving = sim.pods_to_move(pods)
             trial = {k: v.copy() for k, v in dest.items() if k != name and k not in unneeded}
-            ok, _ = sim.can_move(sim.pods_to_move(pods), list(trial.values()))
+            ok, _ = sim.can_move(moving, list(trial.values()))
             if ok:
                 unneeded[name] = (util, iid, group, pods)
                 dest = trial
+                pdbs.remove(moving)
+        self.unremovable = unremovable
         for name in list(self.unneeded_since):
             if name not in unneeded:
                 del self.unneeded_since[name]
@@ -430,10 +456,16 @@ class AutoscalerService(Service):
         self.conditions[pid] = {"type": CONDITION, "status": status, "reason": reason, "message": message,
                                 "last_transition_time": since}
 
-    def _update_conditions(self, groups: dict[str, ScalingGroup], blocked_max: set[str], scaled_up: bool,
-                           scaled_down: list[str], now: float) -> None:
+    def _update_conditions(self, groups: dict[str, ScalingGroup], blocked_max: set[str], scaled_down: list[str],
+                           now: float) -> None:
+        # nodes a pod has kept from removal for the unneeded window (they would be gone by now otherwise)
+        blocked_down: dict[str, list[tuple[str, str, str]]] = {}
+        for name, (since, group, reason, msg) in sorted(self.unremovable.items()):
+            if since is not None and now - since >= self.timings["ca_scale_down_unneeded"]:
+                blocked_down.setdefault(group, []).append((name, reason, msg))
         for pid, g in groups.items():
             cur = self.conditions.get(pid)
+            acted = pid in scaled_down or self.last_scale_up.get(pid) == now
             if pid in blocked_max:
                 self._set_condition(pid, "False", "MaxSizeReached",
                                     f"unschedulable pods fit this node pool but it is at its maximum size "
@@ -441,7 +473,14 @@ class AutoscalerService(Service):
             elif self.backoff.get(pid, (0.0, 0.0))[0] > now:
                 if cur is None or cur["reason"] != "ScaleUpFailed":
                     self._set_condition(pid, "False", "BackOff", "scale-up backed off after a failure", now)
-            elif cur is not None and cur["reason"] in ("MaxSizeReached", "BackOff", "ScaleUpFailed"):
+            elif pid in blocked_down and not acted:
+                name, reason, msg = blocked_down[pid][0]
+                more = len(blocked_down[pid]) - 1
+                self._set_condition(pid, "False", "ScaleDownBlocked",
+                                    f"node {name} cannot be removed: {msg} ({reason}); underutilized for "
+                                    f"{int(self.timings['ca_scale_down_unneeded'])}s or more"
+                                    + (f"; {more} more node(s) of the pool blocked" if more else ""), now)
+            elif cur is not None and cur["reason"] in ("MaxSizeReached", "BackOff", "ScaleUpFailed", "ScaleDownBlocked"):
                 self._set_condition(pid, "True", "Idle",
                                     f"no pending pod needs this node pool; size {g.desired} "
                                     f"(min {g.spec.min_size}, max {g.spec.max_size})", now)

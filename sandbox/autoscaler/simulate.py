@@ -23,9 +23,12 @@ What upstream does and where (kubernetes/autoscaler, ``cluster-autoscaler/``):
 - **Utilization** for scale-down (``simulator/utilization/info.go`` ``Calculate``): requests of the pods on the
   node over its allocatable, the max of cpu and memory; a node with GPUs is judged by GPU utilization only.
 - **Movable pods** (``simulator/drainability`` rules, ``utils/drain``): DaemonSet and mirror pods are ignored;
-  a pod with ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"``, a pod without a controller
-  (``NotReplicated``) and a non-DaemonSet pod in ``kube-system`` block the node's removal; a pod annotated
+  a pod without a controller (``NotReplicated``), a non-DaemonSet pod in ``kube-system`` that no PDB covers
+  (``UnmovableKubeSystemPod``) and a pod with ``cluster-autoscaler.kubernetes.io/safe-to-evict: "false"`` block the
+  node's removal (checked in ``rules/rules.go``'s order, messages as upstream's rules); a pod annotated
   ``safe-to-evict: "true"`` can always move.
+- **PodDisruptionBudgets** (:class:`PdbTracker`): ``simulator/drainability/rules/pdb/rule.go`` over
+  ``core/scaledown/pdb/basic.go``'s ``RemainingPdbTracker``, see there.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ from ..controllers.matching import filter_reasons
 from ..controllers.nodes import capacity_of
 from ..controllers.resources import amount, node_allocatable, pod_requests
 from ..fleet import catalogue
+from ..kube.selectors import LabelReq, match_labels, selector_from_label_selector
 
 GPU = "nvidia.com/gpu"
 SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
@@ -278,20 +282,152 @@ def utilization(node: Node, pods: Iterable[Pod]) -> float:
     return max(fracs) if fracs else 0.0
 
 
-def blocking_reason(pod: Pod) -> str | None:
-    """Why this pod keeps its node from being removed (None: it can be moved or ignored)."""
+def blocking_reason(pod: Pod, pdbs: PdbTracker | None = None) -> str | None:
+    """Why this pod keeps its node from being removed (None: it can be moved or ignored), in the order of
+    upstream's ``rules.Default``: replicated, system (a ``kube-system`` pod a PDB covers may move), not-safe-to-evict.
+    The PDB rule itself is :meth:`PdbTracker.pod_block` (see :func:`drain_block`)."""
     if is_daemonset_pod(pod) or is_mirror_pod(pod) or is_terminal(pod):
         return None
     ann = pod["metadata"].get("annotations") or {}
     if ann.get(SAFE_TO_EVICT) == "true":
         return None
-    if ann.get(SAFE_TO_EVICT) == "false":
-        return "NotSafeToEvictAnnotation"
     owners = [r for r in pod["metadata"].get("ownerReferences") or [] if r.get("controller")]
     if not owners:
         return "NotReplicated"
-    if pod["metadata"].get("namespace") == "kube-system":
+    if pod["metadata"].get("namespace") == "kube-system" and not (pdbs and pdbs.matching(pod)):
         return "UnmovableKubeSystemPod"
+    if ann.get(SAFE_TO_EVICT) == "false":
+        return "NotSafeToEvictAnnotation"
+    return None
+
+
+def blocking_message(pod: Pod, reason: str) -> str:
+    """The error upstream's drainability rule gives with ``reason`` (what ``node <n> cannot be removed: ...`` logs)."""
+    m = pod["metadata"]
+    return {
+        "NotReplicated": f"{pod_key(pod)} is not replicated",
+        "UnmovableKubeSystemPod": f"non-daemonset, non-mirrored, non-pdb-assigned kube-system pod present: {m['name']}",
+        "NotSafeToEvictAnnotation": f"pod annotated as not safe to evict present: {m['name']}",
+        NOT_ENOUGH_PDB: f"not enough pod disruption budget to move {pod_key(pod)}",
+    }.get(reason, f"{reason}: {pod_key(pod)}")
+
+
+# ---- pod disruption budgets ----------------------------------------------------------------------------------------
+NOT_ENOUGH_PDB = "NotEnoughPdb"  # utils/drain BlockingPodReason
+
+
+@dataclass
+class _Budget:
+    namespace: str
+    name: str
+    selector: list[LabelReq]
+    allowed: int  # status.disruptionsAllowed as read at the start of the loop
+    remaining: int  # ... minus the disruptions planned since
+
+    def matches(self, pod: Pod) -> bool:
+        m = pod["metadata"]
+        return m.get("namespace", "") == self.namespace and match_labels(self.selector, m.get("labels"))
+
+
+@dataclass
+class PdbBlock:
+    """A pod whose PDB has no disruption left for it (upstream ``drain.BlockingPod{Reason: NotEnoughPdb}``)."""
+
+    pod: Pod
+    pdb: str
+    planned: bool  # True: the PDB's own status allowed it; disruptions planned earlier in this loop used it up
+
+    @property
+    def message(self) -> str:
+        return blocking_message(self.pod, NOT_ENOUGH_PDB)
+
+
+class PdbTracker:
+    """How many disruptions each PodDisruptionBudget has left in this scale-down loop: upstream's
+    ``RemainingPdbTracker`` (``cluster-autoscaler/core/scaledown/pdb/basic.go``), filled from every PDB's
+    ``status.disruptionsAllowed`` at the start of the loop (``static_autoscaler.go`` ``SetPdbs``).
+
+    - ``matching`` (``MatchingPdbs``): the PDBs of the pod's namespace whose selector matches its labels (policy/v1:
+      an empty selector matches every pod of the namespace, a missing one none).
+    - ``blocking``: upstream's PDB drainability rule (``simulator/drainability/rules/pdb/rule.go``): a pod to move
+      with a matching PDB whose remaining disruptions are below 1 blocks the node, error ``not enough pod disruption
+      budget to move <ns>/<pod>``. Pods annotated ``safe-to-evict: "true"`` skip that rule upstream
+      (``safetoevict`` decides before ``pdb`` in ``rules.Default``) but still count below.
+      Upstream's planner then asks ``CanRemovePods`` whether ALL the node's pods fit the budgets at once and, when
+      they do not, only marks the node "risky" (``planner.go`` ``categorizeNodes``): its drain goes through the
+      Eviction API, which refuses evictions beyond the budget and is retried for ``--max-pod-eviction-time``.
+      The sandbox drains by deleting the pods (it does not serve ``pods/eviction``), so such a node is blocked
+      here instead, by the first pod over the budget: the sandbox never deletes pods beyond a budget.
+    - ``remove`` (``RemovePods``): a node planned for removal uses up one disruption per pod of each matching PDB
+      for the rest of the loop, so two nodes cannot spend the same budget.
+    """
+
+    def __init__(self, pdbs: Iterable[dict[str, Any]] = ()) -> None:
+        self.budgets: list[_Budget] = []
+        for pdb in pdbs:
+            sel = (pdb.get("spec") or {}).get("selector")
+            if sel is None:
+                continue
+            allowed = int((pdb.get("status") or {}).get("disruptionsAllowed") or 0)
+            m = pdb["metadata"]
+            self.budgets.append(_Budget(m.get("namespace", ""), m["name"], selector_from_label_selector(sel),
+                                        allowed, allowed))
+
+    def matching(self, pod: Pod) -> list[_Budget]:
+        return [b for b in self.budgets if b.matches(pod)]
+
+    def pod_block(self, pod: Pod) -> PdbBlock | None:
+        """The PDB drainability rule for one pod to move."""
+        if (pod["metadata"].get("annotations") or {}).get(SAFE_TO_EVICT) == "true":
+            return None
+        for b in self.matching(pod):
+            if b.remaining < 1:
+                return PdbBlock(pod, b.name, planned=b.allowed >= 1)
+        return None
+
+    def over_budget(self, pods: Iterable[Pod]) -> PdbBlock | None:
+        """``CanRemovePods``' ``inParallel``: the first pod that would take a PDB below zero if all go at once."""
+        used: dict[int, int] = {}
+        for pod in pods:
+            for b in self.matching(pod):
+                used[id(b)] = used.get(id(b), 0) + 1
+                if used[id(b)] > b.remaining:
+                    return PdbBlock(pod, b.name, planned=used[id(b)] <= b.allowed)
+        return None
+
+    def blocking(self, pods: Iterable[Pod]) -> PdbBlock | None:
+        """The first of ``pods`` (the pods a drain would evict) the budgets do not let go, or None."""
+        pods = list(pods)
+        for pod in pods:
+            block = self.pod_block(pod)
+            if block is not None:
+                return block
+        return self.over_budget(pods)
+
+    def remove(self, pods: Iterable[Pod]) -> None:
+        for pod in pods:
+            for b in self.matching(pod):
+                b.remaining -= 1
+
+
+def drain_block(pods: Iterable[Pod], pdbs: PdbTracker) -> tuple[str, Pod, str, bool] | None:
+    """Why a drain of a node running ``pods`` is not possible now (upstream ``simulator/drain.go`` ``GetPodsToMove``:
+    the rules pod by pod, the PDB rule last), then the whole-node budget check (see :class:`PdbTracker`).
+    ``(reason, pod, message, planned)`` for the first blocking pod, ``planned`` True when only disruptions planned
+    earlier in this loop stand in the way; None: every pod may go."""
+    pods = list(pods)
+    moving = pods_to_move(pods)
+    ids = {id(p) for p in moving}
+    for p in pods:
+        reason = blocking_reason(p, pdbs)
+        if reason:
+            return reason, p, blocking_message(p, reason), False
+        block = pdbs.pod_block(p) if id(p) in ids else None
+        if block is not None:
+            return NOT_ENOUGH_PDB, p, block.message, block.planned
+    block = pdbs.over_budget(moving)
+    if block is not None:
+        return NOT_ENOUGH_PDB, block.pod, block.message, block.planned
     return None
 
 

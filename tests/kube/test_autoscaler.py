@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 from kubernetes import client, config
 from polling import wait_for  # tests/polling.py
 
@@ -69,6 +70,20 @@ class Env:
 @pytest.fixture
 def env(tmp_path: Path):
     sb = Sandbox(tmp_path / "sb", speed=SPEED)
+    sb.start()
+    e = Env(sb)
+    yield e
+    e.close()
+    sb.stop()
+
+
+FAST_SCALE_DOWN = 60.0  # simulated s: --scale-down-unneeded-time and --scale-down-delay-after-add (default 600)
+
+
+@pytest.fixture
+def fast_env(tmp_path: Path):
+    sb = Sandbox(tmp_path / "sb", speed=SPEED, options={"timings": {
+        "ca_scale_down_unneeded": FAST_SCALE_DOWN, "ca_scale_down_delay_after_add": FAST_SCALE_DOWN}})
     sb.start()
     e = Env(sb)
     yield e
@@ -214,3 +229,74 @@ def test_failed_scale_up_backs_off_and_is_reported(env: Env):
     # the fault is lifted: after the backoff the next scale-up succeeds
     assert env.admin("PUT", "/faults", content="").status_code == 200
     wait_for(lambda: running_on_pool(env, np, 2), "2 pods Running", timeout=180)
+
+
+def cpu_deployment(name: str, replicas: int, cpu: str) -> dict:
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
+        "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
+            "metadata": {"labels": labels},
+            "spec": {"nodeSelector": {"inference": "tensorflow"}, "terminationGracePeriodSeconds": 5,
+                     "containers": [{"name": "web", "image": "nginx:1.25", "resources": {
+                         "requests": {"cpu": cpu, "memory": "256Mi"}}}]}}},
+    }
+
+
+def test_scale_down_respects_pod_disruption_budgets(fast_env: Env):
+    env = fast_env
+    policy = client.PolicyV1Api(env.api)
+    clock = env.sb.ctx.clock
+    # one GPU and 3820m allocatable cpu per node: the GPU pods take two nodes, then one 1500m "web" pod fits beside
+    # each (not two), and once the GPU pods are gone both web pods fit on either node
+    np = env.create_pool("elastic", instance_types=["ecs.gn6i-c4g1.xlarge"], max_instances=4)
+    env.apps.create_namespaced_deployment("default", gpu_deployment(replicas=2))
+    wait_for(lambda: running_on_pool(env, np, 2), "2 GPU pods Running on the pool", timeout=120)
+    env.apps.create_namespaced_deployment("default", cpu_deployment("web", replicas=2, cpu="1500m"))
+
+    def web_running():
+        pods = env.pods(app="web")
+        return pods if len(pods) == 2 and all(p.status.phase == "Running" for p in pods) else None
+
+    webs = wait_for(web_running, "2 web pods Running", timeout=60)
+    nodes = {n.metadata.name for n in env.pool_nodes(np)}
+    assert len(nodes) == 2 and {p.spec.node_name for p in webs} == nodes  # one on each node
+    policy.create_namespaced_pod_disruption_budget("default", {
+        "metadata": {"name": "web"}, "spec": {"minAvailable": 2, "selector": {"matchLabels": {"app": "web"}}}})
+    wait_for(lambda: (s := policy.read_namespaced_pod_disruption_budget("web", "default").status)
+             and s.current_healthy == 2 and s.disruptions_allowed == 0 and s, "the PDB at 0 disruptions allowed",
+             timeout=60)
+
+    # the GPU pods go: both nodes are idle (GPU nodes are judged by GPU) and each web pod fits on the other node,
+    # but the PDB allows no disruption: neither node is removed, and the pool says why
+    env.apps.patch_namespaced_deployment_scale("serving", "default", {"spec": {"replicas": 0}})
+    cond = wait_for(lambda: (c := env.condition(np)) and c.reason == "ScaleDownBlocked" and c,
+                    "ScaleDownBlocked on the pool", timeout=120)
+    assert cond.status == "False"
+    m = re.fullmatch(r"node (\S+) cannot be removed: not enough pod disruption budget to move default/(web-\S+) "
+                     r"\(NotEnoughPdb\); underutilized for 60s or more; 1 more node\(s\) of the pool blocked",
+                     cond.message)
+    assert m and m.group(1) in nodes and m.group(2) in {p.metadata.name for p in webs}, cond.message
+    # twice the unneeded window later (simulated time), still both nodes, none marked, no candidate in the status
+    later = clock.now() + 2 * FAST_SCALE_DOWN
+    wait_for(lambda: clock.now() >= later, "two unneeded windows of simulated time", timeout=30)
+    assert {n.metadata.name for n in env.pool_nodes(np)} == nodes
+    assert not env.events("ScaleDown", "Node")
+    assert env.condition(np).reason == "ScaleDownBlocked"
+    status = yaml.safe_load(env.core.read_namespaced_config_map("cluster-autoscaler-status", "kube-system")
+                            .data["status"])
+    group = next(g for g in status["nodeGroups"] if g["name"] == np)
+    assert group["scaleDown"]["status"] == "NoCandidates"
+
+    # one disruption allowed: one node goes (its web pod moves to the other), the budget is spent on it
+    policy.patch_namespaced_pod_disruption_budget("web", "default", {"spec": {"minAvailable": 1}})
+    wait_for(lambda: len(env.pool_nodes(np)) == 1, "the pool down to one node", timeout=120)
+    (kept,) = env.pool_nodes(np)
+    webs = wait_for(lambda: (w := web_running()) and all(p.spec.node_name == kept.metadata.name for p in w) and w,
+                    "both web pods Running on the remaining node", timeout=60)
+    (removed,) = nodes - {kept.metadata.name}
+    msgs = [e.message for e in env.events("ScaleDown") if e.involved_object.kind == "ConfigMap"]
+    assert any(x.startswith(f"Scale-down: removing node {removed}, utilization: 0.00, pods to reschedule: default/web-")
+               for x in msgs), msgs
+    cond = wait_for(lambda: (c := env.condition(np)) and c.reason == "ScaledDown" and c, "ScaledDown", timeout=30)
+    assert removed in cond.message
