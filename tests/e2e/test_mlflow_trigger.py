@@ -27,6 +27,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect_http import prefect_http  # tests/prefect_http.py
 from processes import Proc, free_port  # tests/processes.py
 
 pytest.importorskip("mlflow", reason="the MLflow trigger test needs the mlflow package (a dev extra)")
@@ -90,14 +91,15 @@ class Stack:
         return proc
 
     def flow_runs(self, deployment: str) -> list[dict[str, Any]]:
-        with httpx.Client(base_url=self.prefect_api, timeout=30) as http:
+        with prefect_http(self.prefect_api) as http:
             dep = http.get(f"/deployments/name/{FLOW}/{deployment}").json()
             return http.post("/flow_runs/filter", json={
                 "deployments": {"id": {"any_": [dep["id"]]}}, "sort": "EXPECTED_START_TIME_ASC",
             }).json()
 
     def finished(self, flow_run_id: str) -> dict[str, Any] | None:
-        run = httpx.get(f"{self.prefect_api}/flow_runs/{flow_run_id}", timeout=30).json()
+        with prefect_http(self.prefect_api) as http:
+            run = http.get(f"/flow_runs/{flow_run_id}").json()
         return run if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") else None
 
 
@@ -111,7 +113,7 @@ def shorten_triggered_load(st: Stack) -> None:
     """The one change to what `prefect deploy` made: no load test (``NO_LOAD``), reports in the test's directory.
 
     Only those leaves of the trigger action's parameters change; every templated leaf stays as deployed."""
-    with httpx.Client(base_url=st.prefect_api, timeout=30) as http:
+    with prefect_http(st.prefect_api) as http:
         dep = http.get(f"/deployments/name/{FLOW}/on-model-registered").json()
         (automation,) = [a for a in http.post("/automations/filter", json={}).json()
                          if a["actions"][0].get("deployment_id") == dep["id"]]
@@ -237,7 +239,7 @@ def test_refused_deliveries_start_nothing(stack: Stack, registered: dict[str, An
     assert first.status_code == 200 and first.json()["status"] == "ignored"
     assert httpx.post(stack.receiver_url, content=alias_body, headers=headers, timeout=30).status_code == 409
 
-    with httpx.Client(base_url=stack.prefect_api, timeout=30) as http:
+    with prefect_http(stack.prefect_api) as http:
         events = http.post("/events/filter", json={"filter": {"resource": {"id_prefix": [f"mlflow.model.{bogus}"]}}})
     assert events.json()["events"] == []
 
@@ -260,13 +262,13 @@ def test_setting_the_champion_alias_deploys_that_version(stack: Stack, registere
 
     # The secret shows nowhere: receiver log, events, flow run parameters and logs.
     def stored_events() -> str | None:  # the event persister writes in batches every few seconds
-        text = httpx.post(f"{stack.prefect_api}/events/filter", timeout=30,
-                          json={"filter": {"event": {"name": ["model.version.registered"]}}}).text
+        with prefect_http(stack.prefect_api) as http:
+            text = http.post("/events/filter", json={"filter": {"event": {"name": ["model.version.registered"]}}}).text
         return text if len(json.loads(text)["events"]) >= 2 else None
 
     events = wait_until(stored_events, "both events to be stored")
-    logs = httpx.post(f"{stack.prefect_api}/logs/filter", timeout=30,
-                      json={"logs": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}).text
+    with prefect_http(stack.prefect_api) as http:
+        logs = http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}).text
     aliases = [e["payload"]["alias"] for e in json.loads(events)["events"]]
     assert sorted(a or "" for a in aliases) == ["", "champion"]
     for text in (receiver.text(), events, logs, json.dumps(runs)):

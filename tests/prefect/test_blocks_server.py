@@ -12,8 +12,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
+from prefect_http import prefect_http  # tests/prefect_http.py
 
 REPO = Path(__file__).resolve().parents[2]
 PREFECT = Path(sys.executable).with_name("prefect")
@@ -84,7 +84,7 @@ def test_saved_block_is_masked_in_the_api(registered: subprocess.CompletedProces
         "masking-test-cluster", overwrite=True
     )
 
-    with httpx.Client(base_url=prefect_api, timeout=30) as http:
+    with prefect_http(prefect_api) as http:
         docs = http.post("/block_documents/filter", json={"include_secrets": False})
         docs.raise_for_status()
         by_name = http.get("/block_types/slug/alibaba-cloud-credentials/block_documents/name/masking-test")

@@ -22,6 +22,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prefect_http import prefect_http  # tests/prefect_http.py
 from processes import Proc, free_port  # tests/processes.py
 
 REPO = Path(__file__).resolve().parents[2]
@@ -73,7 +74,7 @@ class PrefectServer:
         return proc
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.api, timeout=30)
+        return prefect_http(self.api)
 
     def deployment(self, name: str) -> dict[str, Any]:
         with self.http() as http:

@@ -25,6 +25,7 @@ from typing import Any
 
 import httpx
 import pytest
+from prefect_http import prefect_http  # tests/prefect_http.py
 from processes import free_port  # tests/processes.py
 
 from flows.registry_webhook import EVENT_NAME, ReceiverConfig, create_app
@@ -86,7 +87,7 @@ def created(name: str, version: str = "1", source: str = "/srv/models/demo") -> 
 
 
 def read_events(api: str, resource_prefix: str) -> list[dict[str, Any]]:
-    with httpx.Client(base_url=api, timeout=30) as http:
+    with prefect_http(api) as http:
         r = http.post("/events/filter", json={
             "filter": {"event": {"name": [EVENT_NAME]}, "resource": {"id_prefix": [resource_prefix]}},
             "limit": 50,
