@@ -23,6 +23,7 @@ class Sample:
     due: float  # time.monotonic() when the request was due
     latency: float  # seconds from ``due`` to the complete answer
     outcome: int | str  # HTTP status, or the exception class name
+    lag: float  # seconds from ``due`` to the moment the generator sent it (its own delay, if it fell behind)
 
 
 def p95(samples: list[Sample]) -> float:
@@ -46,9 +47,10 @@ class OpenLoopLoad:
         self.started = 0.0
         ctx = mp.get_context("spawn")
         self._stop = ctx.Event()
+        self._scheduled = ctx.Value("d", 0.0)  # the due time of the last request the child has sent
         self._out: mp.Queue = ctx.Queue()
         self._proc = ctx.Process(target=_generate, name="open-loop", daemon=True,
-                                 args=(url, host, body, rate, timeout, self._stop, self._out))
+                                 args=(url, host, body, rate, timeout, self._stop, self._scheduled, self._out))
 
     def __enter__(self) -> OpenLoopLoad:
         self._proc.start()
@@ -58,8 +60,13 @@ class OpenLoopLoad:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def stop(self) -> None:
+    def stop(self, covering: float | None = None) -> None:
+        """Stop sending (once every request due before ``covering`` has been sent, if given) and collect."""
         if self._proc.is_alive() or not self.samples:
+            deadline = time.monotonic() + self.timeout
+            while covering is not None and self._scheduled.value < covering and time.monotonic() < deadline \
+                    and self._proc.is_alive():
+                time.sleep(0.05)
             self._stop.set()
             self.samples = [Sample(*row) for row in self._out.get(timeout=self.timeout + 30)]
             self._proc.join(10)
@@ -74,18 +81,20 @@ class OpenLoopLoad:
         return [s for s in samples if s.outcome != 200]
 
 
-def _generate(url: str, host: str, body: dict[str, Any], rate: float, timeout: float, stop: Any, out: Any) -> None:
-    """The child process: send on schedule until ``stop`` is set, then put every ``(due, latency, outcome)``."""
-    rows: list[tuple[float, float, int | str]] = []
+def _generate(url: str, host: str, body: dict[str, Any], rate: float, timeout: float, stop: Any, scheduled: Any,
+              out: Any) -> None:
+    """The child process: send on schedule until ``stop`` is set, then put every ``(due, latency, outcome, lag)``."""
+    rows: list[tuple[float, float, int | str, float]] = []
     content = json.dumps(body).encode()  # encoded once: the generator must keep its schedule
 
     async def one(http: httpx.AsyncClient, due: float) -> None:
+        lag = time.monotonic() - due
         try:
             r = await http.post(url, content=content)
             outcome: int | str = r.status_code
         except httpx.HTTPError as e:
             outcome = type(e).__name__
-        rows.append((due, time.monotonic() - due, outcome))
+        rows.append((due, time.monotonic() - due, outcome, lag))
 
     async def run() -> None:
         limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
@@ -98,6 +107,7 @@ def _generate(url: str, host: str, body: dict[str, Any], rate: float, timeout: f
                 task = asyncio.create_task(one(http, due))
                 pending.add(task)
                 task.add_done_callback(pending.discard)
+                scheduled.value = due
                 due += 1.0 / rate
             if pending:
                 await asyncio.wait(pending, timeout=timeout)

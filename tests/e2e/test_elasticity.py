@@ -274,6 +274,7 @@ def test_constant_load_scales_out_through_the_whole_chain_and_back_in(deployed: 
             time.sleep(5.0)
             steady_to = time.monotonic()
             stop_sim = clock.now()
+            load.stop(covering=steady_to)
         peak = max(obs.snapshots, key=lambda s: len(s.nodes))
 
     # 1. the metric rose above the target
@@ -311,8 +312,12 @@ def test_constant_load_scales_out_through_the_whole_chain_and_back_in(deployed: 
     second_ready = next(s.at for s in obs.snapshots if sum(_ready(p) for p in s.pods) >= 2)
     overloaded = load.between(load.started, second_ready)
     recovered = load.between(steady_from, steady_to)
-    assert len(recovered) >= 50, len(recovered)
-    assert p95(recovered) < p95(overloaded), (p95(recovered), p95(overloaded))
+    dues = sorted(x.due - load.started for x in load.samples) or [0.0]
+    seen = (f"{len(load.samples)} samples due {dues[0]:.1f}..{dues[-1]:.1f} s, window "
+            f"{steady_from - load.started:.1f}..{steady_to - load.started:.1f} s, generator lag max "
+            f"{max((x.lag for x in load.samples), default=0):.2f} s")
+    assert len(recovered) >= 50, seen
+    assert p95(recovered) < p95(overloaded), (p95(recovered), p95(overloaded), seen)
     assert p95(overloaded) > 2 * CAPACITY["service_time_ms"] / 1000, "one replica was never overloaded"
     every = load.between(load.started, steady_to)
     print(f"elasticity: metric max {max(metric_values)}, HPA ups {[u['desiredReplicas'] for u in ups]}, "
@@ -364,6 +369,7 @@ def test_a_spot_reclaim_during_load_keeps_the_service_answering_and_restores_cap
         after = wait_for(restored, "the reclaimed node gone and every replica Ready again", timeout=240)
         time.sleep(2.0)
         done = time.monotonic()
+        load.stop(covering=done)
 
     during = load.between(noticed, done)
     errors = OpenLoopLoad.errors(during)
