@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-import httpx
+import aiohttp
 
 
 @dataclass(frozen=True)
@@ -87,18 +87,22 @@ def _generate(url: str, host: str, body: dict[str, Any], rate: float, timeout: f
     rows: list[tuple[float, float, int | str, float]] = []
     content = json.dumps(body).encode()  # encoded once: the generator must keep its schedule
 
-    async def one(http: httpx.AsyncClient, due: float) -> None:
+    async def one(http: aiohttp.ClientSession, due: float) -> None:
         lag = time.monotonic() - due
         try:
-            r = await http.post(url, content=content)
-            outcome: int | str = r.status_code
-        except httpx.HTTPError as e:
+            async with http.post(url, data=content) as r:
+                await r.read()
+                outcome: int | str = r.status
+        except (TimeoutError, aiohttp.ClientError) as e:
             outcome = type(e).__name__
         rows.append((due, time.monotonic() - due, outcome, lag))
 
     async def run() -> None:
-        limits = httpx.Limits(max_connections=1000, max_keepalive_connections=1000)
-        async with httpx.AsyncClient(headers={"Host": host, "Content-Type": "application/json"}, timeout=timeout, limits=limits) as http:
+        # aiohttp rather than httpx: with hundreds of requests outstanding (an overloaded replica) httpx's pool cost
+        # enough CPU per request that the generator fell seconds behind its own schedule on a busy machine
+        connector = aiohttp.TCPConnector(limit=1000)
+        async with aiohttp.ClientSession(headers={"Host": host, "Content-Type": "application/json"},
+                                         connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as http:
             pending: set[asyncio.Task] = set()
             due = time.monotonic()
             out.put(due)
@@ -110,7 +114,7 @@ def _generate(url: str, host: str, body: dict[str, Any], rate: float, timeout: f
                 scheduled.value = due
                 due += 1.0 / rate
             if pending:
-                await asyncio.wait(pending, timeout=timeout)
+                await asyncio.wait(pending, timeout=timeout + 5)
 
     asyncio.run(run())
     out.put(rows)

@@ -339,7 +339,8 @@ def test_gpu_serving_waits_for_a_labelled_pool_then_lands_only_there(elastic):
     assert (c.status, c.reason, c.message) == ("False", "Unschedulable", want) and p.status.phase == "Pending"
     (ev,) = wait_for(lambda: events_for(core, ns, name, "FailedScheduling"), "FailedScheduling")
     assert ev.type == "Warning" and ev.message == want and ev.source.component == "default-scheduler"
-    d = apps.read_namespaced_deployment("tf", ns)
+    d = wait_for(lambda: (lambda x: x if cond(x, "Available") else None)(apps.read_namespaced_deployment("tf", ns)),
+                 "the Deployment's Available condition")
     assert cond(d, "Available").status == "False" and cond(d, "Available").reason == "MinimumReplicasUnavailable"
 
     # a GPU pool labelled inference=tensorflow, scaled by hand
