@@ -91,17 +91,21 @@ def fast_env(tmp_path: Path):
     sb.stop()
 
 
-def gpu_deployment(name: str = "serving", replicas: int = 4) -> dict:
+def pool_deployment(name: str, replicas: int, container: dict) -> dict:
+    """A Deployment whose pods only fit the ``inference=tensorflow`` pools."""
     labels = {"app": name}
     return {
         "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
         "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
             "metadata": {"labels": labels},
             "spec": {"nodeSelector": {"inference": "tensorflow"}, "terminationGracePeriodSeconds": 5,
-                     "containers": [{"name": "serving", "image": "nginx:1.25", "resources": {
-                         "requests": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"},
-                         "limits": {"nvidia.com/gpu": "1"}}}]}}},
+                     "containers": [{"image": "nginx:1.25", **container}]}}},
     }
+
+
+def gpu_deployment(name: str = "serving", replicas: int = 4) -> dict:
+    return pool_deployment(name, replicas, {"name": "serving", "resources": {
+        "requests": {"cpu": "1", "memory": "2Gi", "nvidia.com/gpu": "1"}, "limits": {"nvidia.com/gpu": "1"}}})
 
 
 def running_on_pool(env: Env, np: str, n: int) -> list | None:
@@ -232,15 +236,7 @@ def test_failed_scale_up_backs_off_and_is_reported(env: Env):
 
 
 def cpu_deployment(name: str, replicas: int, cpu: str) -> dict:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": name, "labels": labels},
-        "spec": {"replicas": replicas, "selector": {"matchLabels": labels}, "template": {
-            "metadata": {"labels": labels},
-            "spec": {"nodeSelector": {"inference": "tensorflow"}, "terminationGracePeriodSeconds": 5,
-                     "containers": [{"name": "web", "image": "nginx:1.25", "resources": {
-                         "requests": {"cpu": cpu, "memory": "256Mi"}}}]}}},
-    }
+    return pool_deployment(name, replicas, {"name": "web", "resources": {"requests": {"cpu": cpu, "memory": "256Mi"}}})
 
 
 def test_scale_down_respects_pod_disruption_budgets(fast_env: Env):
