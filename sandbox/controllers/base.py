@@ -149,6 +149,21 @@ class Controller:
         self.event(owner, "Normal", "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component)
         return created
 
+    def delete_owned_pods(self, owner: dict[str, Any], pods: list[dict[str, Any]],
+                          component: str) -> list[dict[str, Any]]:
+        """Delete ``pods`` with the ``SuccessfulDelete`` event upstream's pod control records; returns those deleted
+        (a pod already gone or refused is skipped)."""
+        deleted = []
+        for p in pods:
+            pm = p["metadata"]
+            try:
+                self.store.delete("pods", pm.get("namespace"), pm["name"])
+            except KubeError:
+                continue
+            self.event(owner, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}", component)
+            deleted.append(p)
+        return deleted
+
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
               host: str | None = None) -> None:
         with contextlib.suppress(KubeError):

@@ -26,7 +26,6 @@ import copy
 from datetime import UTC, datetime
 from typing import Any
 
-from ..kube.errors import KubeError
 from .base import Controller
 from .replicasets import MAX_BURST, _deletion_rank, pod_ready
 from .util import condition, ts
@@ -146,16 +145,9 @@ class JobController(Controller):
 
     def _delete(self, job: dict[str, Any], active: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
         """Delete ``n`` active pods (the least useful first, as the ReplicaSet controller); returns those left."""
-        left = list(active)
-        for p in sorted(active, key=_deletion_rank)[:min(n, MAX_BURST)]:
-            pm = p["metadata"]
-            try:
-                self.store.delete("pods", pm.get("namespace"), pm["name"])
-            except KubeError:
-                continue
-            self.event(job, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}", COMPONENT)
-            left.remove(p)
-        return left
+        victims = sorted(active, key=_deletion_rank)[:min(n, MAX_BURST)]
+        deleted = {id(p) for p in self.delete_owned_pods(job, victims, COMPONENT)}
+        return [p for p in active if id(p) not in deleted]
 
 
 def _set(conds: list[dict[str, Any]], type_: str, status: str, reason: str, message: str,

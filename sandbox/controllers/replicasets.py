@@ -73,13 +73,7 @@ class ReplicaSetController(Controller):
                     owned.append(created)
             elif diff > 0:
                 victims = sorted(active, key=_deletion_rank)[:min(diff, MAX_BURST)]
-                for p in victims:
-                    pm = p["metadata"]
-                    try:
-                        self.store.delete("pods", pm.get("namespace"), pm["name"])
-                    except KubeError:
-                        continue
-                    self.event(rs, "Normal", "SuccessfulDelete", f"Deleted pod: {pm['name']}", COMPONENT)
+                for p in self.delete_owned_pods(rs, victims, COMPONENT):
                     active.remove(p)
         return self._status(rs, active, now)
 

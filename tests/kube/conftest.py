@@ -38,6 +38,16 @@ def apps(api_client):
     return client.AppsV1Api(api_client)
 
 
+@pytest.fixture(scope="session")
+def batch(api_client):
+    return client.BatchV1Api(api_client)
+
+
+@pytest.fixture(scope="session")
+def policy(api_client):
+    return client.PolicyV1Api(api_client)
+
+
 @pytest.fixture
 def ns(core):
     """A fresh namespace per test."""

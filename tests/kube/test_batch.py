@@ -5,23 +5,12 @@ from __future__ import annotations
 import json
 
 import pytest
-from kubernetes import client
 from kubernetes.client.rest import ApiException
 from polling import wait_for
 
 from sandbox.controllers import ContainerState
 
 from .conftest import deployment
-
-
-@pytest.fixture(scope="module")
-def batch(api_client):
-    return client.BatchV1Api(api_client)
-
-
-@pytest.fixture(scope="module")
-def policy(api_client):
-    return client.PolicyV1Api(api_client)
 
 
 def _job(name: str, **spec) -> dict:
