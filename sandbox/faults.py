@@ -428,22 +428,17 @@ class FaultEngine:
 
 
 # ---- ASGI middleware -----------------------------------------------------------------------------------------------
-def _engine(ctx: Any) -> FaultEngine | None:
-    admin = getattr(ctx, "services", {}).get("admin")
-    return getattr(admin, "faults", None)
-
-
 class FaultMiddleware:
     """Wraps one service's ASGI app; injects that service's faults (see the module docstring)."""
 
-    def __init__(self, app: Any, service: str, ctx: Any) -> None:
+    def __init__(self, app: Any, service: str, engine: FaultEngine) -> None:
         self.app = app
         self.service = service
-        self.ctx = ctx
+        self.engine = engine
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        engine = _engine(self.ctx)
-        if scope.get("type") != "http" or engine is None or not engine.active(self.service):
+        engine = self.engine
+        if scope.get("type") != "http" or not engine.active(self.service):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET").upper()
@@ -473,8 +468,8 @@ class FaultMiddleware:
         await send({"type": "http.response.body", "body": body})
 
 
-def wrap_app(ctx: Any, service: str, app: Any) -> Any:
+def wrap_app(app: Any, service: Any, engine: FaultEngine) -> Any:
     """The runner's hook: wrap the HTTP services that have faults (oss, cs, kube); others unchanged."""
-    if service in SERVICES.values():
-        return FaultMiddleware(app, service, ctx)
+    if service.name in SERVICES.values():
+        return FaultMiddleware(app, service.name, engine)
     return app

@@ -13,7 +13,8 @@ bus topic ``"ack"``.
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -30,6 +31,9 @@ from .protocol import read_request
 from .routes import AckApi
 from .state import AckState
 
+if TYPE_CHECKING:
+    from ..kube.service import KubeService
+
 log = logging.getLogger("sandbox.ack")
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
@@ -38,14 +42,11 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 class AckService(Service):
     name = "cs"
 
-    def __init__(self, ctx: SandboxContext) -> None:
+    def __init__(self, ctx: SandboxContext, fleet: FleetService, kube: KubeService) -> None:
         super().__init__(ctx)
-        fleet = ctx.services.get("fleet")
-        if not isinstance(fleet, FleetService):
-            raise RuntimeError("the ACK service needs the fleet service (register FleetService before AckService)")
-        self.timings = resolve(getattr(ctx, "options", None))
+        self.timings = resolve(ctx.options)
         self.state = AckState(ctx.store, ctx.clock, ctx.identity, fleet, self.timings)
-        self.api = AckApi(self.state, ctx.services, ctx.endpoints)
+        self.api = AckApi(self.state, kube, ctx.endpoints)
         self.verifier = Verifier(ctx.accounts.secret_for)
 
     # ---- HTTP ------------------------------------------------------------------------------------------------
@@ -92,6 +93,10 @@ class AckService(Service):
     # ---- in-process API --------------------------------------------------------------------------------------
     def nodepools(self) -> list[dict[str, Any]]:
         return self.state.list_pools(None)
+
+    def add_pool_conditions(self, fn: Callable[[str], list[dict[str, Any]]]) -> None:
+        """Add a source of node pool ``status.conditions`` (the cluster-autoscaler's ``ClusterAutoscaler``)."""
+        self.state.extra_conditions.append(fn)
 
     def nodepool(self, nodepool_id: str) -> dict[str, Any] | None:
         p = self.state._pool(nodepool_id)

@@ -55,7 +55,7 @@ import contextlib
 import copy
 import logging
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -65,6 +65,12 @@ from ..kube.errors import KubeError
 from ..service import Service
 from ..timings import resolve
 from . import simulate as sim
+
+if TYPE_CHECKING:
+    from ..ack.service import AckService
+    from ..fleet.service import FleetService
+    from ..kube.api import KubeStore
+    from ..kube.service import KubeService
 
 log = logging.getLogger("sandbox.autoscaler")
 
@@ -97,9 +103,12 @@ def _ready(node: dict[str, Any]) -> bool:
 class AutoscalerService(Service):
     name = "autoscaler"
 
-    def __init__(self, ctx: SandboxContext) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, fleet: FleetService, ack: AckService) -> None:
         super().__init__(ctx)
-        self.timings = resolve(getattr(ctx, "options", None))
+        self.kube = kube
+        self.fleet = fleet
+        self.ack = ack
+        self.timings = resolve(ctx.options)
         self.unneeded_since: dict[str, float] = {}
         self.last_scale_up: dict[str, float] = {}
         self.last_scale_up_any: float | None = None
@@ -113,21 +122,13 @@ class AutoscalerService(Service):
         self._status_written: tuple[str, float] | None = None
         self.scans = 0
 
-    # ---- services used -------------------------------------------------------------------------------------------
     @property
-    def store(self) -> Any:
-        return self.ctx.services["kube"].store
-
-    @property
-    def fleet(self) -> Any:
-        return self.ctx.services["fleet"]
+    def store(self) -> KubeStore:
+        return self.kube.store
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        cs = self.ctx.services.get("cs")
-        hooks = getattr(getattr(cs, "state", None), "extra_conditions", None)
-        if hooks is not None:
-            hooks.append(self.pool_conditions)
+        self.ack.add_pool_conditions(self.pool_conditions)
         self.spawn(self._run(), name="cluster-autoscaler")
 
     async def _run(self) -> None:

@@ -5,7 +5,8 @@ the node lifecycle (:mod:`.nodes`), the Deployment and ReplicaSet controllers (:
 :mod:`.replicasets`), the scheduler (:mod:`.scheduler`), the kubelets (:mod:`.kubelet`, with the OSS CSI mount in
 :mod:`.csi`), the PV/PVC binder (:mod:`.volumes`), the Endpoints controller (:mod:`.endpoints`), the Job controller
 (:mod:`.jobs`) and the disruption controller (PodDisruptionBudget status, :mod:`.disruption`). Delays come
-from :mod:`sandbox.timings`. It must start after the ``kube`` service (and uses ``fleet`` and ``oss`` when present).
+from :mod:`sandbox.timings`. It is given the ``kube`` service (the store), ``fleet`` (instances become nodes), ``oss``
+(the CSI mounts) and the :class:`~sandbox.controllers.runtime.PodLogs` it shares with the API server.
 
 In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
 
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import SandboxContext
 from ..service import Service
@@ -36,9 +37,14 @@ from .jobs import JobController
 from .kubelet import Kubelet, image_id
 from .nodes import NodeController
 from .replicasets import ReplicaSetController
-from .runtime import RuntimeRegistry, VolumeSource
+from .runtime import PodLogs, RuntimeRegistry, VolumeSource
 from .scheduler import Scheduler
 from .volumes import VolumeBinder
+
+if TYPE_CHECKING:
+    from ..fleet.service import FleetService
+    from ..kube.service import KubeService
+    from ..oss.service import OssService
 
 log = logging.getLogger("sandbox.controllers")
 
@@ -51,31 +57,20 @@ CONTROLLERS: tuple[type[Controller], ...] = (
 class ControllersService(Service):
     name = "controllers"
 
-    def __init__(self, ctx: SandboxContext) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, fleet: FleetService, oss: OssService,
+                 logs: PodLogs) -> None:
         super().__init__(ctx)
-        if "kube" not in ctx.services:
-            raise RuntimeError("the controllers need the kube service (register KubeService before them)")
-        self.timings = resolve(getattr(ctx, "options", None))
+        self.kube = kube
+        self.fleet = fleet
+        self.oss = oss
+        self.pod_logs = logs
+        self.timings = resolve(ctx.options)
         self.runtimes = RuntimeRegistry(on_change=self._runtime_changed)
         self.controllers: list[Controller] = []
         self._tasks: list[asyncio.Task] = []
         self._bg: set[asyncio.Task] = set()
-        self._logs: dict[tuple[str, str, str], str] = {}
         self._volumes: dict[tuple[str, str], dict[str, VolumeSource]] = {}
         self._images: dict[str, dict[str, int]] = {}
-
-    # ---- services this one reads ---------------------------------------------------------------------------------
-    @property
-    def kube(self) -> Any:
-        return self.ctx.services["kube"]
-
-    @property
-    def fleet(self) -> Any:
-        return self.ctx.services.get("fleet")
-
-    @property
-    def oss(self) -> Any:
-        return self.ctx.services.get("oss")
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -126,20 +121,14 @@ class ControllersService(Service):
         return dict(self._volumes.get((namespace, pod), {}))
 
     def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
-        self._logs[(namespace, pod, container)] = text
+        self.pod_logs.set(namespace, pod, container, text)
 
     def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        if container is None:
-            for (ns, p, _c), text in self._logs.items():
-                if ns == namespace and p == pod:
-                    return text
-            return ""
-        return self._logs.get((namespace, pod, container), "")
+        return self.pod_logs.logs(namespace, pod, container)
 
     def forget_pod(self, namespace: str, pod: str) -> None:
         self._volumes.pop((namespace, pod), None)
-        for key in [k for k in self._logs if k[0] == namespace and k[1] == pod]:
-            del self._logs[key]
+        self.pod_logs.forget(namespace, pod)
 
     def add_image(self, node: str, image: str, size: int) -> None:
         self._images.setdefault(node, {})[image] = size

@@ -25,13 +25,19 @@ import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..kube.errors import KubeError
 from ..kube.resources import RESOURCES, ResourceType
 from ..service import Service
 from ..timings import resolve as resolve_timings
 from . import algorithm as A
+
+if TYPE_CHECKING:
+    from ..context import SandboxContext
+    from ..kube.api import KubeStore
+    from ..kube.service import KubeService
+    from ..metrics.service import MetricsService
 
 log = logging.getLogger("sandbox.hpa")
 COMPONENT = "horizontal-pod-autoscaler"
@@ -67,9 +73,11 @@ def scale_target(ref: dict[str, Any]) -> ResourceType:
 class HpaService(Service):
     name = "hpa"
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, metrics: MetricsService) -> None:
         super().__init__(ctx)
-        timings = resolve_timings(getattr(ctx, "options", None))
+        self.kube = kube
+        self.metrics = metrics
+        timings = resolve_timings(ctx.options)
         self.sync_period = timings["hpa_sync"]
         self.downscale_window = timings["hpa_downscale_stabilization"]
         self.tolerance = A.DEFAULT_TOLERANCE
@@ -78,8 +86,8 @@ class HpaService(Service):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def store(self):
-        return self.ctx.services["kube"].store
+    def store(self) -> KubeStore:
+        return self.kube.store
 
     # ---- loop ------------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -342,11 +350,8 @@ class HpaService(Service):
 
     def _external(self, ns: str, name: str, sel: dict[str, Any] | None, sel_s: str, fail, average: bool) -> list[int]:
         """Values in milli-units (``externalMetricsClient.GetExternalMetric``)."""
-        metrics = self.ctx.services.get("metrics")
         try:
-            if metrics is None:
-                raise KubeError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-            items = metrics.values(ns, name, sel)
+            items = self.metrics.values(ns, name, sel)
         except KubeError as e:
             raise fail(f"unable to get external metric {ns}/{name}/{sel_s}: unable to fetch metrics from external "
                        f"metrics API: {e.message}", average) from e

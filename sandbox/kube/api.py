@@ -1,6 +1,7 @@
 """The verbs of the API server, shared by the HTTP routes and by in-process controllers.
 
-In-process contract (``kube = ctx.services["kube"]; s = kube.store``); ``resource`` is a storage key, plural,
+In-process contract (``s = kube.store``, ``kube`` the :class:`~sandbox.kube.service.KubeService` a service is given);
+``resource`` is a storage key, plural,
 kind or short name (``"pods"``, ``"deployments"``, ``"hpa"``, ``"events"``) or a :class:`ResourceType`.
 Every method goes through the same validation, defaulting, resourceVersion, generation and managedFields logic as
 HTTP and raises :class:`~sandbox.kube.errors.KubeError` (``.code``, ``.reason``) on failure. Objects returned are

@@ -2,7 +2,8 @@
 
 ``KubeService.store`` is the in-process API the controllers use (see :mod:`sandbox.kube.api` for the contract);
 ``user_kubeconfig()`` serves ACK's DescribeClusterUserKubeconfig; ``register_api()`` lets another sandbox
-service answer an aggregated API group (e.g. ``external.metrics.k8s.io``) on this server.
+service answer an aggregated API group (e.g. ``external.metrics.k8s.io``) on this server. ``pods/log`` is read from
+the :class:`PodLogSource` it is given (the kubelets' container logs, as the real API server asks the kubelet).
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..runner import write_private
 from ..service import Service
@@ -25,12 +26,19 @@ log = logging.getLogger("sandbox.kube")
 DEFAULT_USER_TTL_MINUTES = 3 * 365 * 24 * 60  # ACK's default for a kubeconfig without a temporary duration
 
 
+class PodLogSource(Protocol):
+    """Where ``pods/log`` is read from: the container's log text, ``""`` when there is none."""
+
+    def logs(self, namespace: str, pod: str, container: str | None = None) -> str: ...
+
+
 class KubeService(Service):
     name = "kube"
     scheme = "https"
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx, logs: PodLogSource) -> None:
         super().__init__(ctx)
+        self.logs = logs
         self.dir = ctx.state_dir / "kube"
         self.tls = ensure_certs(self.dir)
         self.tokens = Tokens(ctx.store, ctx.clock)

@@ -164,7 +164,7 @@ def test_boot_failures_and_spot_stockouts(sb, info):
         "boot_failures": [{"instance_type": "ecs.g7.*", "count": 1}],
         "spot_stockouts": [{"instance_type": "ecs.gn6i-c4g1.xlarge", "available": 0}]})
     assert r.status_code == 200, r.text
-    fleet = sb.ctx.services["fleet"]
+    fleet = sb.services.fleet
     assert all(fleet.stock("ecs.gn6i-c4g1.xlarge", z, spot=True) == 0 for z in zones)
     api = ack_api(info, backoff=0.01, backoff_max=0.02)
     default = next(p for p in api.describe_node_pools() if p.nodepool_info.get("is_default"))
