@@ -57,6 +57,13 @@ class AckApi:
         ):
             self.routes.append((method, re.compile(f"^{pattern}/?$"), action, handler))
 
+    def operation(self, method: str, path: str) -> str | None:
+        """The OpenAPI action a request is (``ScaleClusterNodePool`` ...), by this route table; None when none."""
+        for m, rx, action, _handler in self.routes:
+            if m == method and rx.match(path):
+                return action
+        return None
+
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         for m, rx, _action, handler in self.routes:
             hit = rx.match(path)

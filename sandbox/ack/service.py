@@ -26,7 +26,7 @@ from ..fleet.service import FleetService
 from ..service import Service
 from ..timings import resolve
 from .auth import Verifier
-from .errors import AckError, error_response, json_response, new_request_id
+from .errors import AckError, error_response, injected_error, json_response, new_request_id
 from .protocol import read_request
 from .routes import AckApi
 from .state import AckState
@@ -67,6 +67,14 @@ class AckService(Service):
             log.exception("ACK request failed: %s %s", request.method, request.url.path)
             return error_response(AckError(500, "InternalError",
                                            "The request processing has failed due to some unknown error."), rid)
+
+    # ---- fault injection (sandbox.faults.FaultTarget) ---------------------------------------------------------
+    def fault_operation(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        """The OpenAPI action: ``x-acs-action`` (the current SDK sends it), else this service's route table."""
+        return headers.get("x-acs-action") or self.api.operation(method, path) or f"{method} {path}"
+
+    def fault_error(self, kind: str, status: int, method: str, host: str) -> tuple[int, list, bytes]:
+        return injected_error(kind, status)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from ..runner import write_private
 from ..service import Service
-from . import kubeconfig, seed
+from . import kubeconfig, operations, seed
 from .api import KubeStore
 from .app import KubeApp
 from .auth import Tokens
@@ -74,6 +74,13 @@ class KubeService(Service):
 
     def info(self) -> dict[str, Any]:
         return {"kube_endpoint": self.endpoint, "kubeconfig": str(self.kubeconfig_path)}
+
+    # ---- fault injection (sandbox.faults.FaultTarget) ------------------------------------------------------------
+    def fault_operation(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        return operations.operation(method, path, query)
+
+    def fault_error(self, kind: str, status: int, method: str, host: str) -> tuple[int, list, bytes]:
+        return operations.injected_error(kind, status)
 
     # ---- ACK DescribeClusterUserKubeconfig ---------------------------------------------------------------------------
     def user_kubeconfig(self, temporary_minutes: int | None = None, private_ip: bool = False) -> tuple[str, str]:

@@ -16,7 +16,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from blocks.alibaba import AlibabaCloudCredentials
-from sandbox.faults import FaultEngine, kube_operation, oss_operation, parse_spec
+from sandbox.faults import FaultEngine, parse_spec
+from sandbox.kube.operations import operation as kube_operation
+from sandbox.oss.operations import operation as oss_operation
 from sandbox.runner import Sandbox
 from tasks.ack_api import AckApi, AckApiError
 from tasks.kube import KubeClients
