@@ -5,9 +5,8 @@ backed by :class:`sandbox.ack.state.AckState` over the shared store and the flee
 loop on the simulated clock moves node pools through their states and settles tasks; it wakes on the bus topic
 ``"fleet"`` as well as on its resync period.
 
-In-process API (for the Kubernetes side): ``nodepool(nodepool_id)`` -> the pool as DescribeClusterNodePoolDetail
-renders it (labels/taints in ``kubernetes_config``), ``nodepools()`` -> all of them. Changes are announced on the
-bus topic ``"ack"``.
+In-process API: ``add_pool_conditions(fn)`` adds a source of node pool ``status.conditions`` (the
+cluster-autoscaler's). Changes are announced on the bus topic ``"ack"``.
 """
 
 from __future__ import annotations
@@ -99,13 +98,6 @@ class AckService(Service):
         return min(dues) if dues else None
 
     # ---- in-process API --------------------------------------------------------------------------------------
-    def nodepools(self) -> list[dict[str, Any]]:
-        return self.state.list_pools(None)
-
     def add_pool_conditions(self, fn: Callable[[str], list[dict[str, Any]]]) -> None:
         """Add a source of node pool ``status.conditions`` (the cluster-autoscaler's ``ClusterAutoscaler``)."""
         self.state.extra_conditions.append(fn)
-
-    def nodepool(self, nodepool_id: str) -> dict[str, Any] | None:
-        p = self.state._pool(nodepool_id)
-        return None if p is None else self.state.render_pool(p)

@@ -120,7 +120,6 @@ class AutoscalerService(Service):
         # group, upstream BlockingPodReason, message)
         self.unremovable: dict[str, tuple[float | None, str, str, str]] = {}
         self._status_written: tuple[str, float] | None = None
-        self.scans = 0
 
     @property
     def store(self) -> KubeStore:
@@ -149,7 +148,6 @@ class AutoscalerService(Service):
     # ---- one scan ------------------------------------------------------------------------------------------------
     def scan(self) -> None:
         now = self.ctx.clock.now()
-        self.scans += 1
         groups = {g.pool_id: g for g in self.fleet.state.groups() if g.spec.auto_scaling and not g.deleting}
         nodes = self.store.list("nodes")
         # the stored objects, read-only and uncopied, through the store's indexes (upstream reads its informer

@@ -15,7 +15,6 @@ In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
 - ``volumes_of(namespace, pod) -> {volume name: VolumeSource}``: what each volume of a started pod maps to
   (OSS bucket/path for the CSI PVs, ConfigMap/Secret names), as the kubelet mounted it.
 - ``logs(namespace, pod, container=None) -> str``: the container's log text (what ``kubectl logs`` would show).
-- ``node_images(node) -> {image: size}``: images pulled on a node.
 """
 
 from __future__ import annotations
@@ -132,9 +131,6 @@ class ControllersService(Service):
 
     def add_image(self, node: str, image: str, size: int) -> None:
         self._images.setdefault(node, {})[image] = size
-
-    def node_images(self, node: str) -> dict[str, int]:
-        return dict(self._images.get(node, {}))
 
     def image_list(self, node: str) -> list[dict[str, Any]]:
         """``status.images`` of a node: biggest first (kubelet sorts by size), at most 50."""
