@@ -489,7 +489,7 @@ class AutoscalerService(Service):
 
     def _event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         with contextlib.suppress(KubeError):
-            self.store.record_event(obj, type_, reason, message, component=COMPONENT)
+            self.kube.events.record(obj, type_, reason, message, component=COMPONENT)
 
     def _status_event(self, type_: str, reason: str, message: str) -> None:
         cm = self.store.try_get("configmaps", "kube-system", STATUS_CONFIGMAP)

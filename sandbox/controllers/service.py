@@ -4,8 +4,9 @@ Runs, each as its own level-triggered loop over the Kubernetes store (:mod:`sand
 the node lifecycle (:mod:`.nodes`), the Deployment and ReplicaSet controllers (:mod:`.deployments`,
 :mod:`.replicasets`), the scheduler (:mod:`.scheduler`), the kubelets (:mod:`.kubelet`, with the OSS CSI mount in
 :mod:`.csi`), the PV/PVC binder (:mod:`.volumes`), the Endpoints controller (:mod:`.endpoints`), the Job controller
-(:mod:`.jobs`) and the disruption controller (PodDisruptionBudget status, :mod:`.disruption`). Delays come
-from :mod:`sandbox.timings`. It is given the ``kube`` service (the store), ``fleet`` (instances become nodes), ``oss``
+(:mod:`.jobs`), the disruption controller (PodDisruptionBudget status, :mod:`.disruption`), the garbage collector
+(:mod:`.garbagecollector`), the namespace controller (:mod:`.namespaces`) and the pod grace-period reaper
+(:mod:`.podgc`). Delays come from :mod:`sandbox.timings`. It is given the ``kube`` service (the store), ``fleet`` (instances become nodes), ``oss``
 (the CSI mounts) and the :class:`~sandbox.controllers.runtime.PodLogs` it shares with the API server.
 
 In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
@@ -32,9 +33,12 @@ from .base import Controller
 from .deployments import DeploymentController
 from .disruption import DisruptionController
 from .endpoints import EndpointsController
+from .garbagecollector import GarbageCollector
 from .jobs import JobController
 from .kubelet import Kubelet, image_id
+from .namespaces import NamespaceController
 from .nodes import NodeController
+from .podgc import PodGC
 from .replicasets import ReplicaSetController
 from .runtime import PodLogs, RuntimeRegistry, VolumeSource
 from .scheduler import Scheduler
@@ -43,13 +47,14 @@ from .volumes import VolumeBinder
 if TYPE_CHECKING:
     from ..fleet.service import FleetService
     from ..kube.service import KubeService
+    from ..kube.storage import Change
     from ..oss.service import OssService
 
 log = logging.getLogger("sandbox.controllers")
 
 CONTROLLERS: tuple[type[Controller], ...] = (
     NodeController, VolumeBinder, DeploymentController, ReplicaSetController, Scheduler, Kubelet,
-    EndpointsController, JobController, DisruptionController,
+    EndpointsController, JobController, DisruptionController, GarbageCollector, NamespaceController, PodGC,
 )
 
 
@@ -66,6 +71,8 @@ class ControllersService(Service):
         self.timings = resolve(ctx.options)
         self.runtimes = RuntimeRegistry(on_change=self._runtime_changed)
         self.controllers: list[Controller] = []
+        self._on_writes: list[Controller] = []  # controllers with their own Controller.wants filter
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._bg: set[asyncio.Task] = set()
         self._volumes: dict[tuple[str, str], dict[str, VolumeSource]] = {}
@@ -73,7 +80,10 @@ class ControllersService(Service):
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.controllers = [cls(self) for cls in CONTROLLERS]
+        self._on_writes = [c for c in self.controllers if type(c).wants is not Controller.wants]
+        self.kube.store.on_change(self._store_changed)
         topics = sorted({t for c in self.controllers for t in c.topics if t != "runtime"})
         for topic in topics:
             self._tasks.append(asyncio.create_task(self._fan_out(topic), name=f"controllers-bus-{topic}"))
@@ -94,6 +104,22 @@ class ControllersService(Service):
             await self.ctx.bus.wait(topic)
             for c in watchers:
                 c.wake.set()
+
+    def _store_changed(self, key: str, change: Change) -> None:
+        """The store's change feed (any thread, under the store's lock): wake the controllers that want it."""
+        woken = [c.wake for c in self._on_writes if c.wants(key, change)]
+        if not woken or self._loop is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        for wake in woken:
+            if on_loop:
+                wake.set()
+            else:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: the sandbox stopped
+                    self._loop.call_soon_threadsafe(wake.set)
 
     def _runtime_changed(self) -> None:
         for c in self.controllers:

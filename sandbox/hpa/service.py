@@ -151,7 +151,7 @@ class HpaService(Service):
             conds = A.set_condition(conds, ctype, status, reason, message, iso)
 
         def event(etype: str, reason: str, message: str) -> None:
-            store.record_event(hpa, etype, reason, message, component=COMPONENT)
+            self.kube.events.record(hpa, etype, reason, message, component=COMPONENT)
 
         def write(current: int, desired: int, statuses: list[dict[str, Any]] | None, rescaled: bool) -> None:
             new: dict[str, Any] = {"currentReplicas": current, "desiredReplicas": desired}
@@ -253,7 +253,7 @@ class HpaService(Service):
         """``computeReplicasForMetrics`` -> (replicas or -1, metric description, statuses, error, condition)."""
         selector = (scale.get("status") or {}).get("selector") or ""
         if not selector:
-            self.store.record_event(hpa, "Warning", "SelectorRequired", "selector is required", component=COMPONENT)
+            self.kube.events.record(hpa, "Warning", "SelectorRequired", "selector is required", component=COMPONENT)
             return -1, "", None, "selector is required", (
                 "ScalingActive", "False", "InvalidSelector", "the HPA target's scale is missing a selector")
         metrics = spec.get("metrics") or []
@@ -264,7 +264,7 @@ class HpaService(Service):
             try:
                 proposal, name, statuses[i] = self.compute_for_metric(hpa, m, current, status_replicas, selector)
             except MetricFailure as f:
-                self.store.record_event(hpa, "Warning", f.reason, f.inner, component=COMPONENT)
+                self.kube.events.record(hpa, "Warning", f.reason, f.inner, component=COMPONENT)
                 if invalid == 0:
                     first_err = f.outer
                     first_cond = ("ScalingActive", "False", f.reason,
