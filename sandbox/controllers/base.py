@@ -41,6 +41,7 @@ class Controller:
     name = "controller"
     topics: tuple[str, ...] = ()
     resync_key = "controller_resync"  # entry of the timing table giving the resync period
+    min_interval = MIN_INTERVAL  # real seconds between two passes, at least
 
     def __init__(self, svc: ControllersService) -> None:
         self.svc = svc
@@ -80,7 +81,7 @@ class Controller:
             # more than about half of the event loop the API server shares with them; a notification that arrives
             # meanwhile keeps ``wake`` set
             spent = loop.time() - started
-            pause = max(MIN_INTERVAL, min(spent, 1.0))
+            pause = max(self.min_interval, min(spent, 1.0))
             await asyncio.sleep(pause)
             wait = self.timings[self.resync_key]
             if due is not None:

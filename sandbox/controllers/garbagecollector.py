@@ -34,6 +34,7 @@ MANAGER = "garbage-collector"
 
 class GarbageCollector(Controller):
     name = "garbage-collector"
+    min_interval = 0.2  # a pass looks at every object: at most five a second, however many deletions
 
     def wants(self, key: str, change: Change) -> bool:
         if change.type == "DELETED":

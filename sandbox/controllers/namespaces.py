@@ -22,6 +22,7 @@ from .base import Controller
 
 class NamespaceController(Controller):
     name = "namespace-controller"
+    min_interval = 0.2  # a pass looks at every object: at most five a second, however many deletions
 
     def wants(self, key: str, change: Change) -> bool:
         return key == "namespaces" or change.type == "DELETED"
