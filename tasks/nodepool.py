@@ -1,6 +1,6 @@
 """Step 1: the elastic node pool on ACK.
 
-Pure functions render the CreateClusterNodePool body from :class:`flows.spec.NodePoolSpec`, compare it with what
+Pure functions render the CreateClusterNodePool body from :class:`core.spec.NodePoolSpec`, compare it with what
 ACK reports (drift), and render the ModifyClusterNodePool body; two thin Prefect tasks apply them:
 :func:`ensure_node_pool` and :func:`delete_node_pool`.
 
@@ -31,19 +31,17 @@ Drift policy (a pool with the spec's name exists but differs from the spec):
 from __future__ import annotations
 
 import copy
-import logging
 import time
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import NodePoolSpec
-from tasks.ack_api import REDACTED, AckApi, AckApiError, NodePool, TaskInfo, with_retries
+from clients.ack import REDACTED, AckApi, AckApiError, NodePool, TaskInfo, with_retries
+from clients.logs import run_logger
+from core.spec import NodePoolSpec
 
 # --- rendering (pure) ---------------------------------------------------------------------------------------------
 
@@ -306,13 +304,6 @@ class NodePoolDeleteResult(BaseModel):
 
 
 # --- applying (thin) ----------------------------------------------------------------------------------------------
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
 class _Poller:
     """Backoff between polls, bounded by a deadline (real seconds: it paces calls to a remote API)."""
 
@@ -444,7 +435,7 @@ def ensure_node_pool(
 ) -> NodePoolResult:
     """Find the pool by name, create it if missing (or update it in place / refuse, see the drift policy), and
     wait until ACK reports it ``active``. Idempotent: a second run with the same spec changes nothing."""
-    logger = _logger()
+    logger = run_logger()
     api = AckApi(credentials, cluster_id)
     body = render_create_nodepool_request(spec)
     waits = {"timeout": timeout, "interval": poll_interval, "max_interval": max_poll_interval}
@@ -543,7 +534,7 @@ def delete_node_pool(
 
     Idempotent: a pool that does not exist (or vanishes while we ask) is success with ``existed=False``.
     """
-    logger = _logger()
+    logger = run_logger()
     api = AckApi(credentials, cluster_id)
     waits = {"timeout": timeout, "interval": poll_interval, "max_interval": max_poll_interval}
     pool = api.find_node_pool(name)

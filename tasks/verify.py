@@ -34,10 +34,11 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi, Node, NodePoolCondition
+from clients.ack import AckApi, Node, NodePoolCondition
+from clients.kube import KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
 from tasks.cost import billing_of
-from tasks.kube import KubeClients, step_logger
 from tasks.loadtest import LoadTestResult
 from tasks.serving import selector as serving_selector
 from tasks.timeline import (
@@ -435,7 +436,7 @@ def collect_facts(
 ) -> Facts:
     """Gather the facts the checks need: the serving pods (after waiting up to ``settle_timeout_s`` for them to
     be Running and Ready), every Node, the HPA, DescribeClusterNodes of the pool and the pool's status."""
-    logger = step_logger()
+    logger = run_logger()
     deadline = time.monotonic() + settle_timeout_s
     pods = _pods(kube, spec)
     while not _settled(pods) and time.monotonic() < deadline:
@@ -474,7 +475,7 @@ def verify(
 ) -> VerificationReport:
     """Run every check; returns the report (it does not raise: write the report, then :func:`raise_if_failed`)."""
     report = run_checks(facts, spec, load, timeline)
-    logger = step_logger()
+    logger = run_logger()
     for c in report.checks:
         (logger.info if c.passed else logger.error)(
             "check %s: %s; expected %s; actual %s%s", c.name, "PASSED" if c.passed else "FAILED", c.expected,

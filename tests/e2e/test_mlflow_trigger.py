@@ -170,7 +170,7 @@ def registered(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """Point MLflow at the receiver, log the demo model as a run's artifacts and register it as version 1."""
     from mlflow import MlflowClient
 
-    from flows.demo_model import generate_demo_model
+    from core.demo_model import generate_demo_model
 
     model_dir = tmp_path_factory.mktemp("trained") / MODEL
     generate_demo_model(model_dir, version=TF_VERSION)
@@ -204,7 +204,7 @@ def test_registering_a_version_deploys_it(stack: Stack, registered: dict[str, An
     final = wait_until(lambda: stack.finished(run["id"]), "the flow run to finish", timeout=600, interval=1)
     assert final["state_type"] == "COMPLETED", stack.procs[2].text()[-4000:]
 
-    from flows.sandbox_profile import cluster_from_sandbox
+    from cli.sandbox_profile import cluster_from_sandbox
 
     info = json.loads((stack.sandbox_dir / "sandbox.json").read_text())
     bucket = cluster_from_sandbox(info).credentials.get_oss_bucket("elastic-inference-models")

@@ -26,8 +26,8 @@ from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 from kubernetes import client, config
 
-from flows.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
-from flows.spec import DeploySpec
+from core.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
+from core.spec import DeploySpec
 from tasks.serving import render_serving
 from tasks.storage import render_storage
 

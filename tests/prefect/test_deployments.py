@@ -138,7 +138,7 @@ def test_scheduled_deployment_has_its_cron_and_is_inactive(server: PrefectServer
     assert schedule["schedule"]["timezone"] == "UTC"
     assert schedule["active"] is False
     # It names the spec it deploys: a complete DeploySpec.
-    from flows.spec import DeploySpec
+    from core.spec import DeploySpec
 
     spec = dep["parameters"]["spec"]
     assert spec["model"]["name"] == "chnsenticorp" and spec["model"]["local_dir"] == ".sandbox/models/chnsenticorp"
@@ -189,7 +189,7 @@ def test_event_deployment_is_triggered_by_model_version_registered(server: Prefe
 
 
 def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_path: Path) -> None:
-    from flows.demo_model import generate_demo_model
+    from core.demo_model import generate_demo_model
 
     cli = str(BIN / "elastic-inference")
     sandbox_dir = tmp_path / "sandbox"
@@ -220,8 +220,8 @@ def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_
         assert final["parameters"]["spec"]["model"]["local_dir"] == str(model_dir)
 
         from blocks import AckCluster
-        from flows.sandbox_profile import cluster_from_sandbox
-        from tasks.ack_api import AckApi
+        from cli.sandbox_profile import cluster_from_sandbox
+        from clients.ack import AckApi
 
         cluster: AckCluster = cluster_from_sandbox(info)
         pools = AckApi(cluster.credentials, cluster.cluster_id).describe_node_pools(name="manual-run")

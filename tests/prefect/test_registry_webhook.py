@@ -28,7 +28,7 @@ import pytest
 from prefect_http import prefect_http  # tests/prefect_http.py
 from processes import free_port  # tests/processes.py
 
-from flows.registry_webhook import EVENT_NAME, ReceiverConfig, create_app
+from receivers.registry_webhook import EVENT_NAME, ReceiverConfig, create_app
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec-" + secrets.token_urlsafe(24)

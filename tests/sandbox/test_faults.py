@@ -16,13 +16,13 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from blocks.alibaba import AlibabaCloudCredentials
+from clients.ack import AckApi, AckApiError
+from clients.kube import KubeClients
+from clients.oss import ensure_bucket, retrying
 from sandbox.faults import FaultEngine, parse_spec
 from sandbox.kube.operations import operation as kube_operation
 from sandbox.oss.operations import operation as oss_operation
 from sandbox.runner import Sandbox
-from tasks.ack_api import AckApi, AckApiError
-from tasks.kube import KubeClients
-from tasks.model_oss import ensure_bucket, retrying
 
 FAULTS_FILE = """
 seed: 11
@@ -129,7 +129,7 @@ def test_half_5xx_rate_is_survived_by_the_project_retries(info):
     api = ack_api(info, max_attempts=12, backoff=0.01, backoff_max=0.02)
     for _ in range(25):
         assert api.describe_node_pools()  # GET: retried on 5xx
-    # the Kubernetes steps' server-side apply and reads: retried on 503 with backoff (tasks.kube)
+    # the Kubernetes steps' server-side apply and reads: retried on 503 with backoff (clients.kube)
     kube = KubeClients.from_kubeconfig_file(info["kubeconfig"], attempts=12, backoff_s=0.01, backoff_max_s=0.02)
     try:
         for i in range(10):

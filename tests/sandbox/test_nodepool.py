@@ -11,8 +11,8 @@ import time
 import pytest
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import NodePoolSpec
-from tasks.ack_api import AckApi, AckApiError
+from clients.ack import AckApi, AckApiError
+from core.spec import NodePoolSpec
 from tasks.nodepool import (
     NodePoolDriftError,
     NodePoolFailedError,

@@ -23,7 +23,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flows.demo_model import SIGNATURE_NAME, DemoModel, generate_demo_model
+from core.demo_model import SIGNATURE_NAME, DemoModel, generate_demo_model
 from loadtests.common import (
     SignatureError,
     StagePlan,
