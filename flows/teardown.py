@@ -14,7 +14,6 @@ namespace is left alone (it may be shared, e.g. ``default``). Every name comes f
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
@@ -24,6 +23,7 @@ from pydantic import BaseModel, Field
 from clients.cluster import resolve_cluster
 from clients.kube import KubeApiError, KubeClients, kind_of
 from clients.logs import run_logger
+from clients.waiting import poll_until
 from core.spec import DeploySpec
 from tasks.model import delete_model as delete_model_task
 from tasks.nodepool import delete_node_pool
@@ -76,17 +76,16 @@ def objects_to_delete(spec: DeploySpec) -> list[tuple[str, str, str | None, Prop
     ]
 
 
-def _wait(check: Any, timeout_s: float, what: str, last: Any = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    delay = 0.1
-    while True:
-        state = check()
-        if state is None:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} still there after {timeout_s:.0f}s: {state}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+def _wait(check: Any, timeout_s: float, what: str) -> None:
+    """Wait until ``check()`` (what is still there, or None) returns None; time out naming what was left."""
+    left: list[Any] = []
+
+    def gone() -> bool | None:
+        left[:] = [check()]
+        return True if left[0] is None else None
+
+    if poll_until(gone, timeout_s, interval=0.1, max_interval=2.0) is None:
+        raise TimeoutError(f"{what} still there after {timeout_s:.0f}s: {left[0]}")
 
 
 def _pending_state(obj: dict[str, Any] | None) -> str | None:

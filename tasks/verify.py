@@ -25,7 +25,6 @@ the timeline:
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +36,7 @@ from pydantic import BaseModel, Field
 from clients.ack import AckApi, Node, NodePoolCondition
 from clients.kube import KubeClients
 from clients.logs import run_logger
+from clients.waiting import poll_until
 from core.spec import DeploySpec
 from tasks.cost import billing_of
 from tasks.loadtest import LoadTestResult
@@ -437,11 +437,14 @@ def collect_facts(
     """Gather the facts the checks need: the serving pods (after waiting up to ``settle_timeout_s`` for them to
     be Running and Ready), every Node, the HPA, DescribeClusterNodes of the pool and the pool's status."""
     logger = run_logger()
-    deadline = time.monotonic() + settle_timeout_s
-    pods = _pods(kube, spec)
-    while not _settled(pods) and time.monotonic() < deadline:
-        time.sleep(poll_s)
-        pods = _pods(kube, spec)
+    seen: list[list[Any]] = []
+
+    def settled() -> list[Any] | None:
+        seen[:] = [_pods(kube, spec)]
+        return seen[0] if _settled(seen[0]) else None
+
+    poll_until(settled, settle_timeout_s, interval=poll_s, max_interval=poll_s)
+    pods = seen[0]
     if not _settled(pods):
         logger.warning("serving pods not all Running and Ready after %.0fs: %s", settle_timeout_s,
                        ", ".join(f"{p.name}={p.phase}" for p in pods) or "none")

@@ -6,7 +6,6 @@ a 50 % 5xx rate."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +13,7 @@ import oss2
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from polling import wait_for
 
 from blocks.alibaba import AlibabaCloudCredentials
 from clients.ack import AckApi, AckApiError
@@ -177,10 +177,11 @@ def test_boot_failures_and_spot_stockouts(sb, info):
         acts = [a for a in fleet.activities(default.nodepool_id) if a.final_status == "Failed"]
         return acts and acts[-1]
 
-    act = _wait(failed_activity)
+    act = wait_for(failed_activity, "a failed scaling activity")
     assert "failed to launch" in act.status_message and "InstanceLaunchFailed" in act.status_message
     # ESS retries after the shortfall period; the one injected failure is spent, so the node comes
-    _wait(lambda: api.describe_node_pool(default.nodepool_id).status.total_nodes == before + 1)
+    wait_for(lambda: api.describe_node_pool(default.nodepool_id).status.total_nodes == before + 1,
+             f"{before + 1} nodes in the default pool")
     assert admin(info, "GET", "/faults").json()["boot_failures_done"] == [1]
     assert admin(info, "PUT", "/faults", content="{}").status_code == 200  # stock-outs are undone
     assert all(fleet.stock("ecs.gn6i-c4g1.xlarge", z, spot=True) > 0 for z in zones)
@@ -191,16 +192,6 @@ def test_an_invalid_faults_file_stops_the_start_naming_the_field(tmp_path: Path)
     bad.write_text("oss:\n  rules:\n    - operation: UploadPart\n      latency_s: -1\n")
     with pytest.raises(RuntimeError, match=r"oss\.rules\.0\.latency_s"):
         Sandbox(tmp_path / "sb", speed=100.0, options={"faults": str(bad)}).start()
-
-
-def _wait(fn, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def test_engine_is_seeded_and_names_operations():
