@@ -643,6 +643,8 @@ class VerificationSpec(_Model):
     p95_ms: float = Field(default=1000, gt=0, description="SLO: p95 latency of the final stage, milliseconds")
     require_scale_out: bool = Field(default=True, description="Fail unless the HPA and the pool scaled out")
     require_mix: bool = Field(default=True, description="Fail unless pay-as-you-go and spot both appear")
+    fail_on_unexplained_mix: bool = True
+    """Fail when the pay-as-you-go count is off the mix rule by more than the observed scale-in explains."""
 
 
 class DeploySpec(_Model):

@@ -198,6 +198,7 @@ class Node(_Open):
     node_status: str | None = None
     state: str | None = None
     instance_status: str | None = None
+    creation_time: str | None = None
 
 
 class TaskError(_Open):

@@ -209,7 +209,7 @@ def test_ten_instances_at_30_percent_hold_3_payg_and_7_spot_and_scale_in_keeps_t
     assert counts == [3, 4]  # spread evenly over the two spot pools
     status = cs.detail(np)["status"]
     assert status["state"] == "active" and status["total_nodes"] == 10
-    assert status["conditions"][0]["reason"] == "AsConfigured"
+    assert status["conditions"] == []  # ACK documents no mix condition: the sandbox invents none (issue 12)
     # paging
     page = cs.nodes(np, pageSize=3, pageNumber=4)
     assert page["page"] == {"page_number": 4, "page_size": 3, "total_count": 10} and len(page["nodes"]) == 1
@@ -244,11 +244,10 @@ def test_spot_stock_exhausted_with_compensation_fills_with_payg_and_says_why(fre
     assert cs.wait_task(created["task_id"])["state"] == "success"
     nodes = cs.nodes(created["nodepool_id"])["nodes"]
     assert mix_of(nodes) == (10, 0)
-    (cond,) = cs.detail(created["nodepool_id"])["status"]["conditions"]
-    assert cond["type"] == "InstanceMix" and cond["status"] == "False"
-    assert cond["reason"] == "CompensatedWithOnDemand"
-    assert "7 pay-as-you-go" in cond["message"] and "spot stock exhausted" in cond["message"]
-    assert "compensate_with_on_demand=true" in cond["message"]
+    # what ACK shows of it: the instances' billing; the reasons are ESS scaling activities, not ACK conditions
+    assert cs.detail(created["nodepool_id"])["status"]["conditions"] == []
+    acts = fresh_sandbox.ctx.services["fleet"].activities(created["nodepool_id"])
+    assert any("spot" in (a.status_message or "").lower() for a in acts), [a.status_message for a in acts]
 
 
 def test_spot_stock_exhausted_without_compensation_reports_the_shortfall(fresh_sandbox):
@@ -263,10 +262,7 @@ def test_spot_stock_exhausted_without_compensation_reports_the_shortfall(fresh_s
     assert task["error"]["code"] == "OperationDenied.NoStock"
     assert mix_of(cs.nodes(np)["nodes"]) == (3, 0)
     status = cs.detail(np)["status"]
-    assert status["state"] == "active" and status["total_nodes"] == 3
-    (cond,) = status["conditions"]
-    assert cond["status"] == "False" and cond["reason"] == "InsufficientStock"
-    assert "7 instance(s) short" in cond["message"] and "compensate_with_on_demand=false" in cond["message"]
+    assert status["state"] == "active" and status["total_nodes"] == 3 and status["conditions"] == []
     # the scaling activity says "partial success" and why
     (act,) = [a for a in fresh_sandbox.ctx.services["fleet"].activities(np) if a.created_instances]
     assert act.status_code == "Warning" and "Partially successful" in act.status_message
@@ -276,7 +272,6 @@ def test_spot_stock_exhausted_without_compensation_reports_the_shortfall(fresh_s
         for z in fresh_sandbox.info["zones"]:
             fleet.set_spot_stock(t, z, 100)
     assert mix_of(wait_nodes(cs, np, 10)) == (3, 7)
-    assert cs.detail(np)["status"]["conditions"][0]["reason"] == "AsConfigured"
 
 
 @pytest.fixture

@@ -421,6 +421,16 @@ def test_secret_auth_without_keys_is_refused_before_anything_is_sent() -> None:
         render_pv(seed())
 
 
+def test_sts_credentials_are_refused_for_the_oss_secret_and_rrsa_is_recommended() -> None:
+    """Issue 12 (3): the CSI driver takes akId/akSecret as a fixed key (a token beside them is ignored) and, since
+    csi-plugin 1.35.1, SecurityToken only under AccessKeyId/AccessKeySecret with nobody renewing it: refuse."""
+    with pytest.raises(ValueError, match="STS credentials") as err:
+        render_storage(seed(), URL, AK_ID, SECRET, security_token="sts-token-value")
+    assert "storage.auth: rrsa" in str(err.value) and "sts-token-value" not in str(err.value)
+    manifests = render_storage(VARIANTS["rrsa"](), URL, None, None, security_token="sts-token-value")
+    assert [m["kind"] for m in manifests] == ["PersistentVolume", "PersistentVolumeClaim"]  # RRSA: fine
+
+
 def test_redaction_keeps_only_what_is_asked() -> None:
     secret = render_oss_secret(seed(), AK_ID, SECRET)
     shown = redact_secret(secret)
