@@ -63,7 +63,6 @@ from typing import Any
 import yaml
 
 from ..cluster_profile import node_scaling_enabled
-
 from ..context import SandboxContext
 from ..fleet.models import IN_FLIGHT, ScalingGroup
 from ..kube.errors import KubeError

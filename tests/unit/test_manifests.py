@@ -290,7 +290,8 @@ def test_container_runs_tf_serving_with_arena_env_probes_and_gpus() -> None:
     assert "NVIDIA_VISIBLE_DEVICES" not in env
     assert c["livenessProbe"]["tcpSocket"] == {"port": 8500}
     assert (c["livenessProbe"]["initialDelaySeconds"], c["livenessProbe"]["failureThreshold"]) == (30, 30)
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models/chnsenticorp"
+    # metadata, not status: only an AVAILABLE version answers it (issue 12, item 4)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models/chnsenticorp/metadata"
     assert c["readinessProbe"]["httpGet"]["port"] == 8501
     assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
 
