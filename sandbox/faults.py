@@ -41,8 +41,8 @@ Error shapes (what a client of the real service sees):
   document with ``x-oss-request-id`` (HEAD: no body, the document base64 in ``x-oss-err``).
 - ACK: throttled -> 400 ``Throttling.User`` "Request was denied due to user flow control." (the POP gateway's
   flow-control error, listed with HTTP 400 in Alibaba Cloud's API error center); 5xx -> 500 ``InternalError`` /
-  503 ``ServiceUnavailable`` "The request has failed due to a temporary failure of the server." (JSON with both
-  spellings of code/message/requestId, as :mod:`sandbox.ack.errors`).
+  503 ``ServiceUnavailable`` "The request has failed due to a temporary failure of the server." (JSON with the
+  lower-case ``code``/``message``/``requestId`` of :mod:`sandbox.ack.errors`).
 - Kubernetes: throttled -> 429 ``Status`` reason ``TooManyRequests`` with ``Retry-After: 1`` and
   ``details.retryAfterSeconds`` (apimachinery ``NewTooManyRequests``, what the API server's max-in-flight filter
   answers); 5xx -> 500 ``InternalError`` / 503 ``ServiceUnavailable`` / 504 ``Timeout`` ``Status``.
@@ -295,8 +295,7 @@ def error_response(service: str, kind: str, status: int, method: str, path: str,
             else _ACK_5XX[status]
         st = 400 if kind == "throttle" else status
         rid_ack = str(uuid.uuid4()).upper()
-        body = json.dumps({"code": code, "message": msg, "requestId": rid_ack,
-                           "Code": code, "Message": msg, "RequestId": rid_ack}, separators=(",", ":")).encode()
+        body = json.dumps({"code": code, "message": msg, "requestId": rid_ack}, separators=(",", ":")).encode()
         return st, [(b"content-type", b"application/json;charset=utf-8"), (b"x-acs-request-id", rid_ack.encode())], body
     # kube
     if kind == "throttle":

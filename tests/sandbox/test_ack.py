@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import time
 import uuid
+from dataclasses import dataclass
 from email.utils import formatdate
 
 import httpx
@@ -18,6 +19,8 @@ from aliyunsdkcore.acs_exception.exceptions import ServerException
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 from aliyunsdkcs.request.v20151215.DescribeClusterNodesRequest import DescribeClusterNodesRequest
+
+from tasks.ack_api import BODY_PREFIX, UNKNOWN_SERVER_ERROR, parse_error_body
 
 GPU_TYPES = ["ecs.gn6i-c4g1.xlarge", "ecs.gn7i-c8g1.2xlarge", "ecs.gn6i-c8g1.2xlarge"]
 
@@ -117,10 +120,23 @@ def mix_of(nodes: list[dict]) -> tuple[int, int]:
     return len(payg), len(spot)
 
 
-def server_error(fn, *args, **kw) -> ServerException:
+@dataclass
+class AckErr:
+    http_status: int
+    error_code: str
+    message: str
+    request_id: str | None
+
+
+def server_error(fn, *args, **kw) -> AckErr:
+    """The error as ACK sent it. The classic SDK reads only capitalised keys, so an ACK body (lower-case ``code``)
+    arrives as ``SDK.UnknownServerError`` with the body in the message; it is read the way the flow reads it."""
     with pytest.raises(ServerException) as exc:
         fn(*args, **kw)
-    return exc.value
+    e = exc.value
+    assert e.error_code == UNKNOWN_SERVER_ERROR and e.message.startswith(BODY_PREFIX), (e.error_code, e.message)
+    code, message, rid = parse_error_body(e.message[len(BODY_PREFIX):])
+    return AckErr(e.http_status, code, message or "", rid)
 
 
 def wait_nodes(cs: Cs, np: str, n: int, timeout: float = 60.0) -> list[dict]:
@@ -603,9 +619,8 @@ def _signed(cs: Cs, method: str, uri: str, body: bytes | None = None, **paths):
 def _assert_error(resp: httpx.Response, status: int, code: str) -> dict:
     assert resp.status_code == status, resp.text
     body = resp.json()
-    assert body["code"] == body["Code"] == code, body
-    assert body["message"] == body["Message"] and body["requestId"] == body["RequestId"]
-    assert resp.headers["x-acs-request-id"] == body["RequestId"]
+    assert set(body) == {"code", "message", "requestId"} and body["code"] == code, body  # ROA: lower-case keys
+    assert resp.headers["x-acs-request-id"] == body["requestId"]
     return body
 
 
