@@ -61,6 +61,12 @@ class AckApi:
                 return handler, hit.groupdict()
         raise errors.action_not_found(method, path)
 
+    def action_of(self, method: str, path: str) -> str:
+        for m, rx, action, _handler in self.routes:
+            if m == method and rx.match(path):
+                return action
+        raise errors.action_not_found(method, path)
+
     async def dispatch(self, req: ApiRequest) -> tuple[int, Any]:
         handler, params = self.match(req.method, req.path)
         if "cluster_id" in params:

@@ -220,7 +220,11 @@ class AckState:
         pools = self._pools()
         if name:
             pools = [p for p in pools if p["spec"]["nodepool_info"]["name"] == name]
-        return [self.render_pool(p) for p in pools]
+        out = [self.render_pool(p) for p in pools]
+        for item in out:
+            # DescribeClusterNodePoolsResponseBodyNodepoolsStatus has no conditions (the detail's status has)
+            item["status"].pop("conditions", None)
+        return out
 
     def scale_pool(self, nodepool_id: str, body: Any) -> dict[str, Any]:
         req = parse(ScaleNodePool, body)

@@ -25,6 +25,7 @@ import pytest
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 from kubernetes import client, config
+from tfserving_schema import parse_model_status, render_model_status  # tests/tfserving_schema.py
 
 from flows.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
 from flows.spec import DeploySpec
@@ -190,6 +191,8 @@ def test_pod_becomes_ready_and_serves_the_rest_api(env, ns):
         assert h.get(f"/v1/models/{MODEL}").json() == {"model_version_status": [
             {"version": str(DEFAULT_VERSION), "state": "AVAILABLE", "status": {"error_code": "OK",
                                                                                "error_message": ""}}]}
+        r = h.get(f"/v1/models/{MODEL}/versions/{DEFAULT_VERSION}")
+        assert render_model_status(parse_model_status(r.text)) == r.json()  # TF Serving's proto, no extra field
         assert h.get(f"/v1/models/{MODEL}/versions/{DEFAULT_VERSION}").status_code == 200
         r = h.get(f"/v1/models/{MODEL}/versions/7")
         assert (r.status_code, r.json()) == (404, {"error": f"Could not find version 7 of model {MODEL}"})
@@ -340,6 +343,8 @@ def test_status_answers_200_in_every_state_and_only_metadata_tells_available(env
             def states() -> dict[str, tuple[str, dict]]:
                 r = h.get(f"/v1/models/{MODEL}")
                 assert r.status_code == 200, r.text
+                # the GetModelStatusResponse of TF Serving's protos, printed as TF Serving prints it
+                assert render_model_status(parse_model_status(r.text)) == r.json()
                 return {v["version"]: (v["state"], v["status"]) for v in r.json()["model_version_status"]}
 
             wait_for(lambda: states().get(str(bad), ("",))[0] == "END", "the broken version to end", timeout=90)
