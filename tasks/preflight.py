@@ -3,7 +3,7 @@
 The deploy flow runs it right after fetching the kubeconfig and BEFORE the node pool, the model upload or any
 Kubernetes object (``flows/deploy.py``). What the later steps need, and where it comes from:
 
-* ACK (only when an :class:`~tasks.ack_api.AckApi` is given): DescribeClusterDetail answers and the cluster's
+* ACK (only when an :class:`~clients.ack.AckApi` is given): DescribeClusterDetail answers and the cluster's
   ``state`` lets work proceed; DescribeClusterNodePools answers. These are the reads the flow needs anyway; a 403
   from either names the RAM action to grant. Write permissions (CreateClusterNodePool...) cannot be told without
   writing: ACK has no "can I" API, so those surface at their step.
@@ -43,9 +43,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi, AckApiError
-from tasks.kube import KubeApiError, KubeClients, step_logger
+from clients.ack import AckApi, AckApiError
+from clients.kube import KubeApiError, KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
 from tasks.storage import OSS_CSI_DRIVER, sts_problem
 
 EXTERNAL_METRICS_APISERVICE = "v1beta1.external.metrics.k8s.io"
@@ -164,7 +165,7 @@ def _node_scaling(kube: KubeClients, problems: list[str]) -> str:
         cm = kube.get("ConfigMap", name, ns)
     except KubeApiError as exc:
         if exc.forbidden:
-            step_logger().warning("preflight: cannot tell whether node scaling is enabled: reading ConfigMap %s/%s "
+            run_logger().warning("preflight: cannot tell whether node scaling is enabled: reading ConfigMap %s/%s "
                                   "is forbidden for this identity", ns, name)
             return "unknown (ConfigMap not readable)"
         raise
@@ -237,7 +238,7 @@ def check_cluster(
             try:
                 kube.apply(render_namespace(spec))
                 created = True
-                step_logger().info("created namespace %s", names.namespace)
+                run_logger().info("created namespace %s", names.namespace)
             except KubeApiError as exc:
                 hint = (
                     " (this identity may not create namespaces: create it as an administrator)"
@@ -275,7 +276,7 @@ def preflight(
     docstring. Run before anything is created."""
     report = check_cluster(kube, spec, create_namespace=create_namespace, ack=ack,
                            has_security_token=has_security_token)
-    step_logger().info(
+    run_logger().info(
         "preflight passed: Kubernetes %s, namespace %s%s, node scaling %s",
         report.server_version,
         report.namespace,

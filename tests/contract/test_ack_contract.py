@@ -26,8 +26,7 @@ from alibabacloud_cs20151215 import models as cs_models
 from alibabacloud_cs20151215.client import Client as CsClient
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import NodePoolSpec
-from tasks.ack_api import (
+from clients.ack import (
     AckApi,
     CreateNodePoolResult,
     Node,
@@ -37,6 +36,7 @@ from tasks.ack_api import (
     TaskError,
     TaskInfo,
 )
+from core.spec import NodePoolSpec
 from tasks.nodepool import IMMUTABLE_FIELDS, MUTABLE_FIELDS, delete_node_pool, ensure_node_pool
 
 WAIT = {"timeout": 300.0, "poll_interval": 0.2, "max_poll_interval": 1.0}

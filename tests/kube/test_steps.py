@@ -20,10 +20,10 @@ import yaml
 from kubernetes import client
 from polling import wait_for
 
-from flows.spec import DeploySpec
+from clients.kube import KubeApiError, KubeClients, WaitTimeout
+from core.spec import DeploySpec
 from tasks.autoscaling import apply_autoscaling, render_hpa
 from tasks.ingress import apply_ingress, render_ingress
-from tasks.kube import KubeApiError, KubeClients, WaitTimeout
 from tasks.preflight import PreflightError, check_cluster
 from tasks.serving import apply_serving, render_serving
 from tasks.storage import apply_storage, render_pvc, render_storage
@@ -382,7 +382,7 @@ def test_preflight_lists_every_missing_addon_in_one_error(fresh_sandbox):
 # --- preflight: issue 12 (node scaling, STS, ACK, one message, nothing created) ------------------------------------
 def test_preflight_checks_ack_and_reports_node_scaling(clients, sandbox_info):
     from blocks.alibaba import AlibabaCloudCredentials
-    from tasks.ack_api import AckApi
+    from clients.ack import AckApi
 
     creds = AlibabaCloudCredentials(access_key_id=sandbox_info["access_key_id"],
                                     access_key_secret=sandbox_info["access_key_secret"],

@@ -6,13 +6,13 @@ Tasks are called with ``.fn(...)``: no Prefect server is involved.
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
+from polling import wait_for
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import NodePoolSpec
-from tasks.ack_api import AckApi, AckApiError
+from clients.ack import AckApi, AckApiError
+from core.spec import NodePoolSpec
 from tasks.nodepool import (
     NodePoolDriftError,
     NodePoolFailedError,
@@ -162,11 +162,8 @@ def test_delete_twice_is_fine(creds, info, api):
 
 def test_describe_nodes_pages_through_all_nodes(creds, info, api):
     result = ensure(pool_spec("np-pages", min_instances=3, max_instances=4), creds, info)
-    deadline = time.monotonic() + 120
-    nodes = api.describe_nodes(result.nodepool_id)
-    while len(nodes) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        nodes = api.describe_nodes(result.nodepool_id)
+    nodes = wait_for(lambda: len(n := api.describe_nodes(result.nodepool_id)) >= 3 and n, "three nodes",
+                     timeout=120, interval=0.2)
     assert len(nodes) == 3
     paged = api.describe_nodes(result.nodepool_id, page_size=2)
     assert sorted(n.instance_id for n in paged) == sorted(n.instance_id for n in nodes)
@@ -234,10 +231,10 @@ def test_a_timeout_says_what_was_last_seen(tmp_path):
 def test_old_ccm_labels_and_node_scaling_off(tmp_path):
     """CCM before v2.10.2 sets no ``node.alibabacloud.com/spot-strategy`` label: the mix check takes the billing from
     DescribeClusterNodes and passes; with the cluster's node scaling off a pending pod grows the pool by nothing."""
-    from polling import wait_for
+    import time
 
+    from clients.kube import KubeClients
     from sandbox.runner import Sandbox
-    from tasks.kube import KubeClients
     from tasks.timeline import list_pool_nodes, node_counts
     from tasks.verify import Facts, check_mix, node_fact
 

@@ -7,7 +7,7 @@ import json
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tasks.ack_api import parse_error_body
+from clients.ack import parse_error_body
 
 
 def test_lower_case_body_keeps_the_real_code():
