@@ -363,8 +363,8 @@ def test_status_answers_200_in_every_state_and_only_metadata_tells_available(env
                 404, {"error": f"Servable not found for request: Specific({MODEL}, {bad})"})
             assert h.get(f"/v1/models/{MODEL}/metadata").json()["model_spec"]["version"] == str(DEFAULT_VERSION)
             assert env.ready(ns, pod)  # the old version serves: still Ready
-            log = env.logs(ns, pod)
-            assert f"Loading servable version {{name: {MODEL} version: {bad}}}" in log  # through LOADING
+            loading = f"Loading servable version {{name: {MODEL} version: {bad}}}"  # it went through LOADING
+            wait_for(lambda: loading in env.logs(ns, pod), "the broken version's load in the log")
 
             # a good version: loaded, then the old one is unloaded (UNLOADING -> END, status OK)
             for obj in oss2.ObjectIterator(bucket, prefix=f"tensorflow/{DEFAULT_VERSION}/"):
@@ -376,7 +376,8 @@ def test_status_answers_200_in_every_state_and_only_metadata_tells_available(env
             assert list(st) == [str(good), str(bad), str(DEFAULT_VERSION)]  # newest first
             assert st[str(good)] == ("AVAILABLE", ok) and st[str(DEFAULT_VERSION)] == ("END", ok)
             assert h.get(f"/v1/models/{MODEL}/metadata").json()["model_spec"]["version"] == str(good)
-            assert f"Done unloading servable version {{name: {MODEL} version: {DEFAULT_VERSION}}}" in env.logs(ns, pod)
+            done = f"Done unloading servable version {{name: {MODEL} version: {DEFAULT_VERSION}}}"
+            wait_for(lambda: done in env.logs(ns, pod), "the unload in the log")  # the log is written behind
             assert env.ready(ns, pod)
     finally:
         for v in (bad, good):
