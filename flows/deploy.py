@@ -5,21 +5,22 @@
                       ─ smoke predict ─ load test ‖ timeline sampler ─ verify ─ report ─ fail on a failed check
 
 The node pool (minutes on ACK) and the model upload run concurrently. The flow reaches the cloud, real or
-sandbox, only through the ``AckCluster`` block it is given by name: endpoints, credentials and a cluster id.
+sandbox, only through the ``AckCluster`` block it is given (picked in the UI, or by name): endpoints, credentials
+and a cluster id.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from blocks import AckCluster
-from flows.spec import DeploySpec
+from blocks import AckCluster, AckClusterRef, load_cluster
+from flows.spec import DeploySpec, form_title
 from tasks.ack_api import AckApi, Node
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress
@@ -76,23 +77,37 @@ def oss_url_for(spec: DeploySpec, cluster: AckCluster) -> str:
     validate_parameters=True,
 )
 def deploy(
-    spec: DeploySpec,
-    cluster_block: str = "sandbox",
-    show_progress: bool = False,
-    reports_dir: str = "reports",
-    teardown_on_failure: bool = False,
+    spec: Annotated[DeploySpec, form_title("Deploy spec")],
+    cluster_block: Annotated[AckClusterRef, form_title("ACK cluster block")] = "sandbox",
+    show_progress: Annotated[bool, form_title("Show progress bars")] = False,
+    reports_dir: Annotated[str, form_title("Reports directory")] = "reports",
+    teardown_on_failure: Annotated[bool, form_title("Tear down on failure")] = False,
 ) -> DeployResult:
-    """Run the procedure with ``spec`` against the ACK cluster saved as the ``AckCluster`` block ``cluster_block``.
+    """Run the procedure with ``spec`` against the ACK cluster of the ``AckCluster`` block ``cluster_block``.
 
     Every step is idempotent: running the flow twice leaves the same cloud and cluster state. Any failed
     verification check fails the run after the report is written. With ``teardown_on_failure`` a failed run
     removes what it created (the model objects stay).
+
+    Args:
+        spec: What to deploy and how: one section per step of the procedure (node pool, model, storage, serving,
+            autoscaling, ingress, load test, verification).
+        cluster_block: The cluster to deploy to: a saved ACK Cluster block (its cluster id, credentials and
+            endpoints), picked from the list or given by name. `sandbox` is the block `elastic-inference sandbox
+            up` saves.
+        show_progress: Draw progress bars of the model upload on the worker's terminal (the run's logs and its
+            upload progress artifact report the upload either way).
+        reports_dir: Directory the run's report (report.md, report.json, timeline.png) is written under, on the
+            worker's machine, relative to its working directory (the repository); one sub-directory per run.
+        teardown_on_failure: When the run fails, remove what it created: Ingress, HPA, serving objects, PV/PVC
+            and node pool (the uploaded model stays).
     """
     logger = get_run_logger()
-    cluster = AckCluster.load(cluster_block)
+    cluster = load_cluster(cluster_block)
+    block_name = cluster._block_document_name or "(unsaved)"
     if spec.cluster_id and spec.cluster_id != cluster.cluster_id:
         raise ValueError(
-            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {cluster_block!r} "
+            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {block_name!r} "
             f"({cluster.cluster_id!r}); refusing to deploy to the wrong cluster"
         )
     spec = spec.with_cluster(cluster.cluster_id)
@@ -104,7 +119,8 @@ def deploy(
             from flows.teardown import teardown
 
             logger.error("deploy failed: tearing down what it created (teardown_on_failure)")
-            teardown(spec=spec, cluster_block=cluster_block, return_state=True)
+            teardown(spec=spec, cluster_block=block_name if cluster._block_document_name else cluster,
+                     return_state=True)
         raise
 
 

@@ -15,14 +15,14 @@ namespace is left alone (it may be shared, e.g. ``default``). Every name comes f
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from blocks import AckCluster
-from flows.spec import DeploySpec
+from blocks import AckClusterRef, load_cluster
+from flows.spec import DeploySpec, form_title
 from tasks.ack_api import AckApi
 from tasks.kube import KubeApiError, KubeClients, kind_of, step_logger
 from tasks.model import delete_model as delete_model_task
@@ -144,19 +144,29 @@ def _short(exc: BaseException) -> str:
 @flow(name="elastic-inference-teardown", description="Remove what a deploy created (objects, node pool, model).",
       validate_parameters=True)
 def teardown(
-    spec: DeploySpec,
-    cluster_block: str = "sandbox",
-    delete_model: bool = False,
-    delete_pool: bool = True,
-    timeout_s: float = 600.0,
+    spec: Annotated[DeploySpec, form_title("Deploy spec")],
+    cluster_block: Annotated[AckClusterRef, form_title("ACK cluster block")] = "sandbox",
+    delete_model: Annotated[bool, form_title("Delete the model")] = False,
+    delete_pool: Annotated[bool, form_title("Delete the node pool")] = True,
+    timeout_s: Annotated[float, form_title("Timeout per object (s)")] = 600.0,
 ) -> TeardownResult:
     """Remove the Ingress, HPA, Service, Deployment, ConfigMap, PVC, PV and Secret of ``spec``, then its node
-    pool (``delete_pool``), then the uploaded model (``delete_model``). Idempotent; see the module docstring."""
+    pool (``delete_pool``), then the uploaded model (``delete_model``). Idempotent; see the module docstring.
+
+    Args:
+        spec: The spec of the deploy to remove: every name comes from it (the same spec the deploy ran with).
+        cluster_block: The cluster to remove it from: a saved ACK Cluster block, picked from the list or given
+            by name.
+        delete_model: Also delete the model's objects in the OSS bucket.
+        delete_pool: Also delete the node pool (ACK DeleteClusterNodepool with force).
+        timeout_s: How long to wait, in seconds, for each object to be gone.
+    """
     logger = get_run_logger()
-    cluster = AckCluster.load(cluster_block)
+    cluster = load_cluster(cluster_block)
+    block_name = cluster._block_document_name or "(unsaved)"
     if spec.cluster_id and spec.cluster_id != cluster.cluster_id:
         raise ValueError(
-            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {cluster_block!r} "
+            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {block_name!r} "
             f"({cluster.cluster_id!r}); refusing to tear down the wrong cluster"
         )
     spec = spec.with_cluster(cluster.cluster_id)
