@@ -252,6 +252,13 @@ def test_nulls_pass_the_servers_parameter_check(server: PrefectServer, deployed)
                       json={"parameters": {"spec": spec}, "state": {"type": "CANCELLED", "name": "Cancelled"}})
         assert r.status_code == 201, r.text
         http.delete(f"/flow_runs/{r.json()['id']}").raise_for_status()
+        # The cluster by name (prefect.yaml, the CLI) and as the block picker sends it both pass.
+        for cluster_block in ("prod-ack", {"$ref": {"block_document_id": "8b5c8f5e-3f0a-4a51-9d3e-5c8f9d1e2a3b"}}):
+            r = http.post(f"/deployments/{dep['id']}/create_flow_run",
+                          json={"parameters": {"spec": spec, "cluster_block": cluster_block},
+                                "state": {"type": "CANCELLED", "name": "Cancelled"}})
+            assert r.status_code == 201, r.text
+            http.delete(f"/flow_runs/{r.json()['id']}").raise_for_status()
         # A value of the wrong type is still refused.
         spec["model"]["source_uri"] = 5
         r = http.post(f"/deployments/{dep['id']}/create_flow_run",
@@ -298,13 +305,19 @@ def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_
         spec["storage"]["bucket"] = "manual-run-models"
         spec["load_test"]["enabled"] = False
         spec["verification"].update(require_scale_out=False, require_mix=False)
-        run = server.cli(str(BIN / "prefect"), "deployment", "run", f"{FLOW}/manual",
-                         "--params", json.dumps({"spec": spec, "reports_dir": str(tmp_path / "reports")}))
+        # The cluster as the UI's block picker sends it: a reference to the saved ACK Cluster block.
+        with server.http() as http:
+            r = http.get("/block_types/slug/ack-cluster/block_documents/name/sandbox")
+        r.raise_for_status()
+        picked = {"$ref": {"block_document_id": r.json()["id"]}}
+        run = server.cli(str(BIN / "prefect"), "deployment", "run", f"{FLOW}/manual", "--params",
+                         json.dumps({"spec": spec, "reports_dir": str(tmp_path / "reports"), "cluster_block": picked}))
         flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", run.stdout).group(1)
         worker = server.cli(str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--run-once", timeout=600)
         final = server.wait_flow_run(flow_run_id)
         assert final["state_type"] == "COMPLETED", (worker.stdout + worker.stderr)[-6000:]
         assert final["parameters"]["spec"]["model"]["local_dir"] == str(model_dir)
+        assert final["parameters"]["cluster_block"] == picked  # a reference: the block's values stay in the block
 
         from blocks import AckCluster
         from flows.sandbox_profile import cluster_from_sandbox
