@@ -26,6 +26,7 @@ from clients.kube import KubeClients
 from core.spec import DeploySpec, form_title
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress
+from tasks.live import LiveVersion, RunKind, classify_run, find_live_version
 from tasks.loadtest import LoadTestResult, run_load_test
 from tasks.model import upload_model
 from tasks.model_plan import UploadReport
@@ -44,6 +45,8 @@ class DeployResult(BaseModel):
     node_pool: NodePoolResult
     nodes: list[Node]
     upload: UploadReport
+    run_kind: RunKind = "first-deploy"
+    live_before: LiveVersion | None = None
     endpoint: IngressEndpoint | None = None
     smoke: SmokeResult | None = None
     load_test: LoadTestResult | None = None
@@ -115,6 +118,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
 
     with fetch_kubeconfig(cluster) as kube:
         preflight(kube, spec)
+        live = find_live_version(kube, spec)
         apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret)
         apply_serving(kube, spec)
         apply_autoscaling(kube, spec)
@@ -136,7 +140,8 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                              run_name=run_dir.name, nodepool_id=pool.nodepool_id)
     raise_if_failed(verification, where=str(files.directory))
     return DeployResult(
-        cluster_id=cluster.cluster_id, node_pool=pool, nodes=cluster.ack().describe_nodes(nodepool_id=pool.nodepool_id),
+        cluster_id=cluster.cluster_id, run_kind=classify_run(spec, live), live_before=live, node_pool=pool,
+        nodes=cluster.ack().describe_nodes(nodepool_id=pool.nodepool_id),
         upload=upload, endpoint=endpoint, smoke=smoke, load_test=load, verification=verification, report=files,
     )
 
@@ -150,6 +155,7 @@ def summarize(result: DeployResult) -> dict[str, Any]:
         f"{'created' if result.node_pool.created else 'existing'}, state {result.node_pool.state}",
         "nodes": f"{len(result.nodes)} ({len(result.nodes) - spot} pay-as-you-go, {spot} spot)",
         "upload": result.upload.summary(),
+        "run": result.run_kind + (f" (live before: {result.live_before})" if result.live_before else ""),
     }
     if result.endpoint:
         out["endpoint"] = f"{result.endpoint.url} (Host: {result.endpoint.host})"
