@@ -5,14 +5,15 @@
                       ─ smoke predict ─ load test ‖ timeline sampler ─ verify ─ report ─ fail on a failed check
 
 The node pool (minutes on ACK) and the model upload run concurrently. The flow reaches the cloud, real or
-sandbox, only through the ``AckCluster`` block it is given by name: endpoints, credentials and a cluster id.
+sandbox, only through the ``AckCluster`` block it is given (picked in the UI, or by name): endpoints, credentials
+and a cluster id.
 """
 
 from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -20,11 +21,12 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
+from blocks import AckClusterRef
 from clients.ack import Node
 from clients.cluster import Cluster, resolve_cluster
 from clients.kube import KubeClients
 from clients.lease import LeaseLock, acquire
-from core.spec import DeploySpec
+from core.spec import DeploySpec, form_title
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress
 from tasks.live import LiveVersion, RunKind, classify_run, find_live_version
@@ -82,17 +84,30 @@ def fetch_kubeconfig(cluster: Cluster) -> KubeClients:
     validate_parameters=True,
 )
 def deploy(
-    spec: DeploySpec,
-    cluster_block: str = "sandbox",
-    show_progress: bool = False,
-    reports_dir: str = "reports",
-    teardown_on_failure: bool = False,
+    spec: Annotated[DeploySpec, form_title("Deploy spec")],
+    cluster_block: Annotated[AckClusterRef, form_title("ACK cluster block")] = "sandbox",
+    show_progress: Annotated[bool, form_title("Show progress bars")] = False,
+    reports_dir: Annotated[str, form_title("Reports directory")] = "reports",
+    teardown_on_failure: Annotated[bool, form_title("Tear down on failure")] = False,
 ) -> DeployResult:
-    """Run the procedure with ``spec`` against the ACK cluster saved as the ``AckCluster`` block ``cluster_block``.
+    """Run the procedure with ``spec`` against the ACK cluster of the ``AckCluster`` block ``cluster_block``.
 
     Every step is idempotent: running the flow twice leaves the same cloud and cluster state. Any failed
     verification check fails the run after the report is written. With ``teardown_on_failure`` a failed run
     removes what it created (the model objects stay), never what a live version serves with.
+
+    Args:
+        spec: What to deploy and how: one section per step of the procedure (node pool, model, storage, serving,
+            autoscaling, ingress, load test, verification).
+        cluster_block: The cluster to deploy to: a saved ACK Cluster block (its cluster id, credentials and
+            endpoints), picked from the list or given by name. `sandbox` is the block `elastic-inference sandbox
+            up` saves.
+        show_progress: Draw progress bars of the model upload on the worker's terminal (the run's logs and its
+            upload progress artifact report the upload either way).
+        reports_dir: Directory the run's report (report.md, report.json, timeline.png) is written under, on the
+            worker's machine, relative to its working directory (the repository); one sub-directory per run.
+        teardown_on_failure: When the run fails, remove what it created: Ingress, HPA, serving objects, PV/PVC
+            and node pool (the uploaded model stays), never what a version that served before the run uses.
     """
     logger = get_run_logger()
     spec, cluster = resolve_cluster(spec, cluster_block)
@@ -108,7 +123,7 @@ def deploy(
             # the run failed before it could look) the teardown leaves whatever serves at that moment.
             first_deploy = bool(found) and found[0] is None
             logger.error("deploy failed: tearing down what it created (teardown_on_failure)")
-            teardown(spec=spec, cluster_block=cluster_block, keep_live=not first_deploy, return_state=True)
+            teardown(spec=spec, cluster_block=cluster.reference, keep_live=not first_deploy, return_state=True)
         raise
 
 

@@ -14,17 +14,18 @@ namespace is left alone (it may be shared, e.g. ``default``). Every name comes f
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from blocks import AckClusterRef
 from clients.cluster import resolve_cluster
 from clients.kube import KubeApiError, KubeClients, kind_of
 from clients.logs import run_logger
 from clients.waiting import poll_until
-from core.spec import DeploySpec
+from core.spec import DeploySpec, form_title
 from tasks.live import LiveUsage, LiveVersion, classify_run, find_live_version, live_usage
 from tasks.model import delete_model as delete_model_task
 from tasks.nodepool import delete_node_pool
@@ -169,24 +170,26 @@ def _short(exc: BaseException) -> str:
 @flow(name="elastic-inference-teardown", description="Remove what a deploy created (objects, node pool, model).",
       validate_parameters=True)
 def teardown(
-    spec: DeploySpec,
-    cluster_block: str = "sandbox",
-    delete_model: bool = False,
-    delete_pool: bool = True,
-    timeout_s: float = 600.0,
-    keep_live: bool = False,
+    spec: Annotated[DeploySpec, form_title("Deploy spec")],
+    cluster_block: Annotated[AckClusterRef, form_title("ACK cluster block")] = "sandbox",
+    delete_model: Annotated[bool, form_title("Delete the model")] = False,
+    delete_pool: Annotated[bool, form_title("Delete the node pool")] = True,
+    timeout_s: Annotated[float, form_title("Timeout per object (s)")] = 600.0,
+    keep_live: Annotated[bool, form_title("Keep a serving version")] = False,
 ) -> TeardownResult:
     """Remove the Ingress, HPA, Service, Deployment, ConfigMap, PVC, PV and Secret of ``spec``, then its node
     pool (``delete_pool``), then the uploaded model (``delete_model``). Idempotent; see the module docstring.
 
     Args:
-        spec: The deploy spec whose objects to remove (names are derived from it as the deploy derives them).
-        cluster_block: Name of the saved ACK Cluster block of the cluster to clean.
-        delete_model: Also delete the uploaded model's objects in OSS.
-        delete_pool: Also delete the node pool (never while a live version of another release uses it).
-        timeout_s: How long to wait for each deletion to finish, in seconds.
-        keep_live: Leave everything when the spec's own version is the one serving (a teardown after a failed
-            run must not take down what serves).
+        spec: The spec of the deploy to remove: every name comes from it (the same spec the deploy ran with).
+        cluster_block: The cluster to remove it from: a saved ACK Cluster block, picked from the list or given
+            by name.
+        delete_model: Also delete the model's objects in the OSS bucket.
+        delete_pool: Also delete the node pool (ACK DeleteClusterNodepool with force), unless a version that
+            serves the spec's host and path runs on it.
+        timeout_s: How long to wait, in seconds, for each object to be gone.
+        keep_live: When the spec's own version is the one serving, leave it whole (what a teardown after a
+            failed run does). Whatever another serving version uses is always left.
     """
     logger = get_run_logger()
     spec, cluster = resolve_cluster(spec, cluster_block)
