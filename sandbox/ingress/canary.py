@@ -90,10 +90,6 @@ def parse(annotations: dict[str, str] | None) -> TrafficShapingPolicy | None:
     )
 
 
-def is_canary(annotations: dict[str, str] | None) -> bool:
-    return parse(annotations) is not None
-
-
 @lru_cache(maxsize=256)
 def _compile(pattern: str) -> re.Pattern[str] | None:
     try:
