@@ -23,7 +23,6 @@ import pytest
 from kubernetes import client
 from polling import wait_for
 
-HOST = "canary.example.com"
 SIGMAS = 5.0
 
 
@@ -85,7 +84,7 @@ def app(core, net, ns, versions):
     return ns
 
 
-def _ingress(name: str, service: str, annotations: dict[str, str] | None = None, host: str = HOST,
+def _ingress(host: str, name: str, service: str, annotations: dict[str, str] | None = None,
              path: str = "/") -> dict:
     return {"metadata": {"name": name, "annotations": annotations or {}}, "spec": {
         "ingressClassName": "nginx",
@@ -100,8 +99,14 @@ def _canary(**ann: str) -> dict[str, str]:
 
 
 @pytest.fixture
-def http(sandbox):
-    with httpx.Client(base_url=sandbox.info["ingress_endpoint"], timeout=10, headers={"Host": HOST}) as c:
+def host(app) -> str:
+    """A host of the test's own: Ingresses of earlier tests' namespaces may still be in the table."""
+    return f"{app}.example.com"
+
+
+@pytest.fixture
+def http(sandbox, host):
+    with httpx.Client(base_url=sandbox.info["ingress_endpoint"], timeout=10, headers={"Host": host}) as c:
         yield c
 
 
@@ -127,10 +132,10 @@ def _assert_binomial(k: int, n: int, p: float) -> None:
     assert abs(k - mean) <= SIGMAS * sd, f"canary served {k}/{n}, expected {mean:.0f} +- {SIGMAS * sd:.1f}"
 
 
-def test_header_always_never_and_precedence(app, net, http):
-    net.create_namespaced_ingress(app, _ingress("main", "stable"))
+def test_header_always_never_and_precedence(app, host, net, http):
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
     _until(http, "stable", "main route installed")
-    net.create_namespaced_ingress(app, _ingress("canary", "canary", _canary(
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(
         canary_by_header="X-Canary", canary_by_cookie="canary_cookie")))
     _until(http, "canary", "canary merged", headers={"X-Canary": "always"})
     assert _version(http) == "stable"  # weight 0
@@ -151,10 +156,10 @@ def test_header_always_never_and_precedence(app, net, http):
     assert _version(http, {"X-Canary": "never"}) == "stable"
 
 
-def test_header_value_and_pattern(app, net, http):
-    net.create_namespaced_ingress(app, _ingress("main", "stable"))
+def test_header_value_and_pattern(app, host, net, http):
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
     _until(http, "stable", "main route installed")
-    net.create_namespaced_ingress(app, _ingress("canary", "canary", _canary(
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(
         canary_by_header="X-Version", canary_by_header_value="v2", canary_by_header_pattern="^v[0-9]$")))
     _until(http, "canary", "canary merged", headers={"X-Version": "v2"})
     assert _version(http, {"X-Version": "v3"}) == "stable"  # with a value set, the pattern is ignored
@@ -167,10 +172,10 @@ def test_header_value_and_pattern(app, net, http):
     assert _version(http, {"X-Version": "v10"}) == "stable"
 
 
-def test_weight_share_is_binomial(app, net, http):
-    net.create_namespaced_ingress(app, _ingress("main", "stable"))
+def test_weight_share_is_binomial(app, host, net, http):
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
     _until(http, "stable", "main route installed")
-    net.create_namespaced_ingress(app, _ingress("canary", "canary", _canary(canary_weight="30")))
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(canary_weight="30")))
     wait_for(lambda: _share(http, 20) > 0, what="weighted canary merged")
     n = 1000
     _assert_binomial(_share(http, n), n, 0.30)
@@ -185,11 +190,11 @@ def test_weight_share_is_binomial(app, net, http):
     _assert_binomial(_share(http, n), n, 0.25)
 
 
-def test_weight_bounds_and_small_total_ignored(app, net, http):
-    net.create_namespaced_ingress(app, _ingress("main", "stable"))
+def test_weight_bounds_and_small_total_ignored(app, host, net, http):
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
     _until(http, "stable", "main route installed")
     # a weight-total at or below 100 is ignored by the Lua balancer: 50 "of 50" is still 50 of 100
-    net.create_namespaced_ingress(app, _ingress("canary", "canary", _canary(
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(
         canary_weight="50", canary_weight_total="50")))
     wait_for(lambda: _share(http, 20) > 0, what="weighted canary merged")
     n = 1000
@@ -207,33 +212,33 @@ def test_weight_bounds_and_small_total_ignored(app, net, http):
     assert _share(http, 300) == 300
 
 
-def test_canary_without_main_is_not_served(app, net, http):
+def test_canary_without_main_is_not_served(app, host, net, http):
     # the canary's host has no main Ingress: 404 from the default backend, whatever the header says
-    net.create_namespaced_ingress(app, _ingress("canary", "canary", _canary(canary_by_header="X-Canary")))
-    net.create_namespaced_ingress(app, _ingress("other", "stable", host="other.example.com"))
-    wait_for(lambda: http.get("/", headers={"Host": "other.example.com"}).status_code == 200,
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(canary_by_header="X-Canary")))
+    net.create_namespaced_ingress(app, _ingress(f"other-{app}.example.com", "other", "stable"))
+    wait_for(lambda: http.get("/", headers={"Host": f"other-{app}.example.com"}).status_code == 200,
              what="other host routed")
     assert http.get("/", headers={"X-Canary": "always"}).status_code == 404
     # a main Ingress on another path of the same host: the canary's path "/" has no main location to join
-    net.create_namespaced_ingress(app, _ingress("main-api", "stable", path="/api"))
+    net.create_namespaced_ingress(app, _ingress(host, "main-api", "stable", path="/api"))
     wait_for(lambda: http.get("/api/x").status_code == 200, what="main /api routed")
     assert http.get("/api/x", headers={"X-Canary": "always"}).json()["version"] == "stable"
     assert http.get("/v1/models/m", headers={"X-Canary": "always"}).status_code == 404
 
 
-def test_one_canary_per_rule_oldest_wins(app, net, core, http, versions, sandbox):
+def test_one_canary_per_rule_oldest_wins(app, host, net, core, http, versions, sandbox):
     core.create_namespaced_service(app, {"metadata": {"name": "canary2"}, "spec": {
         "ports": [{"name": "http-serving", "port": 8501, "targetPort": 8501}]}})
     core.create_namespaced_endpoints(app, {"metadata": {"name": "canary2"}, "subsets": [{
         "addresses": [{"ip": versions["canary2"]}], "ports": [{"name": "http-serving", "port": 8501}]}]})
-    net.create_namespaced_ingress(app, _ingress("main", "stable"))
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
     _until(http, "stable", "main route installed")
-    net.create_namespaced_ingress(app, _ingress("canary-a", "canary", _canary(canary_by_header="X-A")))
+    net.create_namespaced_ingress(app, _ingress(host, "canary-a", "canary", _canary(canary_by_header="X-A")))
     _until(http, "canary", "first canary merged", headers={"X-A": "always"})
     first = net.read_namespaced_ingress("canary-a", app).metadata.creation_timestamp
     # creationTimestamp has one-second resolution: make the second canary strictly younger
     wait_for(lambda: sandbox.ctx.clock.now() >= first.timestamp() + 1.0, what="the next (simulated) second")
-    net.create_namespaced_ingress(app, _ingress("canary-b", "canary2", _canary(canary_weight="100")))
+    net.create_namespaced_ingress(app, _ingress(host, "canary-b", "canary2", _canary(canary_weight="100")))
     # the second canary is accepted (and published by the controller) but not consulted: weight 100 moves nothing
     wait_for(lambda: net.read_namespaced_ingress("canary-b", app).status.load_balancer.ingress,
              what="canary-b seen by the controller", tolerate=(AttributeError,))
@@ -245,13 +250,13 @@ def test_one_canary_per_rule_oldest_wins(app, net, core, http, versions, sandbox
     assert all(_version(http, {"X-A": "always"}) == "canary2" for _ in range(20))
 
 
-def test_access_log_keys_canary_traffic_like_ack(app, net, http, sandbox, raw):
+def test_access_log_keys_canary_traffic_like_ack(app, host, net, http, sandbox, raw):
     """``proxy_upstream_name`` stays the main route; ``proxy_alternative_upstream_name`` names the canary; the
     metrics adapter (query on ``proxy_upstream_name``) counts canary traffic on the main route and 0 on the
     canary's."""
-    net.create_namespaced_ingress(app, _ingress("main", "stable"))
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
     _until(http, "stable", "main route installed")
-    net.create_namespaced_ingress(app, _ingress("canary", "canary", _canary(canary_by_header="X-Canary")))
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(canary_by_header="X-Canary")))
     _until(http, "canary", "canary merged", headers={"X-Canary": "always"})
     log = sandbox.ctx.services["ingress"].log
     main, canary = f"{app}-stable-8501", f"{app}-canary-8501"
