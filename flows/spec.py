@@ -1183,6 +1183,13 @@ class DeploySpec(_Model):
             raise SpecError.from_validation(exc, source) from None
 
 
+def _printable(text: str) -> str:
+    """Control and separator characters (a key "\\x1e", a value with "\\u2028") escaped: one error, one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
+
+
 class SpecError(ValueError):
     """A spec that breaks a rule; the message names each field and the rule."""
 
@@ -1194,8 +1201,8 @@ class SpecError(ValueError):
             cause = (err.get("ctx") or {}).get("error")
             if isinstance(cause, _FieldError):
                 loc.extend(cause.field.split("."))
-            field = ".".join(loc) or "(spec)"
-            msg = err["msg"].removeprefix("Value error, ")
+            field = _printable(".".join(loc)) or "(spec)"
+            msg = _printable(err["msg"].removeprefix("Value error, "))
             lines.append(f"  {field}: {msg}")
         return cls(f"{source}: invalid deploy spec\n" + "\n".join(lines))
 
