@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import click
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(no_args_is_help=True, help="The local emulation of ACK, OSS, ECS/ESS and SLS.")
@@ -58,7 +59,8 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
         try:
             return command(*args, **kwargs)
-        except (typer.Exit, typer.Abort, click.exceptions.Exit, click.exceptions.Abort, click.ClickException):
+        except (typer.Exit, typer.Abort, TyperException, click.exceptions.Exit, click.ClickException):
+            # typer's own exits and usage errors (it vendors click; plain click's, for older typer)
             raise
         except Exception as exc:
             if _debug:
