@@ -161,8 +161,10 @@ def _save_blocks_when_ready(state_dir: Path, timeout: float = 120.0) -> None:
 @user_errors
 def sandbox_down(dir: DirOpt = Path(".sandbox")) -> None:
     """Stop the background sandbox of DIR (its state stays for the next `up`)."""
-    from sandbox.daemon import stop_detached
+    from sandbox.daemon import check_pid_file, stop_detached
 
+    if stale := check_pid_file(dir)[1]:
+        console.print(f"[yellow]{stale}[/]", highlight=False)
     if stop_detached(dir):
         console.print(f"sandbox in {dir} stopped")
     else:
@@ -176,9 +178,11 @@ def sandbox_status(
     as_json: Annotated[bool, typer.Option("--json", help="Print sandbox.json (secret masked)")] = False,
 ) -> None:
     """Say whether the sandbox of DIR runs, and where its endpoints are."""
-    from sandbox.daemon import running_pid
+    from sandbox.daemon import check_pid_file
 
-    pid = running_pid(dir)
+    pid, stale = check_pid_file(dir)
+    if stale:
+        err_console.print(stale, markup=False, highlight=False)
     info_path = dir / "sandbox.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     masked = {k: ("********" if "secret" in k or "token" in k else v) for k, v in info.items()}
