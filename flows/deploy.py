@@ -5,25 +5,31 @@
                       ─ smoke predict ─ load test ‖ timeline sampler ─ verify ─ report ─ fail on a failed check
 
 The node pool (minutes on ACK) and the model upload run concurrently. The flow reaches the cloud, real or
-sandbox, only through the ``AckCluster`` block it is given by name: endpoints, credentials and a cluster id.
+sandbox, only through the ``AckCluster`` block it is given (picked in the UI, or by name): endpoints, credentials
+and a cluster id.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from blocks import AckCluster
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi, Node
+from blocks import AckClusterRef
+from clients.ack import Node
+from clients.cluster import Cluster, resolve_cluster
+from clients.kube import KubeClients
+from clients.lease import LeaseLock, acquire
+from core.spec import DeploySpec, form_title
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress
-from tasks.kube import KubeClients
+from tasks.live import LiveVersion, RunKind, classify_run, find_live_version
 from tasks.loadtest import LoadTestResult, run_load_test
 from tasks.model import upload_model
 from tasks.model_plan import UploadReport
@@ -32,7 +38,7 @@ from tasks.preflight import preflight
 from tasks.report import ReportFiles, run_label, safe_dir_name, write_report
 from tasks.serving import apply_serving
 from tasks.smoke import SmokeResult, smoke_predict
-from tasks.storage import apply_storage, default_oss_url
+from tasks.storage import apply_storage
 from tasks.timeline import TimelineSampler
 from tasks.verify import VerificationReport, collect_facts, raise_if_failed, verify
 
@@ -42,6 +48,8 @@ class DeployResult(BaseModel):
     node_pool: NodePoolResult
     nodes: list[Node]
     upload: UploadReport
+    run_kind: RunKind = "first-deploy"
+    live_before: LiveVersion | None = None
     endpoint: IngressEndpoint | None = None
     smoke: SmokeResult | None = None
     load_test: LoadTestResult | None = None
@@ -49,24 +57,24 @@ class DeployResult(BaseModel):
     report: ReportFiles | None = None
 
 
-def list_pool_nodes(cluster: AckCluster, nodepool_id: str) -> list[Node]:
-    """The pool's instances as ACK's DescribeClusterNodes reports them (charge type and spot strategy)."""
-    return AckApi(cluster.credentials, cluster.cluster_id).describe_nodes(nodepool_id=nodepool_id)
+# How long a run waits for another run of the same service (the nightly schedule and a registry event, say) to
+# finish before it gives up, in seconds.
+SERVICE_LOCK_WAIT_S = 1800.0
+
+
+def service_lock(kube: KubeClients, spec: DeploySpec) -> LeaseLock:
+    """One run at a time changes a service: the Lease ``<serving name>-rollout`` in its namespace, held by this
+    flow run until the run ends (see clients/lease.py)."""
+    holder = f"{socket.gethostname()}/{flow_run.id or 'local'}"
+    return acquire(kube, spec.names.namespace, f"{spec.serving.name}-rollout", holder, SERVICE_LOCK_WAIT_S)
 
 
 @task(name="kubeconfig", cache_policy=NO_CACHE)
-def fetch_kubeconfig(cluster: AckCluster) -> KubeClients:
+def fetch_kubeconfig(cluster: Cluster) -> KubeClients:
     """ACK DescribeClusterUserKubeconfig: a kubeconfig with a temporary token, held in memory only."""
-    text, expiration = AckApi(cluster.credentials, cluster.cluster_id).user_kubeconfig(
-        cluster.kubeconfig_minutes, cluster.private_ip
-    )
+    text, expiration = cluster.user_kubeconfig()
     get_run_logger().info("kubeconfig for cluster %s (expires %s)", cluster.cluster_id, expiration)
     return KubeClients.from_kubeconfig_text(text)
-
-
-def oss_url_for(spec: DeploySpec, cluster: AckCluster) -> str:
-    """The endpoint the OSS CSI driver mounts from: the spec's, the credentials' override, or the region's internal."""
-    return spec.storage.oss_url or cluster.credentials.oss_endpoint or default_oss_url(cluster.credentials.region_id)
 
 
 @flow(
@@ -76,39 +84,51 @@ def oss_url_for(spec: DeploySpec, cluster: AckCluster) -> str:
     validate_parameters=True,
 )
 def deploy(
-    spec: DeploySpec,
-    cluster_block: str = "sandbox",
-    show_progress: bool = False,
-    reports_dir: str = "reports",
-    teardown_on_failure: bool = False,
+    spec: Annotated[DeploySpec, form_title("Deploy spec")],
+    cluster_block: Annotated[AckClusterRef, form_title("ACK cluster block")] = "sandbox",
+    show_progress: Annotated[bool, form_title("Show progress bars")] = False,
+    reports_dir: Annotated[str, form_title("Reports directory")] = "reports",
+    teardown_on_failure: Annotated[bool, form_title("Tear down on failure")] = False,
 ) -> DeployResult:
-    """Run the procedure with ``spec`` against the ACK cluster saved as the ``AckCluster`` block ``cluster_block``.
+    """Run the procedure with ``spec`` against the ACK cluster of the ``AckCluster`` block ``cluster_block``.
 
     Every step is idempotent: running the flow twice leaves the same cloud and cluster state. Any failed
     verification check fails the run after the report is written. With ``teardown_on_failure`` a failed run
-    removes what it created (the model objects stay).
+    removes what it created (the model objects stay), never what a live version serves with.
+
+    Args:
+        spec: What to deploy and how: one section per step of the procedure (node pool, model, storage, serving,
+            autoscaling, ingress, load test, verification).
+        cluster_block: The cluster to deploy to: a saved ACK Cluster block (its cluster id, credentials and
+            endpoints), picked from the list or given by name. `sandbox` is the block `elastic-inference sandbox
+            up` saves.
+        show_progress: Draw progress bars of the model upload on the worker's terminal (the run's logs and its
+            upload progress artifact report the upload either way).
+        reports_dir: Directory the run's report (report.md, report.json, timeline.png) is written under, on the
+            worker's machine, relative to its working directory (the repository); one sub-directory per run.
+        teardown_on_failure: When the run fails, remove what it created: Ingress, HPA, serving objects, PV/PVC
+            and node pool (the uploaded model stays), never what a version that served before the run uses.
     """
     logger = get_run_logger()
-    cluster = AckCluster.load(cluster_block)
-    if spec.cluster_id and spec.cluster_id != cluster.cluster_id:
-        raise ValueError(
-            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {cluster_block!r} "
-            f"({cluster.cluster_id!r}); refusing to deploy to the wrong cluster"
-        )
-    spec = spec.with_cluster(cluster.cluster_id)
+    spec, cluster = resolve_cluster(spec, cluster_block)
     logger.info("deploying %s (model %s) to cluster %s", spec.names.deployment, spec.model.name, cluster.cluster_id)
+    found: list[LiveVersion | None] = []  # what served before this run, once looked up
     try:
-        return _deploy(spec, cluster, show_progress, Path(reports_dir).resolve())
+        return _deploy(spec, cluster, show_progress, Path(reports_dir).resolve(), found)
     except BaseException:
         if teardown_on_failure:
             from flows.teardown import teardown
 
+            # Only a run that found nothing live may remove all it made; otherwise (something served before, or
+            # the run failed before it could look) the teardown leaves whatever serves at that moment.
+            first_deploy = bool(found) and found[0] is None
             logger.error("deploy failed: tearing down what it created (teardown_on_failure)")
-            teardown(spec=spec, cluster_block=cluster_block, return_state=True)
+            teardown(spec=spec, cluster_block=cluster.reference, keep_live=not first_deploy, return_state=True)
         raise
 
 
-def _deploy(spec: DeploySpec, cluster: AckCluster, show_progress: bool, reports_dir: Path) -> DeployResult:
+def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir: Path,
+            found: list[LiveVersion | None]) -> DeployResult:
     logger = get_run_logger()
     creds = cluster.credentials
     pool_future = ensure_node_pool.submit(spec.node_pool, creds, cluster.cluster_id)
@@ -118,28 +138,32 @@ def _deploy(spec: DeploySpec, cluster: AckCluster, show_progress: bool, reports_
 
     with fetch_kubeconfig(cluster) as kube:
         preflight(kube, spec)
-        apply_storage(kube, spec, oss_url_for(spec, cluster), creds.access_key_id, creds.access_key_secret)
-        apply_serving(kube, spec)
-        apply_autoscaling(kube, spec)
-        _, endpoint = apply_ingress(kube, spec)
-        smoke = smoke_predict(endpoint, spec)
-        logger.info("serving at %s (Host: %s)", endpoint.url, endpoint.host)
+        with service_lock(kube, spec):
+            live = find_live_version(kube, spec)
+            found.append(live)
+            apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret)
+            apply_serving(kube, spec)
+            apply_autoscaling(kube, spec)
+            _, endpoint = apply_ingress(kube, spec)
+            smoke = smoke_predict(endpoint, spec)
+            logger.info("serving at %s (Host: %s)", endpoint.url, endpoint.host)
 
-        run_dir = reports_dir / safe_dir_name(run_label())
-        load: LoadTestResult | None = None
-        sampler = TimelineSampler(kube, spec, pool.nodepool_id).start()
-        try:
-            if spec.load_test.enabled:
-                load = run_load_test(endpoint, spec, run_dir / "locust")
-        finally:
-            timeline = sampler.stop()
-        facts = collect_facts(kube, AckApi(creds, cluster.cluster_id), spec, pool.nodepool_id)
-        verification = verify(facts, spec, load, timeline)
-        files = write_report(spec, verification, endpoint, load, timeline, facts, reports_dir=reports_dir,
-                             run_name=run_dir.name, nodepool_id=pool.nodepool_id)
+            run_dir = reports_dir / safe_dir_name(run_label())
+            load: LoadTestResult | None = None
+            sampler = TimelineSampler(kube, spec, pool.nodepool_id).start()
+            try:
+                if spec.load_test.enabled:
+                    load = run_load_test(endpoint, spec, run_dir / "locust")
+            finally:
+                timeline = sampler.stop()
+            facts = collect_facts(kube, cluster.ack(), spec, pool.nodepool_id)
+            verification = verify(facts, spec, load, timeline)
+            files = write_report(spec, verification, endpoint, load, timeline, facts, reports_dir=reports_dir,
+                                 run_name=run_dir.name, nodepool_id=pool.nodepool_id)
     raise_if_failed(verification, where=str(files.directory))
     return DeployResult(
-        cluster_id=cluster.cluster_id, node_pool=pool, nodes=list_pool_nodes(cluster, pool.nodepool_id),
+        cluster_id=cluster.cluster_id, run_kind=classify_run(spec, live), live_before=live, node_pool=pool,
+        nodes=cluster.ack().describe_nodes(nodepool_id=pool.nodepool_id),
         upload=upload, endpoint=endpoint, smoke=smoke, load_test=load, verification=verification, report=files,
     )
 
@@ -153,6 +177,7 @@ def summarize(result: DeployResult) -> dict[str, Any]:
         f"{'created' if result.node_pool.created else 'existing'}, state {result.node_pool.state}",
         "nodes": f"{len(result.nodes)} ({len(result.nodes) - spot} pay-as-you-go, {spot} spot)",
         "upload": result.upload.summary(),
+        "run": result.run_kind + (f" (live before: {result.live_before})" if result.live_before else ""),
     }
     if result.endpoint:
         out["endpoint"] = f"{result.endpoint.url} (Host: {result.endpoint.host})"

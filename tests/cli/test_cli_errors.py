@@ -19,8 +19,8 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from flows.cli import app
-from flows.demo_model import generate_demo_model
+from cli.main import app
+from core.demo_model import generate_demo_model
 
 REPO = Path(__file__).resolve().parents[2]
 runner = CliRunner()
@@ -114,7 +114,7 @@ def test_an_unreachable_endpoint_is_one_line(tmp_path: Path) -> None:
         "cluster_id": "c0123456789abcdef", "kubeconfig": str(state / "kubeconfig"),
     }))
     res = subprocess.run(
-        [sys.executable, "-m", "flows.cli", "deploy", "--plan", "--server", "--sandbox-dir", str(state),
+        [sys.executable, "-m", "cli.main", "deploy", "--plan", "--server", "--sandbox-dir", str(state),
          str(spec_file(tmp_path))], cwd=REPO, capture_output=True, text=True, timeout=300,
     )
     assert res.returncode == 1, res.stderr
@@ -154,7 +154,7 @@ def test_a_manifest_the_api_server_refuses_is_one_line(tmp_path: Path, sandbox) 
     ids=["missing spec", "dev zero", "missing sandbox dir", "status of nothing"],
 )
 def test_as_a_user_runs_it(args: list[str], code: int, words: str) -> None:
-    res = subprocess.run([sys.executable, "-m", "flows.cli", *args], cwd=REPO, capture_output=True, text=True,
+    res = subprocess.run([sys.executable, "-m", "cli.main", *args], cwd=REPO, capture_output=True, text=True,
                          timeout=300)
     assert res.returncode == code, res.stdout + res.stderr
     assert words in res.stdout + res.stderr

@@ -27,7 +27,7 @@ from processes import free_port  # tests/processes.py
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from flows.registry_webhook import MAX_BODY_BYTES, ReceiverConfig, create_app
+from receivers.registry_webhook import MAX_BODY_BYTES, ReceiverConfig, create_app
 
 SECRET = "whsec-" + secrets.token_urlsafe(24)
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -150,7 +150,7 @@ def test_a_tolerance_that_turns_freshness_off_is_refused(tolerance: float) -> No
 
 
 def test_the_cli_refuses_an_infinite_tolerance(monkeypatch: pytest.MonkeyPatch) -> None:
-    from flows.cli import app
+    from cli.main import app
 
     monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
     monkeypatch.setenv("MLFLOW_WEBHOOK_SECRET", SECRET)

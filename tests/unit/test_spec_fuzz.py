@@ -22,7 +22,7 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from flows.spec import DeploySpec, SpecError
+from core.spec import DeploySpec, SpecError
 from sandbox.kube.schema import validator
 from tasks.plan import render_all
 

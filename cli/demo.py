@@ -46,7 +46,7 @@ def ensure_demo_model(spec_path: Path) -> Path:
     """Generate the demo model at the spec's ``model.local_dir`` unless it is already there."""
     import yaml
 
-    from .demo_model import generate_demo_model
+    from core.demo_model import generate_demo_model
 
     raw = yaml.safe_load(spec_path.read_text()) or {}
     local_dir = (raw.get("model") or {}).get("local_dir")
@@ -74,9 +74,10 @@ def run_demo(
 ) -> Any:
     console = console or Console()
     _prefect_env()
-    from .deploy import deploy, summarize
+    from core.spec import DeploySpec
+    from flows.deploy import deploy, summarize
+
     from .sandbox_profile import save_sandbox_blocks
-    from .spec import DeploySpec
 
     model_dir = ensure_demo_model(spec_path)
     console.print(f"[bold]demo model[/] {model_dir}")

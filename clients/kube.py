@@ -48,20 +48,12 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from clients.logs import run_logger
+
 log = logging.getLogger(__name__)
-
-
-def step_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a flow or task run (so lines reach the UI), else this module's logger."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return log
 
 
 FIELD_MANAGER = "elastic-inference"
@@ -85,6 +77,7 @@ KINDS: dict[str, Kind] = {
         Kind("v1", "ConfigMap", k8s.CoreV1Api, "namespaced_config_map", True),
         Kind("v1", "Service", k8s.CoreV1Api, "namespaced_service", True),
         Kind("v1", "Pod", k8s.CoreV1Api, "namespaced_pod", True),
+        Kind("v1", "Node", k8s.CoreV1Api, "node", False),
         Kind("v1", "Event", k8s.CoreV1Api, "namespaced_event", True),
         Kind("v1", "PersistentVolume", k8s.CoreV1Api, "persistent_volume", False),
         Kind("v1", "PersistentVolumeClaim", k8s.CoreV1Api, "namespaced_persistent_volume_claim", True),
@@ -101,6 +94,7 @@ KINDS: dict[str, Kind] = {
         Kind("networking.k8s.io/v1", "IngressClass", k8s.NetworkingV1Api, "ingress_class", False),
         Kind("storage.k8s.io/v1", "CSIDriver", k8s.StorageV1Api, "csi_driver", False),
         Kind("apiregistration.k8s.io/v1", "APIService", k8s.ApiregistrationV1Api, "api_service", False),
+        Kind("coordination.k8s.io/v1", "Lease", k8s.CoordinationV1Api, "namespaced_lease", True),
     )
 }
 
@@ -151,6 +145,11 @@ class KubeApiError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """409: AlreadyExists on create, Conflict on an update from a stale resourceVersion."""
+        return self.status == 409
 
     @property
     def forbidden(self) -> bool:
@@ -417,7 +416,7 @@ class KubeClients:
             stop=stop_after_attempt(self.attempts),
             wait=_Wait(self.backoff_s, self.backoff_max_s),
             reraise=True,
-            before_sleep=lambda s: step_logger().warning(
+            before_sleep=lambda s: run_logger().warning(
                 "%s: %s; retry %d of %d",
                 action,
                 _short(s.outcome.exception() if s.outcome else None),
@@ -455,6 +454,23 @@ class KubeClients:
                 return None
             raise
         return _strip_secret(obj)
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """POST the object; 409 AlreadyExists surfaces as :class:`KubeApiError` (``conflict``)."""
+        k = kind_of(manifest)
+        meta = manifest.get("metadata") or {}
+        args = (meta.get("namespace"), manifest) if k.namespaced else (manifest,)
+        return self._call(f"CREATE {_where(k.kind, meta.get('name', ''), meta.get('namespace'))}",
+                          self._method("create", k), *args)
+
+    def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """PUT the object; with ``metadata.resourceVersion`` set, a concurrent change answers 409 Conflict
+        (optimistic concurrency, what a lock built on a Lease relies on)."""
+        k = kind_of(manifest)
+        meta = manifest.get("metadata") or {}
+        args = (meta["name"], meta.get("namespace"), manifest) if k.namespaced else (meta["name"], manifest)
+        return self._call(f"REPLACE {_where(k.kind, meta['name'], meta.get('namespace'))}",
+                          self._method("replace", k), *args)
 
     def list(self, kind: str, namespace: str | None = None, **selectors: Any) -> dict[str, Any]:
         """The list object (``items`` + ``metadata.resourceVersion``); ``label_selector``/``field_selector``."""
@@ -521,7 +537,7 @@ class KubeClients:
             dry_run=dry_run,
             object=_strip_secret(obj),
         )
-        step_logger().info("%s", result)
+        run_logger().info("%s", result)
         return result
 
     # ---- events ----------------------------------------------------------------------------------------------
@@ -662,7 +678,7 @@ class KubeClients:
                     if exc.status == 410:  # Expired: our resourceVersion is too old; list again.
                         relist = True
                     elif _retryable(exc):
-                        step_logger().warning("watch %s: %s %s; re-listing", where, exc.status, exc.reason)
+                        run_logger().warning("watch %s: %s %s; re-listing", where, exc.status, exc.reason)
                         relist = True
                     else:
                         raise KubeApiError.from_api_exception(f"WATCH {where}", exc) from None

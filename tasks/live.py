@@ -1,0 +1,166 @@
+"""Before anything changes: which version, if any, serves the spec's host and path right now.
+
+Nearly every run after the first replaces a model that serves real traffic, so the deploy first looks at what the
+cluster already routes: the **main** Ingress of the spec's class for the spec's host and path (ingress-nginx routes
+a host/path by its non-canary Ingress; an Ingress annotated ``nginx.ingress.kubernetes.io/canary: "true"`` only
+takes a share of it, ``internal/ingress/annotations/canary/main.go``), its backend Service, and the arena labels
+``servingName``/``servingVersion`` that the chart puts on that Service (``charts/tfserving/templates/service.yaml``).
+
+What the run is follows from it (:func:`classify_run`): no live version, the first deploy; the live version is the
+spec's own serving name and version, an idempotent re-run; any other, a replacement of a live model.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from pydantic import BaseModel
+
+from clients.kube import KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
+
+CANARY = "nginx.ingress.kubernetes.io/canary"
+NODEPOOL_LABEL = "alibabacloud.com/nodepool-id"  # set on every node of an ACK node pool
+LEGACY_CLASS = "kubernetes.io/ingress.class"
+
+RunKind = Literal["first-deploy", "re-run", "replace-live"]
+
+
+class LiveVersion(BaseModel):
+    """What serves the spec's host and path, as the cluster says."""
+
+    ingress: str
+    service: str
+    port: int | str
+    serving_name: str | None = None
+    serving_version: str | None = None
+
+    def __str__(self) -> str:
+        who = f"{self.serving_name}/{self.serving_version}" if self.serving_version else "an unlabelled Service"
+        return f"{who} (Ingress {self.ingress} -> Service {self.service}:{self.port})"
+
+
+def is_canary(ingress: dict[str, Any]) -> bool:
+    """Whether ingress-nginx reads the canary annotation as true: ``parser.GetBoolAnnotation`` parses it with
+    Go's ``strconv.ParseBool`` (``internal/ingress/annotations/parser/main.go``), which takes "1", "t", "T",
+    "TRUE", "true" and "True"."""
+    value = (((ingress.get("metadata") or {}).get("annotations")) or {}).get(CANARY)
+    return value in ("true", "True", "TRUE", "t", "T", "1")
+
+
+def _class_of(ingress: dict[str, Any]) -> str | None:
+    spec = ingress.get("spec") or {}
+    return spec.get("ingressClassName") or (((ingress.get("metadata") or {}).get("annotations")) or {}).get(
+        LEGACY_CLASS
+    )
+
+
+def serving_backend(
+    ingresses: list[dict[str, Any]], class_name: str, host: str, path: str
+) -> tuple[str, str, int | str] | None:
+    """(Ingress name, Service name, port number or name) of the main Ingress routing ``host`` + ``path``, or
+    None. Canary Ingresses are passed over; of several main ones, the oldest wins, as ingress-nginx keeps the
+    first Ingress it sorted by creation time for a host/path (``store.ListIngresses`` sorts by
+    creationTimestamp)."""
+    main = [i for i in ingresses if not is_canary(i) and _class_of(i) == class_name]
+    main.sort(key=lambda i: ((i.get("metadata") or {}).get("creationTimestamp") or "",
+                             (i.get("metadata") or {}).get("name") or ""))
+    for ing in main:
+        for rule in (ing.get("spec") or {}).get("rules") or []:
+            if (rule.get("host") or "") != host:
+                continue
+            for p in (rule.get("http") or {}).get("paths") or []:
+                if (p.get("path") or "/") != path:
+                    continue
+                svc = (p.get("backend") or {}).get("service") or {}
+                port = svc.get("port") or {}
+                if svc.get("name"):
+                    return ing["metadata"]["name"], svc["name"], port.get("number") or port.get("name") or ""
+    return None
+
+
+def classify_run(spec: DeploySpec, live: LiveVersion | None) -> RunKind:
+    """First deploy, idempotent re-run of the live version, or a replacement of a live model."""
+    if live is None:
+        return "first-deploy"
+    if live.serving_name == spec.serving.name and live.serving_version == spec.serving.version:
+        return "re-run"
+    return "replace-live"
+
+
+@task(name="live-version", cache_policy=NO_CACHE)
+def find_live_version(kube: KubeClients, spec: DeploySpec) -> LiveVersion | None:
+    """Read the spec namespace's Ingresses and the live backend Service; log what serves the host and path."""
+    ns = spec.names.namespace
+    ing = spec.ingress
+    items = kube.list("Ingress", ns).get("items") or []
+    backend = serving_backend(items, ing.class_name, ing.host, ing.path)
+    logger = run_logger()
+    if backend is None:
+        logger.info("no live version serves %s%s: first deploy", ing.host, ing.path)
+        return None
+    ingress_name, service_name, port = backend
+    labels = ((kube.get("Service", service_name, ns) or {}).get("metadata") or {}).get("labels") or {}
+    live = LiveVersion(ingress=ingress_name, service=service_name, port=port,
+                       serving_name=labels.get("servingName"), serving_version=labels.get("servingVersion"))
+    logger.info("live version at %s%s: %s; this run: %s", ing.host, ing.path, live, classify_run(spec, live))
+    return live
+
+
+class LiveUsage(BaseModel):
+    """What the live version serves with, read from the cluster: its Ingress, the HPA that scales its
+    Deployment, the claims its pods mount with their volumes and the Secrets those reference, and the node
+    pools its pods run on."""
+
+    ingress: str
+    hpas: set[str] = set()
+    pvcs: set[str] = set()
+    pvs: set[str] = set()
+    secrets: set[str] = set()
+    nodepool_ids: set[str] = set()
+
+    def uses(self, kind: str, name: str) -> bool:
+        return name in {
+            "Ingress": {self.ingress},
+            "HorizontalPodAutoscaler": self.hpas,
+            "PersistentVolumeClaim": self.pvcs,
+            "PersistentVolume": self.pvs,
+            "Secret": self.secrets,
+        }.get(kind, set())
+
+
+@task(name="live-usage", cache_policy=NO_CACHE)
+def live_usage(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> LiveUsage:
+    """Follow the live Service to its pods, their volumes and nodes, and the HPA aimed at its Deployment
+    (arena names the Deployment and the Service alike, ``<release>-tensorflow-serving``)."""
+    ns = spec.names.namespace
+    usage = LiveUsage(ingress=live.ingress)
+    service = kube.get("Service", live.service, ns) or {}
+    selector = (service.get("spec") or {}).get("selector") or {}
+    pods = (kube.list("Pod", ns, label_selector=",".join(f"{k}={v}" for k, v in selector.items())).get("items")
+            or []) if selector else []
+    nodes = {p.get("spec", {}).get("nodeName") for p in pods} - {None, ""}
+    for node in nodes:
+        pool = ((kube.get("Node", node) or {}).get("metadata", {}).get("labels") or {}).get(NODEPOOL_LABEL)
+        if pool:
+            usage.nodepool_ids.add(pool)
+    for pod in pods:
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                usage.pvcs.add(claim)
+    for claim in usage.pvcs:
+        pv_name = ((kube.get("PersistentVolumeClaim", claim, ns) or {}).get("spec") or {}).get("volumeName")
+        if pv_name:
+            usage.pvs.add(pv_name)
+            csi = ((kube.get("PersistentVolume", pv_name) or {}).get("spec") or {}).get("csi") or {}
+            ref = csi.get("nodePublishSecretRef") or {}
+            if ref.get("name") and ref.get("namespace", ns) == ns:
+                usage.secrets.add(ref["name"])
+    for hpa in kube.list("HorizontalPodAutoscaler", ns).get("items") or []:
+        if ((hpa.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == live.service:
+            usage.hpas.add(hpa["metadata"]["name"])
+    return usage
