@@ -21,6 +21,7 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from pydantic import SecretStr
 
 from core.spec import DeploySpec, SpecError
 from sandbox.kube.schema import validator
@@ -94,7 +95,7 @@ def with_value(path: tuple[str, ...], value: Any) -> dict[str, Any]:
 
 def assert_renders_valid_manifests(spec: DeploySpec) -> None:
     for manifest in render_all(spec, SEED_CLUSTER, "LTAI-fuzz", oss_url="oss-cn-hangzhou-internal.aliyuncs.com",
-                               region_id="cn-hangzhou", access_key_secret="fuzz"):
+                               access_key_secret=SecretStr("fuzz")):
         group, _, version = manifest["apiVersion"].rpartition("/")
         check = validator(group, version, manifest["kind"])
         assert check is not None, manifest["kind"]
