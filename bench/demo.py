@@ -52,10 +52,10 @@ def main() -> None:
     from prefect.client.orchestration import get_client
     from prefect.testing.utilities import prefect_test_harness
 
-    from flows.demo_model import generate_demo_model
+    from cli.sandbox_profile import save_sandbox_blocks
+    from core.demo_model import generate_demo_model
+    from core.spec import DeploySpec
     from flows.deploy import deploy
-    from flows.sandbox_profile import save_sandbox_blocks
-    from flows.spec import DeploySpec
     from sandbox.runner import Sandbox
     from sandbox.timings import DEFAULTS
 

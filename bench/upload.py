@@ -27,8 +27,8 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from blocks.alibaba import AlibabaCloudCredentials  # noqa: E402
-from flows.demo_model import generate_demo_model  # noqa: E402
-from flows.spec import DeploySpec  # noqa: E402
+from core.demo_model import generate_demo_model  # noqa: E402
+from core.spec import DeploySpec  # noqa: E402
 from sandbox.daemon import start_detached, stop_detached  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 from tasks.model import upload_model  # noqa: E402

@@ -18,12 +18,13 @@ from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
-from blocks import AckCluster
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi, Node
+from clients.ack import Node
+from clients.cluster import Cluster, resolve_cluster
+from clients.kube import KubeClients
+from core.spec import DeploySpec
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress
-from tasks.kube import KubeClients
+from tasks.live import LiveVersion, RunKind, classify_run, find_live_version
 from tasks.loadtest import LoadTestResult, run_load_test
 from tasks.model import upload_model
 from tasks.model_plan import UploadReport
@@ -32,7 +33,7 @@ from tasks.preflight import preflight
 from tasks.report import ReportFiles, run_label, safe_dir_name, write_report
 from tasks.serving import apply_serving
 from tasks.smoke import SmokeResult, smoke_predict
-from tasks.storage import apply_storage, default_oss_url
+from tasks.storage import apply_storage
 from tasks.timeline import TimelineSampler
 from tasks.verify import VerificationReport, collect_facts, raise_if_failed, verify
 
@@ -42,6 +43,8 @@ class DeployResult(BaseModel):
     node_pool: NodePoolResult
     nodes: list[Node]
     upload: UploadReport
+    run_kind: RunKind = "first-deploy"
+    live_before: LiveVersion | None = None
     endpoint: IngressEndpoint | None = None
     smoke: SmokeResult | None = None
     load_test: LoadTestResult | None = None
@@ -49,24 +52,12 @@ class DeployResult(BaseModel):
     report: ReportFiles | None = None
 
 
-def list_pool_nodes(cluster: AckCluster, nodepool_id: str) -> list[Node]:
-    """The pool's instances as ACK's DescribeClusterNodes reports them (charge type and spot strategy)."""
-    return AckApi(cluster.credentials, cluster.cluster_id).describe_nodes(nodepool_id=nodepool_id)
-
-
 @task(name="kubeconfig", cache_policy=NO_CACHE)
-def fetch_kubeconfig(cluster: AckCluster) -> KubeClients:
+def fetch_kubeconfig(cluster: Cluster) -> KubeClients:
     """ACK DescribeClusterUserKubeconfig: a kubeconfig with a temporary token, held in memory only."""
-    text, expiration = AckApi(cluster.credentials, cluster.cluster_id).user_kubeconfig(
-        cluster.kubeconfig_minutes, cluster.private_ip
-    )
+    text, expiration = cluster.user_kubeconfig()
     get_run_logger().info("kubeconfig for cluster %s (expires %s)", cluster.cluster_id, expiration)
     return KubeClients.from_kubeconfig_text(text)
-
-
-def oss_url_for(spec: DeploySpec, cluster: AckCluster) -> str:
-    """The endpoint the OSS CSI driver mounts from: the spec's, the credentials' override, or the region's internal."""
-    return spec.storage.oss_url or cluster.credentials.oss_endpoint or default_oss_url(cluster.credentials.region_id)
 
 
 @flow(
@@ -89,13 +80,7 @@ def deploy(
     removes what it created (the model objects stay).
     """
     logger = get_run_logger()
-    cluster = AckCluster.load(cluster_block)
-    if spec.cluster_id and spec.cluster_id != cluster.cluster_id:
-        raise ValueError(
-            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {cluster_block!r} "
-            f"({cluster.cluster_id!r}); refusing to deploy to the wrong cluster"
-        )
-    spec = spec.with_cluster(cluster.cluster_id)
+    spec, cluster = resolve_cluster(spec, cluster_block)
     logger.info("deploying %s (model %s) to cluster %s", spec.names.deployment, spec.model.name, cluster.cluster_id)
     try:
         return _deploy(spec, cluster, show_progress, Path(reports_dir).resolve())
@@ -108,7 +93,7 @@ def deploy(
         raise
 
 
-def _deploy(spec: DeploySpec, cluster: AckCluster, show_progress: bool, reports_dir: Path) -> DeployResult:
+def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir: Path) -> DeployResult:
     logger = get_run_logger()
     creds = cluster.credentials
     pool_future = ensure_node_pool.submit(spec.node_pool, creds, cluster.cluster_id)
@@ -118,7 +103,8 @@ def _deploy(spec: DeploySpec, cluster: AckCluster, show_progress: bool, reports_
 
     with fetch_kubeconfig(cluster) as kube:
         preflight(kube, spec)
-        apply_storage(kube, spec, oss_url_for(spec, cluster), creds.access_key_id, creds.access_key_secret)
+        live = find_live_version(kube, spec)
+        apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret)
         apply_serving(kube, spec)
         apply_autoscaling(kube, spec)
         _, endpoint = apply_ingress(kube, spec)
@@ -133,13 +119,14 @@ def _deploy(spec: DeploySpec, cluster: AckCluster, show_progress: bool, reports_
                 load = run_load_test(endpoint, spec, run_dir / "locust")
         finally:
             timeline = sampler.stop()
-        facts = collect_facts(kube, AckApi(creds, cluster.cluster_id), spec, pool.nodepool_id)
+        facts = collect_facts(kube, cluster.ack(), spec, pool.nodepool_id)
         verification = verify(facts, spec, load, timeline)
         files = write_report(spec, verification, endpoint, load, timeline, facts, reports_dir=reports_dir,
                              run_name=run_dir.name, nodepool_id=pool.nodepool_id)
     raise_if_failed(verification, where=str(files.directory))
     return DeployResult(
-        cluster_id=cluster.cluster_id, node_pool=pool, nodes=list_pool_nodes(cluster, pool.nodepool_id),
+        cluster_id=cluster.cluster_id, run_kind=classify_run(spec, live), live_before=live, node_pool=pool,
+        nodes=cluster.ack().describe_nodes(nodepool_id=pool.nodepool_id),
         upload=upload, endpoint=endpoint, smoke=smoke, load_test=load, verification=verification, report=files,
     )
 
@@ -153,6 +140,7 @@ def summarize(result: DeployResult) -> dict[str, Any]:
         f"{'created' if result.node_pool.created else 'existing'}, state {result.node_pool.state}",
         "nodes": f"{len(result.nodes)} ({len(result.nodes) - spot} pay-as-you-go, {spot} spot)",
         "upload": result.upload.summary(),
+        "run": result.run_kind + (f" (live before: {result.live_before})" if result.live_before else ""),
     }
     if result.endpoint:
         out["endpoint"] = f"{result.endpoint.url} (Host: {result.endpoint.host})"

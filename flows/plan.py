@@ -8,44 +8,28 @@ for CreateClusterNodePool, so that body is only validated locally by the spec mo
 
 from __future__ import annotations
 
-from blocks import AckCluster
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi
-from tasks.kube import ApplyResult, KubeClients
+from clients.cluster import Cluster, resolve_oss_url
+from clients.kube import ApplyResult
+from core.spec import DeploySpec
 from tasks.plan import plan_documents, render_all, to_yaml
-from tasks.storage import default_oss_url
 
 
-def oss_url_for(spec: DeploySpec, cluster: AckCluster | None) -> str | None:
-    """The endpoint the OSS CSI driver mounts from: the spec's, the credentials' override, or the region's internal."""
-    if spec.storage.oss_url:
-        return spec.storage.oss_url
-    if cluster is None:
-        return None
-    return cluster.credentials.oss_endpoint or default_oss_url(cluster.credentials.region_id)
-
-
-def render_plan(spec: DeploySpec, cluster: AckCluster | None) -> str:
+def render_plan(spec: DeploySpec, cluster: Cluster | None) -> str:
     """The plan as multi-document YAML; ``cluster`` only supplies ids and endpoints (no call is made)."""
     cluster_id = spec.cluster_id or (cluster.cluster_id if cluster else None) or "<cluster-id>"
-    access_key_id = cluster.credentials.access_key_id if cluster else None
-    region = cluster.credentials.region_id if cluster else None
-    return to_yaml(
-        plan_documents(spec, cluster_id, access_key_id, oss_url=oss_url_for(spec, cluster), region_id=region)
-    )
+    credentials = cluster.credentials if cluster else None
+    access_key_id = credentials.access_key_id if credentials else None
+    return to_yaml(plan_documents(spec, cluster_id, access_key_id, oss_url=resolve_oss_url(spec, credentials)))
 
 
-def server_dry_run(spec: DeploySpec, cluster: AckCluster) -> list[ApplyResult]:
+def server_dry_run(spec: DeploySpec, cluster: Cluster) -> list[ApplyResult]:
     """Send every manifest as a server-side apply with dryRun=All; raises on the first one the server refuses."""
-    api = AckApi(cluster.credentials, cluster.cluster_id)
-    kubeconfig, _ = api.user_kubeconfig(cluster.kubeconfig_minutes, cluster.private_ip)
     manifests = render_all(
         spec,
         cluster.cluster_id,
         cluster.credentials.access_key_id,
-        oss_url=oss_url_for(spec, cluster),
-        region_id=cluster.credentials.region_id,
+        oss_url=cluster.oss_url(spec),
         access_key_secret=cluster.credentials.access_key_secret,
     )
-    with KubeClients.from_kubeconfig_text(kubeconfig) as kube:
+    with cluster.kube() as kube:
         return [kube.apply(manifest, dry_run=True) for manifest in manifests]

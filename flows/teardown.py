@@ -14,17 +14,17 @@ namespace is left alone (it may be shared, e.g. ``default``). Every name comes f
 
 from __future__ import annotations
 
-import time
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from blocks import AckCluster
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi
-from tasks.kube import KubeApiError, KubeClients, kind_of, step_logger
+from clients.cluster import resolve_cluster
+from clients.kube import KubeApiError, KubeClients, kind_of
+from clients.logs import run_logger
+from clients.waiting import poll_until
+from core.spec import DeploySpec
 from tasks.model import delete_model as delete_model_task
 from tasks.nodepool import delete_node_pool
 from tasks.serving import selector as serving_selector
@@ -41,6 +41,9 @@ class StepResult(BaseModel):
 class TeardownResult(BaseModel):
     cluster_id: str
     steps: list[StepResult] = Field(default_factory=list)
+    kubeconfig_expires: str | None = None
+    """When the temporary kubeconfig used for the teardown expires (ACK's ``expiration``, from the block's
+    ``kubeconfig_minutes``)."""
 
     @property
     def failed(self) -> list[StepResult]:
@@ -73,17 +76,16 @@ def objects_to_delete(spec: DeploySpec) -> list[tuple[str, str, str | None, Prop
     ]
 
 
-def _wait(check: Any, timeout_s: float, what: str, last: Any = None) -> None:
-    deadline = time.monotonic() + timeout_s
-    delay = 0.1
-    while True:
-        state = check()
-        if state is None:
-            return
-        if time.monotonic() >= deadline:
-            raise TimeoutError(f"{what} still there after {timeout_s:.0f}s: {state}")
-        time.sleep(delay)
-        delay = min(delay * 1.5, 2.0)
+def _wait(check: Any, timeout_s: float, what: str) -> None:
+    """Wait until ``check()`` (what is still there, or None) returns None; time out naming what was left."""
+    left: list[Any] = []
+
+    def gone() -> bool | None:
+        left[:] = [check()]
+        return True if left[0] is None else None
+
+    if poll_until(gone, timeout_s, interval=0.1, max_interval=2.0) is None:
+        raise TimeoutError(f"{what} still there after {timeout_s:.0f}s: {left[0]}")
 
 
 def _pending_state(obj: dict[str, Any] | None) -> str | None:
@@ -127,7 +129,7 @@ def delete_object_task(
     kube: KubeClients, kind: str, name: str, namespace: str | None, propagation: Propagation, timeout_s: float
 ) -> str:
     outcome = delete_object(kube, kind, name, namespace, propagation, timeout_s)
-    step_logger().info("%s %s: %s", kind, name, outcome)
+    run_logger().info("%s %s: %s", kind, name, outcome)
     return outcome
 
 
@@ -153,19 +155,13 @@ def teardown(
     """Remove the Ingress, HPA, Service, Deployment, ConfigMap, PVC, PV and Secret of ``spec``, then its node
     pool (``delete_pool``), then the uploaded model (``delete_model``). Idempotent; see the module docstring."""
     logger = get_run_logger()
-    cluster = AckCluster.load(cluster_block)
-    if spec.cluster_id and spec.cluster_id != cluster.cluster_id:
-        raise ValueError(
-            f"spec.cluster_id {spec.cluster_id!r} differs from the cluster of block {cluster_block!r} "
-            f"({cluster.cluster_id!r}); refusing to tear down the wrong cluster"
-        )
-    spec = spec.with_cluster(cluster.cluster_id)
+    spec, cluster = resolve_cluster(spec, cluster_block)
     result = TeardownResult(cluster_id=cluster.cluster_id)
     logger.info("tearing down %s in cluster %s", spec.names.deployment, cluster.cluster_id)
 
     kube: KubeClients | None = None
     try:
-        text, _ = AckApi(cluster.credentials, cluster.cluster_id).user_kubeconfig(60)
+        text, result.kubeconfig_expires = cluster.user_kubeconfig()
         kube = KubeClients.from_kubeconfig_text(text)
     except Exception as exc:
         result.steps.append(StepResult(step="kubeconfig", outcome="failed", detail=_short(exc)))

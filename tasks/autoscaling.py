@@ -17,8 +17,9 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from flows.spec import DeploySpec
-from tasks.kube import ApplyResult, KubeClients, step_logger
+from clients.kube import ApplyResult, KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
 
 
 def metric_selector(spec: DeploySpec) -> dict[str, str]:
@@ -74,7 +75,7 @@ def render_hpa(spec: DeploySpec) -> dict[str, Any]:
 def apply_autoscaling(kube: KubeClients, spec: DeploySpec) -> ApplyResult:
     """Apply the HPA. Nothing to wait for: it acts as soon as the external metric answers."""
     result = kube.apply(render_hpa(spec))
-    step_logger().info(
+    run_logger().info(
         "HPA %s/%s targets Deployment %s", spec.names.namespace, spec.names.hpa, spec.names.deployment
     )
     return result

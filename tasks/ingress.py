@@ -15,8 +15,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from flows.spec import DeploySpec
-from tasks.kube import ApplyResult, KubeClients, step_logger
+from clients.kube import ApplyResult, KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
 
 
 def render_ingress(spec: DeploySpec) -> dict[str, Any]:
@@ -106,7 +107,7 @@ def apply_ingress(
     endpoint = IngressEndpoint(
         address=found[0], port=found[1], host=spec.ingress.host, path=spec.ingress.path
     )
-    step_logger().info(
+    run_logger().info(
         "Ingress %s/%s answers at %s (Host: %s)", names.namespace, names.ingress, endpoint.url, endpoint.host
     )
     return applied, endpoint

@@ -45,7 +45,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.spec import DeploySpec
+from clients.logs import run_logger
+from core.spec import DeploySpec
 from loadtests.common import (
     ENV_HOST_HEADER,
     ENV_MODEL,
@@ -59,7 +60,6 @@ from loadtests.common import (
     parse_request_name,
 )
 from tasks.ingress import IngressEndpoint
-from tasks.kube import step_logger
 
 LOCUSTFILE = Path(__file__).resolve().parents[1] / "loadtests" / "locustfile.py"
 STOP_TIMEOUT_S = 5
@@ -474,7 +474,7 @@ def run_load_test(
     endpoint: IngressEndpoint, spec: DeploySpec, out_dir: Path | str, timeout_margin_s: float = 60.0
 ) -> LoadTestResult:
     """Step 7: the step load of ``spec.load_test`` through the Ingress ``endpoint`` (Host header included)."""
-    logger = step_logger()
+    logger = run_logger()
     lt = spec.load_test
     plan = stage_plan(spec)
     logger.info(
@@ -509,8 +509,3 @@ def run_load_test(
         result.p99_ms,
     )
     return result
-
-
-def stage_table(result: LoadTestResult) -> list[dict[str, Any]]:
-    """Rows for a table artifact / report: one per stage."""
-    return [s.model_dump() for s in result.stages]

@@ -5,8 +5,8 @@ The step is a thin Prefect task over pure helpers and a small executor:
 - :mod:`tasks.model_plan` (pure): the data shapes, which files go to which object keys, and which are unchanged;
 - :mod:`tasks.model_transfer`: the executor that applies a plan (put, resumable multipart upload, copy), with CRC-64
   checks;
-- :mod:`tasks.model_oss`: which OSS failures are retried, error messages without secrets, the bucket check;
-- :mod:`tasks.model_progress` and :mod:`tasks.model_log`: progress (rich bar, Prefect artifact) and logging.
+- :mod:`clients.oss`: which OSS failures are retried, error messages without secrets, the bucket check;
+- :mod:`tasks.model_progress` and :mod:`clients.logs`: progress (rich bar, Prefect artifact) and logging.
 """
 
 from __future__ import annotations
@@ -20,9 +20,9 @@ from prefect import task
 from prefect.cache_policies import NONE as NO_CACHE
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import DeploySpec
-from tasks.model_log import run_logger
-from tasks.model_oss import DEFAULT_ATTEMPTS, UploadError, describe_oss_error, ensure_bucket, retrying
+from clients.logs import run_logger
+from clients.oss import DEFAULT_ATTEMPTS, UploadError, describe_oss_error, ensure_bucket, retrying
+from core.spec import DeploySpec
 from tasks.model_plan import UploadReport, build_plan, format_mb, parse_oss_uri
 from tasks.model_transfer import (
     DEFAULT_CHECKPOINT_DIR,

@@ -20,7 +20,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from flows.spec import DeploySpec, check_model_layout
+from core.spec import DeploySpec, check_model_layout
 
 
 # --- data shapes --------------------------------------------------------------------------------------------------
@@ -141,7 +141,7 @@ def plan_local_upload(base_dir: Path, bucket: str, prefix: str, wanted: list[int
 
 
 def check_remote_layout(relative_keys: Iterable[str], where: str, wanted: list[int] | None = None) -> list[int]:
-    """:func:`flows.spec.check_model_layout` for object keys relative to the model base prefix."""
+    """:func:`core.spec.check_model_layout` for object keys relative to the model base prefix."""
     by_version: dict[int, set[str]] = {}
     for rel in relative_keys:
         top, _, rest = rel.partition("/")

@@ -10,7 +10,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from tasks.model_log import in_prefect_run, run_logger
+from clients.logs import in_prefect_run, run_logger
 
 ARTIFACT_KEY = "model-upload"
 

@@ -43,9 +43,9 @@ from oss2.exceptions import InconsistentError, NotFound, OssError
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
-from tasks.model_log import run_logger
+from clients.logs import run_logger
+from clients.oss import DEFAULT_ATTEMPTS, UploadError, describe_oss_error, is_transient
 from tasks.model_manifest import ListedObject, ManifestEntry, UploadManifest, unchanged_by_manifest
-from tasks.model_oss import DEFAULT_ATTEMPTS, UploadError, describe_oss_error, is_transient
 from tasks.model_plan import FileResult, PlannedFile, RemoteObject, UploadPlan, UploadReport, is_unchanged
 from tasks.model_progress import FileProgressCallback, Progress, ProgressRenderer, TransferAborted
 

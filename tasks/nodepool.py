@@ -1,6 +1,6 @@
 """Step 1: the elastic node pool on ACK.
 
-Pure functions render the CreateClusterNodePool body from :class:`flows.spec.NodePoolSpec`, compare it with what
+Pure functions render the CreateClusterNodePool body from :class:`core.spec.NodePoolSpec`, compare it with what
 ACK reports (drift), and render the ModifyClusterNodePool body; two thin Prefect tasks apply them:
 :func:`ensure_node_pool` and :func:`delete_node_pool`.
 
@@ -31,19 +31,17 @@ Drift policy (a pool with the spec's name exists but differs from the spec):
 from __future__ import annotations
 
 import copy
-import logging
-import time
 from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import NodePoolSpec
-from tasks.ack_api import REDACTED, AckApi, AckApiError, NodePool, TaskInfo, with_retries
+from clients.ack import REDACTED, AckApi, AckApiError, NodePool, TaskInfo, with_retries
+from clients.logs import run_logger
+from clients.waiting import poll_until
+from core.spec import NodePoolSpec
 
 # --- rendering (pure) ---------------------------------------------------------------------------------------------
 
@@ -306,30 +304,6 @@ class NodePoolDeleteResult(BaseModel):
 
 
 # --- applying (thin) ----------------------------------------------------------------------------------------------
-def _logger() -> logging.Logger | logging.LoggerAdapter:
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return logging.getLogger(__name__)
-
-
-class _Poller:
-    """Backoff between polls, bounded by a deadline (real seconds: it paces calls to a remote API)."""
-
-    def __init__(self, timeout: float, interval: float, max_interval: float) -> None:
-        self.timeout = timeout
-        self.deadline = time.monotonic() + timeout
-        self.delay = interval
-        self.max_interval = max_interval
-
-    def expired(self) -> bool:
-        return time.monotonic() >= self.deadline
-
-    def sleep(self) -> None:
-        time.sleep(max(0.0, min(self.delay, self.deadline - time.monotonic())))
-        self.delay = min(self.delay * 1.5, self.max_interval)
-
-
 def _task_info(api: AckApi, task_id: str | None) -> TaskInfo | None:
     if not task_id:
         return None
@@ -350,10 +324,12 @@ def wait_node_pool_active(
     max_interval: float = 15.0,
 ) -> NodePool:
     """Poll DescribeClusterNodePoolDetail (and DescribeTaskInfo) until the pool is ``active`` and its task done."""
-    poller = _Poller(timeout, interval, max_interval)
-    while True:
+    last: list[tuple[NodePool, TaskInfo | None]] = []
+
+    def active() -> NodePool | None:
         pool = api.describe_node_pool(nodepool_id)
         info = _task_info(api, task_id)
+        last[:] = [(pool, info)]
         if info is not None and info.failed:
             raise NodePoolFailedError(
                 f"node pool {pool.name!r} ({nodepool_id}): task {task_id} failed: {info.reason()}; "
@@ -364,17 +340,17 @@ def wait_node_pool_active(
                 f"node pool {pool.name!r} ({nodepool_id}) failed: {pool.status.summary()}"
             )
         task_done = info is None or (info.state or "").lower() not in ("running", "pending", "waiting")
-        if pool.state == "active" and task_done:
-            return pool
-        if poller.expired():
-            task_text = (
-                f"; task {task_id} state={info.state} stage={info.current_stage}" if info is not None else ""
-            )
-            raise NodePoolTimeoutError(
-                f"node pool {pool.name!r} ({nodepool_id}) not active after {poller.timeout:.0f}s; "
-                f"last seen: {pool.status.summary()}{task_text}"
-            )
-        poller.sleep()
+        return pool if pool.state == "active" and task_done else None
+
+    done = poll_until(active, timeout, interval, max_interval)
+    if done is not None:
+        return done
+    pool, info = last[0]
+    task_text = f"; task {task_id} state={info.state} stage={info.current_stage}" if info is not None else ""
+    raise NodePoolTimeoutError(
+        f"node pool {pool.name!r} ({nodepool_id}) not active after {timeout:.0f}s; "
+        f"last seen: {pool.status.summary()}{task_text}"
+    )
 
 
 def wait_node_pool_gone(
@@ -387,23 +363,25 @@ def wait_node_pool_gone(
     max_interval: float = 15.0,
 ) -> None:
     """Poll until no pool with this id is listed under ``name`` (DescribeClusterNodePools)."""
-    poller = _Poller(timeout, interval, max_interval)
-    while True:
-        remaining = [p for p in api.describe_node_pools(name) if p.nodepool_id == nodepool_id]
-        if not remaining:
-            return
+    last: list[NodePool] = []
+
+    def gone() -> bool | None:
+        last[:] = [p for p in api.describe_node_pools(name) if p.nodepool_id == nodepool_id]
+        if not last:
+            return True
         info = _task_info(api, task_id)
         if info is not None and info.failed:
             raise NodePoolFailedError(
                 f"deleting node pool {name!r} ({nodepool_id}): task {task_id} failed: {info.reason()}; "
-                f"pool {remaining[0].status.summary()}"
+                f"pool {last[0].status.summary()}"
             )
-        if poller.expired():
-            raise NodePoolTimeoutError(
-                f"node pool {name!r} ({nodepool_id}) still present {poller.timeout:.0f}s after deletion; "
-                f"last seen: {remaining[0].status.summary()}"
-            )
-        poller.sleep()
+        return None
+
+    if poll_until(gone, timeout, interval, max_interval) is None:
+        raise NodePoolTimeoutError(
+            f"node pool {name!r} ({nodepool_id}) still present {timeout:.0f}s after deletion; "
+            f"last seen: {last[0].status.summary()}"
+        )
 
 
 def _result(
@@ -444,7 +422,7 @@ def ensure_node_pool(
 ) -> NodePoolResult:
     """Find the pool by name, create it if missing (or update it in place / refuse, see the drift policy), and
     wait until ACK reports it ``active``. Idempotent: a second run with the same spec changes nothing."""
-    logger = _logger()
+    logger = run_logger()
     api = AckApi(credentials, cluster_id)
     body = render_create_nodepool_request(spec)
     waits = {"timeout": timeout, "interval": poll_interval, "max_interval": max_poll_interval}
@@ -543,7 +521,7 @@ def delete_node_pool(
 
     Idempotent: a pool that does not exist (or vanishes while we ask) is success with ``existed=False``.
     """
-    logger = _logger()
+    logger = run_logger()
     api = AckApi(credentials, cluster_id)
     waits = {"timeout": timeout, "interval": poll_interval, "max_interval": max_poll_interval}
     pool = api.find_node_pool(name)

@@ -14,13 +14,14 @@ from typing import Any
 import yaml
 from pydantic import SecretStr
 
-from flows.spec import DeploySpec
+from clients.cluster import OSS_URL_PLACEHOLDER
+from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
 from tasks.ingress import render_ingress
 from tasks.nodepool import redacted, render_create_nodepool_request
 from tasks.preflight import render_namespace
 from tasks.serving import render_serving
-from tasks.storage import REDACTED, default_oss_url, redact_secret, render_storage
+from tasks.storage import REDACTED, redact_secret, render_storage
 
 
 def _with_cluster(spec: DeploySpec, cluster_id: str | None) -> DeploySpec:
@@ -36,22 +37,17 @@ def render_all(
     access_key_id: str | None,
     *,
     oss_url: str | None = None,
-    region_id: str | None = None,
     access_key_secret: SecretStr | None = None,
 ) -> list[dict[str, Any]]:
     """Every manifest in apply order: [Namespace], [Secret], PV, PVC, ConfigMap, Deployment, Service, HPA, Ingress.
 
     The Namespace is listed unless it is ``default`` (preflight creates it when missing). The OSS endpoint is
-    ``oss_url``, else ``storage.oss_url``, else the internal endpoint of ``region_id``, else a placeholder.
+    ``oss_url`` (see ``clients.cluster.resolve_oss_url``), else ``storage.oss_url``, else a placeholder.
     The Secret is redacted unless ``access_key_secret`` is given (a server-side dry run needs the real one; such
     a list must never be printed).
     """
     spec = _with_cluster(spec, cluster_id)
-    url = (
-        oss_url
-        or spec.storage.oss_url
-        or (default_oss_url(region_id) if region_id else "oss-<region>-internal.aliyuncs.com")
-    )
+    url = oss_url or spec.storage.oss_url or OSS_URL_PLACEHOLDER
     manifests: list[dict[str, Any]] = []
     if spec.names.namespace != "default":
         manifests.append(render_namespace(spec))
@@ -85,11 +81,10 @@ def plan_documents(
     access_key_id: str | None,
     *,
     oss_url: str | None = None,
-    region_id: str | None = None,
 ) -> list[dict[str, Any]]:
     """The ACK request (when available) followed by every manifest, each a YAML document of the plan."""
     docs: list[dict[str, Any]] = [nodepool_request(spec, cluster_id)]
-    docs += render_all(spec, cluster_id, access_key_id, oss_url=oss_url, region_id=region_id)
+    docs += render_all(spec, cluster_id, access_key_id, oss_url=oss_url)
     return docs
 
 

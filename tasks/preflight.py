@@ -26,8 +26,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from flows.spec import DeploySpec
-from tasks.kube import KubeApiError, KubeClients, step_logger
+from clients.kube import KubeApiError, KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
 from tasks.storage import OSS_CSI_DRIVER
 
 EXTERNAL_METRICS_APISERVICE = "v1beta1.external.metrics.k8s.io"
@@ -118,7 +119,7 @@ def check_cluster(kube: KubeClients, spec: DeploySpec, create_namespace: bool = 
             try:
                 kube.apply(render_namespace(spec))
                 created = True
-                step_logger().info("created namespace %s", names.namespace)
+                run_logger().info("created namespace %s", names.namespace)
             except KubeApiError as exc:
                 hint = (
                     " (this identity may not create namespaces: create it as an administrator)"
@@ -176,7 +177,7 @@ def check_cluster(kube: KubeClients, spec: DeploySpec, create_namespace: bool = 
 def preflight(kube: KubeClients, spec: DeploySpec, create_namespace: bool = True) -> PreflightReport:
     """Namespace (created if missing), IngressClass, CSIDriver, external metrics API: see the module docstring."""
     report = check_cluster(kube, spec, create_namespace=create_namespace)
-    step_logger().info(
+    run_logger().info(
         "preflight passed: Kubernetes %s, namespace %s%s",
         report.server_version,
         report.namespace,

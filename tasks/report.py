@@ -35,10 +35,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
-from flows.spec import DeploySpec
+from clients.logs import run_logger
+from core.spec import DeploySpec
 from tasks.cost import CostEstimate, PriceTable, billing_of, estimate_cost, load_price_table
 from tasks.ingress import IngressEndpoint
-from tasks.kube import step_logger
 from tasks.loadtest import LoadTestResult
 from tasks.timeline import TimelineSample
 from tasks.verify import Facts, VerificationReport, active_instances
@@ -349,7 +349,7 @@ def publish_artifacts(doc: dict[str, Any]) -> list[str]:
         return []
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-    logger = step_logger()
+    logger = run_logger()
     made: list[str] = []
     wanted: list[tuple[str, Any]] = [
         ("deploy-summary", lambda: create_markdown_artifact(
@@ -441,7 +441,7 @@ def write_report(
         reports_dir=reports_dir, run_name=run_name, nodepool_id=nodepool_id,
     )
     publish_artifacts(doc)
-    logger = step_logger()
+    logger = run_logger()
     logger.info("report written to %s (%s)", files.directory, "all checks passed" if files.passed else
                 "FAILED: " + ", ".join(c.name for c in verification.failed))
     if doc.get("cost"):

@@ -42,8 +42,9 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
-from flows.spec import CHART_NAME, DeploySpec
-from tasks.kube import ApplyResult, KubeClients, step_logger
+from clients.kube import ApplyResult, KubeClients
+from clients.logs import run_logger
+from core.spec import CHART_NAME, DeploySpec
 
 # arena's chart version, rendered into the `chart` label as "<chart name>-<version>" (_helpers.tpl).
 CHART_VERSION = "0.11.0"
@@ -326,7 +327,7 @@ def apply_serving(kube: KubeClients, spec: DeploySpec, timeout_s: float = 900) -
         pod_selector=pod_selector,
     )
     ready = (dep.get("status") or {}).get("readyReplicas", 0)
-    step_logger().info(
+    run_logger().info(
         "Deployment %s/%s is Available with %s ready replica(s)", names.namespace, names.deployment, ready
     )
     return ServingResult(

@@ -10,10 +10,10 @@ from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 from tenacity import Retrying, retry_if_exception_type, stop_after_delay, wait_exponential
 
-from flows.spec import DeploySpec
+from clients.logs import run_logger
+from core.spec import DeploySpec
 from loadtests.common import build_predict_body, predict_ok
 from tasks.ingress import IngressEndpoint
-from tasks.kube import step_logger
 
 
 class SmokeResult(BaseModel):
@@ -60,6 +60,6 @@ def smoke_predict(endpoint: IngressEndpoint, spec: DeploySpec, timeout_s: float 
     if problem:
         raise SmokeFailed(f"predict through the Ingress failed: {problem}")
     predictions = res.json().get("predictions") or res.json().get("outputs") or []
-    step_logger().info("smoke predict through %s (Host %s): %d ms", base, endpoint.host, latency_ms)
+    run_logger().info("smoke predict through %s (Host %s): %d ms", base, endpoint.host, latency_ms)
     return SmokeResult(url=f"{base}/v1/models/{model}:predict", status=res.status_code, latency_ms=latency_ms,
                        predictions=len(predictions) if isinstance(predictions, list) else 1)

@@ -28,17 +28,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict, SecretStr
 
-from flows.spec import DeploySpec
-from tasks.kube import ApplyResult, KubeClients, step_logger
+from clients.kube import ApplyResult, KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
 
 OSS_CSI_DRIVER = "ossplugin.csi.alibabacloud.com"
 MANAGED_BY = {"app.kubernetes.io/managed-by": "elastic-inference"}
 REDACTED = "<redacted>"
-
-
-def default_oss_url(region_id: str) -> str:
-    """The region's internal (VPC) OSS endpoint, what ACK's documentation puts in ``url`` for in-region mounts."""
-    return f"oss-{region_id}-internal.aliyuncs.com"
 
 
 def _labels(spec: DeploySpec) -> dict[str, str]:
@@ -86,7 +82,7 @@ def redact_secret(manifest: dict[str, Any], keep: tuple[str, ...] = ()) -> dict[
 def render_pv(spec: DeploySpec, oss_url: str | None = None) -> dict[str, Any]:
     """The statically provisioned OSS PersistentVolume (csi-driver ``examples/oss/static/pv.yaml``).
 
-    ``oss_url`` defaults to ``storage.oss_url``; one of them is required (see :func:`default_oss_url`).
+    ``oss_url`` defaults to ``storage.oss_url``; one of them is required (see ``clients.cluster.resolve_oss_url``).
     """
     names = spec.names
     st = spec.storage
@@ -192,5 +188,5 @@ def apply_storage(
         failed=pvc_failed,
         what="be Bound",
     )
-    step_logger().info("PVC %s/%s is Bound to PV %s", names.namespace, names.pvc, names.pv)
+    run_logger().info("PVC %s/%s is Bound to PV %s", names.namespace, names.pvc, names.pv)
     return StorageResult(applied=applied, pv=names.pv, pvc=names.pvc, phase=pvc["status"]["phase"])

@@ -34,10 +34,11 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 from pydantic import BaseModel, Field
 
-from flows.spec import DeploySpec
+from clients.kube import KubeApiError, KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
 from tasks.autoscaling import metric_selector
 from tasks.cost import billing_of
-from tasks.kube import KubeApiError, KubeClients, step_logger
 
 NODEPOOL_LABEL = "alibabacloud.com/nodepool-id"
 SPOT_LABEL = "node.alibabacloud.com/spot-strategy"
@@ -176,7 +177,7 @@ class TimelineSampler:
     @property
     def logger(self) -> logging.Logger | logging.LoggerAdapter:
         if self._logger is None:
-            self._logger = step_logger()
+            self._logger = run_logger()
         return self._logger
 
     def _note(self, errors: list[str], what: str, exc: BaseException) -> None:

@@ -25,7 +25,6 @@ the timeline:
 
 from __future__ import annotations
 
-import time
 from collections import Counter
 from datetime import UTC, datetime
 from typing import Any
@@ -34,10 +33,12 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi, Node, NodePoolCondition
+from clients.ack import AckApi, Node, NodePoolCondition
+from clients.kube import KubeClients
+from clients.logs import run_logger
+from clients.waiting import poll_until
+from core.spec import DeploySpec
 from tasks.cost import billing_of
-from tasks.kube import KubeClients, step_logger
 from tasks.loadtest import LoadTestResult
 from tasks.serving import selector as serving_selector
 from tasks.timeline import (
@@ -435,12 +436,15 @@ def collect_facts(
 ) -> Facts:
     """Gather the facts the checks need: the serving pods (after waiting up to ``settle_timeout_s`` for them to
     be Running and Ready), every Node, the HPA, DescribeClusterNodes of the pool and the pool's status."""
-    logger = step_logger()
-    deadline = time.monotonic() + settle_timeout_s
-    pods = _pods(kube, spec)
-    while not _settled(pods) and time.monotonic() < deadline:
-        time.sleep(poll_s)
-        pods = _pods(kube, spec)
+    logger = run_logger()
+    seen: list[list[Any]] = []
+
+    def settled() -> list[Any] | None:
+        seen[:] = [_pods(kube, spec)]
+        return seen[0] if _settled(seen[0]) else None
+
+    poll_until(settled, settle_timeout_s, interval=poll_s, max_interval=poll_s)
+    pods = seen[0]
     if not _settled(pods):
         logger.warning("serving pods not all Running and Ready after %.0fs: %s", settle_timeout_s,
                        ", ".join(f"{p.name}={p.phase}" for p in pods) or "none")
@@ -474,7 +478,7 @@ def verify(
 ) -> VerificationReport:
     """Run every check; returns the report (it does not raise: write the report, then :func:`raise_if_failed`)."""
     report = run_checks(facts, spec, load, timeline)
-    logger = step_logger()
+    logger = run_logger()
     for c in report.checks:
         (logger.info if c.passed else logger.error)(
             "check %s: %s; expected %s; actual %s%s", c.name, "PASSED" if c.passed else "FAILED", c.expected,

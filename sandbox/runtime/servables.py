@@ -3,7 +3,7 @@
 A version directory is copied from the mounted volume (OSS objects under ``bucket/path/<base>/<version>/``) into the
 pod's cache under the sandbox state directory (what ossfs' page cache + TensorFlow's reads amount to), then:
 
-- ``model.json`` with ``format: elastic-inference-demo/v1`` -> :class:`flows.demo_model.DemoModel` (pure Python);
+- ``model.json`` with ``format: elastic-inference-demo/v1`` -> :class:`core.demo_model.DemoModel` (pure Python);
   only the files the model reads are copied (manifest, variables index, the data shards holding tensors, assets);
 - ``saved_model.pb`` / ``saved_model.pbtxt`` -> :class:`.savedmodel.SavedModelServable` (real TensorFlow, the
   optional extra ``elastic-inference[tensorflow]``) after copying every file of the version; without TensorFlow
@@ -21,8 +21,8 @@ import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from flows.demo_model import FORMAT as DEMO_FORMAT
-from flows.demo_model import DemoModel, ModelFormatError
+from core.demo_model import FORMAT as DEMO_FORMAT
+from core.demo_model import DemoModel, ModelFormatError
 
 if TYPE_CHECKING:
     from .podfs import PodFS

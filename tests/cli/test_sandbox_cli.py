@@ -13,7 +13,7 @@ from urllib.parse import urlparse
 
 import oss2
 
-CLI = [sys.executable, "-m", "flows.cli"]
+CLI = [sys.executable, "-m", "cli.main"]
 REPO = Path(__file__).resolve().parents[2]
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import yaml
 
-from flows.spec import DeploySpec
+from core.spec import DeploySpec
 
 REPO = Path(__file__).resolve().parents[2]
 

@@ -15,10 +15,10 @@ from demo_spec import demo_spec  # tests/e2e/demo_spec.py (pytest puts this fold
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from flows.demo_model import generate_demo_model
-from flows.sandbox_profile import cluster_from_sandbox, save_sandbox_blocks
-from flows.spec import DeploySpec
-from tasks.ack_api import AckApi
+from cli.sandbox_profile import cluster_from_sandbox, save_sandbox_blocks
+from clients.ack import AckApi
+from core.demo_model import generate_demo_model
+from core.spec import DeploySpec
 from tasks.verify import VerificationFailed
 
 SHORT_LOAD = [

@@ -32,9 +32,9 @@ from kubernetes import watch
 from openloop import OpenLoopLoad, p95
 from polling import wait_for  # tests/polling.py
 
-from flows.demo_model import generate_demo_model
-from flows.sandbox_profile import save_sandbox_blocks
-from flows.spec import DeploySpec
+from cli.sandbox_profile import save_sandbox_blocks
+from core.demo_model import generate_demo_model
+from core.spec import DeploySpec
 from loadtests.common import build_predict_body
 from tasks.autoscaling import metric_selector
 from tasks.ingress import IngressEndpoint

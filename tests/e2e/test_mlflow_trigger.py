@@ -11,6 +11,7 @@ Forged, stale and replayed deliveries are refused and start nothing; the webhook
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import json
@@ -26,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import polling  # tests/polling.py
 import pytest
 from prefect_http import prefect_http  # tests/prefect_http.py
 from processes import Proc, free_port  # tests/processes.py
@@ -33,6 +35,9 @@ from processes import Proc, free_port  # tests/processes.py
 pytest.importorskip("mlflow", reason="the MLflow trigger test needs the mlflow package (a dev extra)")
 
 REPO = Path(__file__).resolve().parents[2]
+# the stack's servers and runs are slow to come: three minutes unless a step says otherwise
+wait_for = functools.partial(polling.wait_for, timeout=180, interval=0.5)
+
 BIN = Path(sys.executable).parent
 FLOW = "elastic-inference-deploy"
 POOL = "elastic-inference"
@@ -41,16 +46,6 @@ TF_VERSION = 1623831335
 WEBHOOK_SECRET = "whsec-" + secrets.token_urlsafe(24)
 
 pytestmark = pytest.mark.e2e
-
-
-def wait_until(check, what: str, timeout: float = 180, interval: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(interval)
 
 
 def healthy(url: str, proc: Proc) -> bool:
@@ -140,7 +135,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             MLFLOW_WEBHOOK_ALLOWED_SCHEMES="http,https", MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS="true",
             MLFLOW_WEBHOOK_CACHE_TTL="1",
         )
-        wait_until(lambda: healthy(f"{st.prefect_api}/health", prefect), "the Prefect server", timeout=300)
+        wait_for(lambda: healthy(f"{st.prefect_api}/health", prefect), "the Prefect server", timeout=300)
         st.cli(str(BIN / "prefect"), "work-pool", "create", POOL, "--type", "process")
         st.cli(str(BIN / "prefect"), "--no-prompt", "deploy", "--all")
         shorten_triggered_load(st)
@@ -156,8 +151,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             "receiver", E2E_WEBHOOK_SECRET=WEBHOOK_SECRET,
         )
         receiver = st.procs[-1]
-        wait_until(lambda: healthy(st.receiver_url.replace("/webhooks/mlflow", "/healthz"), receiver), "receiver")
-        wait_until(lambda: healthy(f"{st.mlflow_uri}/health", mlflow), "the MLflow server", timeout=300)
+        wait_for(lambda: healthy(st.receiver_url.replace("/webhooks/mlflow", "/healthz"), receiver), "receiver")
+        wait_for(lambda: healthy(f"{st.mlflow_uri}/health", mlflow), "the MLflow server", timeout=300)
         yield st
     finally:
         st.cli(str(BIN / "elastic-inference"), "sandbox", "down", "--dir", str(st.sandbox_dir), check=False)
@@ -170,7 +165,7 @@ def registered(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> dict[s
     """Point MLflow at the receiver, log the demo model as a run's artifacts and register it as version 1."""
     from mlflow import MlflowClient
 
-    from flows.demo_model import generate_demo_model
+    from core.demo_model import generate_demo_model
 
     model_dir = tmp_path_factory.mktemp("trained") / MODEL
     generate_demo_model(model_dir, version=TF_VERSION)
@@ -194,17 +189,17 @@ def signed(delivery_id: str, ts: str, body: str, secret: str = WEBHOOK_SECRET) -
 
 
 def test_registering_a_version_deploys_it(stack: Stack, registered: dict[str, Any]) -> None:
-    (run,) = wait_until(lambda: stack.flow_runs("on-model-registered"), "the triggered flow run")
+    (run,) = wait_for(lambda: stack.flow_runs("on-model-registered"), "the triggered flow run")
     spec = run["parameters"]["spec"]
     assert spec["model"]["name"] == MODEL
     assert spec["model"]["local_dir"] == registered["artifacts"]  # runs:/ resolved to the artifact directory
     assert spec["model"]["source_uri"] is None
     assert spec["model"]["version_policy"] == "latest"
     assert spec["serving"]["version"] == f"v{registered['version']}"
-    final = wait_until(lambda: stack.finished(run["id"]), "the flow run to finish", timeout=600, interval=1)
+    final = wait_for(lambda: stack.finished(run["id"]), "the flow run to finish", timeout=600, interval=1)
     assert final["state_type"] == "COMPLETED", stack.procs[2].text()[-4000:]
 
-    from flows.sandbox_profile import cluster_from_sandbox
+    from cli.sandbox_profile import cluster_from_sandbox
 
     info = json.loads((stack.sandbox_dir / "sandbox.json").read_text())
     bucket = cluster_from_sandbox(info).credentials.get_oss_bucket("elastic-inference-models")
@@ -212,7 +207,7 @@ def test_registering_a_version_deploys_it(stack: Stack, registered: dict[str, An
 
 
 def test_refused_deliveries_start_nothing(stack: Stack, registered: dict[str, Any]) -> None:
-    wait_until(lambda: stack.flow_runs("on-model-registered"), "the first flow run")
+    wait_for(lambda: stack.flow_runs("on-model-registered"), "the first flow run")
     bogus = "forged-" + uuid.uuid4().hex[:6]
     body = json.dumps({"entity": "model_version", "action": "created", "timestamp": "2026-01-01T00:00:00Z",
                        "data": {"name": bogus, "version": "9", "source": "/tmp/evil", "run_id": None, "tags": {}}})
@@ -245,13 +240,13 @@ def test_refused_deliveries_start_nothing(stack: Stack, registered: dict[str, An
 
 
 def test_setting_the_champion_alias_deploys_that_version(stack: Stack, registered: dict[str, Any]) -> None:
-    wait_until(lambda: stack.flow_runs("on-model-registered"), "the first flow run")
+    wait_for(lambda: stack.flow_runs("on-model-registered"), "the first flow run")
     client = registered["client"]
     client.set_registered_model_alias(MODEL, "staging", registered["version"])  # not configured: ignored
     client.set_registered_model_alias(MODEL, "champion", registered["version"])
     receiver = stack.procs[-1]
-    wait_until(lambda: "alias 'staging' does not deploy" in receiver.text(), "the staging alias to be ignored")
-    runs = wait_until(lambda: (lambda r: r if len(r) >= 2 else None)(stack.flow_runs("on-model-registered")),
+    wait_for(lambda: "alias 'staging' does not deploy" in receiver.text(), "the staging alias to be ignored")
+    runs = wait_for(lambda: (lambda r: r if len(r) >= 2 else None)(stack.flow_runs("on-model-registered")),
                       "the champion flow run")
     assert len(runs) == 2
     champion = runs[-1]
@@ -266,7 +261,7 @@ def test_setting_the_champion_alias_deploys_that_version(stack: Stack, registere
             text = http.post("/events/filter", json={"filter": {"event": {"name": ["model.version.registered"]}}}).text
         return text if len(json.loads(text)["events"]) >= 2 else None
 
-    events = wait_until(stored_events, "both events to be stored")
+    events = wait_for(stored_events, "both events to be stored")
     with prefect_http(stack.prefect_api) as http:
         logs = http.post("/logs/filter", json={"logs": {"flow_run_id": {"any_": [r["id"] for r in runs]}}}).text
     aliases = [e["payload"]["alias"] for e in json.loads(events)["events"]]

@@ -1,7 +1,7 @@
 """The whole deploy flow with a user's own model: a real Keras SavedModel, served by real TensorFlow in the sandbox.
 
 The model is exported at test time, the spec is the demo's with the user's model dir (what
-``elastic-inference demo --model DIR`` does, :func:`flows.demo.spec_with_model`), and the flow runs on a real Prefect server against a sandbox of its own: upload,
+``elastic-inference demo --model DIR`` does, :func:`cli.demo.spec_with_model`), and the flow runs on a real Prefect server against a sandbox of its own: upload,
 serving, Ingress, the smoke predict and a short Locust load (both build their requests from the served
 signature), verification. Then predictions sent through the Ingress must equal TensorFlow's own outputs for the same
 texts, and a re-run uploads nothing. Without TensorFlow the module is skipped, saying how to enable it.
@@ -17,9 +17,9 @@ import pytest
 import savedmodels  # tests/savedmodels.py
 from demo_spec import REPO, demo_spec  # tests/e2e/demo_spec.py
 
-from flows.demo import spec_with_model
-from flows.sandbox_profile import save_sandbox_blocks
-from flows.spec import SpecError
+from cli.demo import spec_with_model
+from cli.sandbox_profile import save_sandbox_blocks
+from core.spec import SpecError
 
 tf = savedmodels.tensorflow()  # skips the module, saying how to enable it, when TensorFlow is not installed
 VERSION = 20261205

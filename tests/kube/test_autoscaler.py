@@ -18,10 +18,10 @@ from kubernetes import client, config
 from polling import wait_for  # tests/polling.py
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import NodePoolSpec
+from clients.ack import AckApi
+from core.spec import NodePoolSpec
 from sandbox.fleet import mix
 from sandbox.runner import Sandbox
-from tasks.ack_api import AckApi
 from tasks.nodepool import render_create_nodepool_request
 
 SPEED = 100.0

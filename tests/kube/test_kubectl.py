@@ -5,9 +5,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import time
+import threading
 
 import yaml
+from polling import wait_for
 
 from sandbox.kube import protobuf
 
@@ -25,6 +26,23 @@ def _manifest(ns: str, name: str = "web", image: str = "nginx:1.25", replicas: i
     return yaml.safe_dump(d)
 
 
+class LineReader:
+    """Reads a subprocess' pipe on a thread, so a test can wait for a line without blocking on the pipe."""
+
+    def __init__(self, pipe) -> None:
+        self.lines: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            self.lines.append(line.rstrip("\n"))
+
+    def wait_for(self, match, what: str, timeout: float = 30.0) -> str:
+        return wait_for(lambda: next((line for line in list(self.lines) if match(line)), None), what,
+                        timeout=timeout, state=lambda: self.lines[-5:])
+
+
 def test_get_prints_real_columns(kubectl, ns):
     kubectl("apply", "-f", "-", input=_manifest(ns))
     kubectl("-n", ns, "run", "pod1", "--image=busybox:1.36", "--restart=Never")
@@ -35,7 +53,9 @@ def test_get_prints_real_columns(kubectl, ns):
     assert "NOMINATED NODE" in wide and "READINESS GATES" in wide and "IP" in wide
     head = kubectl("-n", ns, "get", "deploy").stdout.split("\n")[0].split()
     assert head == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
-    assert kubectl("get", "nodes").stdout.strip() in ("", "No resources found") or True
+    nodes = kubectl("get", "nodes")
+    assert nodes.stdout == "" and "No resources found" in nodes.stderr or \
+        nodes.stdout.split("\n")[0].split() == ["NAME", "STATUS", "ROLES", "AGE", "VERSION"], nodes
     ns_out = kubectl("get", "ns").stdout
     assert ns_out.split("\n")[0].split() == ["NAME", "STATUS", "AGE"] and "kube-system" in ns_out
     ic = kubectl("get", "ingressclass").stdout
@@ -119,13 +139,16 @@ def test_delete_and_wait_for_delete(kubectl, ns):
     out = kubectl("-n", ns, "delete", "deploy", "del").stdout
     assert 'deleted' in out
     kubectl("apply", "-f", "-", input=_configmap(ns, "cmw"))
+    # -v=6 logs each request once its answer's headers are in: the watch line means kubectl is watching
     waiter = subprocess.Popen(["kubectl", "--kubeconfig", kubectl.kubeconfig, "--cache-dir", str(kubectl.cache),
-                               "-n", ns, "wait", "--for=delete", "configmap/cmw", "--timeout=30s"],
+                               "-v=6", "-n", ns, "wait", "--for=delete", "configmap/cmw", "--timeout=30s"],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(1.0)
+    err_lines = LineReader(waiter.stderr)
+    err_lines.wait_for(lambda line: "watch=true" in line and "200 OK" in line, "kubectl wait's watch")
     kubectl("-n", ns, "delete", "configmap", "cmw", "--wait=false")
-    out, err = waiter.communicate(timeout=40)
-    assert waiter.returncode == 0, err
+    out = waiter.stdout.read()
+    assert waiter.wait(timeout=40) == 0, err_lines.lines
+    assert "condition met" in out
     kubectl("apply", "-f", "-", input=_configmap(ns, "cmc"))
     out = kubectl("-n", ns, "wait", "--for=jsonpath={.data.a}=b", "configmap/cmc", "--timeout=10s").stdout
     assert "condition met" in out
@@ -136,16 +159,16 @@ def test_get_watch_streams_changes(kubectl, ns):
     proc = subprocess.Popen(["kubectl", "--kubeconfig", kubectl.kubeconfig, "--cache-dir", str(kubectl.cache),
                              "-n", ns, "get", "configmaps", "-w", "--request-timeout=20s"],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    out = LineReader(proc.stdout)
     try:
-        time.sleep(1.5)
+        # the list is printed first; the watch starts from the list's resourceVersion, so w1 cannot be missed
+        out.wait_for(lambda line: line.split()[:1] == ["w0"], "w0 listed")
         kubectl("apply", "-f", "-", input=_configmap(ns, "w1"))
-        time.sleep(1.5)
+        out.wait_for(lambda line: line.split()[:1] == ["w1"], "w1 streamed")
     finally:
         proc.terminate()
-        out, err = proc.communicate(timeout=10)
-    lines = [x.split() for x in out.strip().splitlines()]
-    assert lines[0] == ["NAME", "DATA", "AGE"], (out, err)
-    assert any(x and x[0] == "w0" for x in lines) and any(x and x[0] == "w1" for x in lines)
+        proc.wait(timeout=10)
+    assert out.lines[0].split() == ["NAME", "DATA", "AGE"], out.lines
 
 
 def test_events_listed_for_describe(kubectl, kube, ns):

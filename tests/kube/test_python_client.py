@@ -11,6 +11,7 @@ import pytest
 import urllib3
 from kubernetes import client, config, dynamic, watch
 from kubernetes.client.rest import ApiException
+from polling import wait_for
 
 from .conftest import deployment
 
@@ -352,15 +353,6 @@ def test_pagination(core, ns):
 
 
 # ---- delete, GC -------------------------------------------------------------------------------------------------------
-def _wait(fn, timeout=15.0):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if fn():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_garbage_collection_of_owned_objects(apps, core, ns):
     d = apps.create_namespaced_deployment(ns, deployment("owner"))
     ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "owner", "uid": d.metadata.uid,
@@ -372,7 +364,7 @@ def test_garbage_collection_of_owned_objects(apps, core, ns):
     def gone():
         return not [c for c in core.list_namespaced_config_map(ns).items if c.metadata.name in ("owned", "kept")]
 
-    assert _wait(gone)
+    wait_for(gone, "the owned ConfigMaps collected", timeout=15, interval=0.05)
 
 
 def test_orphan_and_foreground_propagation(apps, core, ns):
@@ -380,14 +372,16 @@ def test_orphan_and_foreground_propagation(apps, core, ns):
     ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "o1", "uid": d.metadata.uid}
     core.create_namespaced_config_map(ns, {"metadata": {"name": "orphan", "ownerReferences": [ref]}})
     apps.delete_namespaced_deployment("o1", ns, propagation_policy="Orphan")
-    assert _wait(lambda: not [x for x in apps.list_namespaced_deployment(ns).items if x.metadata.name == "o1"])
+    wait_for(lambda: not [x for x in apps.list_namespaced_deployment(ns).items if x.metadata.name == "o1"],
+             "Deployment o1 deleted", timeout=15, interval=0.05)
     assert not core.read_namespaced_config_map("orphan", ns).metadata.owner_references
     d = apps.create_namespaced_deployment(ns, deployment("f1"))
     ref = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "f1", "uid": d.metadata.uid}
     core.create_namespaced_config_map(ns, {"metadata": {"name": "dep", "ownerReferences": [ref]}})
     out = apps.delete_namespaced_deployment("f1", ns, propagation_policy="Foreground")
     assert out is not None
-    assert _wait(lambda: not [x for x in apps.list_namespaced_deployment(ns).items if x.metadata.name == "f1"])
+    wait_for(lambda: not [x for x in apps.list_namespaced_deployment(ns).items if x.metadata.name == "f1"],
+             "Deployment f1 deleted", timeout=15, interval=0.05)
     assert not [c for c in core.list_namespaced_config_map(ns).items if c.metadata.name == "dep"]
 
 
@@ -427,17 +421,20 @@ def test_watch_stream_and_resume(core, ns):
 
 def test_watch_live_events_with_label_selector(core, ns):
     got = []
+    # watch from the list's resourceVersion, as informers do: no change after it is missed, however late the
+    # stream connects
+    rv = core.list_namespaced_config_map(ns, label_selector="watch=me").metadata.resource_version
 
     def run():
         w = watch.Watch()
-        for ev in w.stream(core.list_namespaced_config_map, ns, label_selector="watch=me", timeout_seconds=10):
+        for ev in w.stream(core.list_namespaced_config_map, ns, label_selector="watch=me", resource_version=rv,
+                           timeout_seconds=10):
             got.append((ev["type"], ev["object"].metadata.name))
             if len(got) >= 2:
                 w.stop()
 
     t = threading.Thread(target=run)
     t.start()
-    time.sleep(0.5)
     core.create_namespaced_config_map(ns, {"metadata": {"name": "no"}})
     core.create_namespaced_config_map(ns, {"metadata": {"name": "yes", "labels": {"watch": "me"}}})
     core.patch_namespaced_config_map("yes", ns, {"metadata": {"labels": {"watch": "other"}}})

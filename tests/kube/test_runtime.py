@@ -26,8 +26,8 @@ from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 from kubernetes import client, config
 
-from flows.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
-from flows.spec import DeploySpec
+from core.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
+from core.spec import DeploySpec
 from tasks.serving import render_serving
 from tasks.storage import render_storage
 
@@ -271,8 +271,11 @@ def test_a_wrong_model_path_or_version_policy_never_becomes_ready_and_the_log_sa
              in env.logs(ns, pods["policy"]), "the no-versions warning in the log")
     assert ("Version 42 of servable chnsenticorp, which was requested to be served as a 'specific' version in the "
             "servable's version policy, was not found in the file system") in env.logs(ns, pods["policy"])
-    # let the kubelet probe for a while (simulated minutes): still not Ready, never exported its REST API
-    time.sleep(1.0)
+    # let the kubelet probe for a while (two simulated minutes, many probe periods): still not Ready, never
+    # exported its REST API
+    clock = env.sb.ctx.clock
+    since = clock.now()
+    polling.wait_for(lambda: clock.now() >= since + 120, "two simulated minutes", interval=0.05)
     for pod in pods.values():
         p = env.core.read_namespaced_pod(pod, ns)
         assert p.status.phase == "Running"

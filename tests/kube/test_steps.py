@@ -20,10 +20,10 @@ import yaml
 from kubernetes import client
 from polling import wait_for
 
-from flows.spec import DeploySpec
+from clients.kube import KubeApiError, KubeClients, WaitTimeout
+from core.spec import DeploySpec
 from tasks.autoscaling import apply_autoscaling, render_hpa
 from tasks.ingress import apply_ingress, render_ingress
-from tasks.kube import KubeApiError, KubeClients, WaitTimeout
 from tasks.preflight import PreflightError, check_cluster
 from tasks.serving import apply_serving, render_serving
 from tasks.storage import apply_storage, render_pvc, render_storage

@@ -16,11 +16,11 @@ import pytest
 from kubernetes import client
 from pydantic import SecretStr
 
-from flows.sandbox_profile import credentials_from_sandbox, save_sandbox_blocks
-from flows.spec import DeploySpec
+from cli.sandbox_profile import credentials_from_sandbox, save_sandbox_blocks
+from clients.ack import AckApi
+from clients.kube import KubeClients
+from core.spec import DeploySpec
 from flows.teardown import TeardownFailed, objects_to_delete, teardown
-from tasks.ack_api import AckApi
-from tasks.kube import KubeClients
 from tasks.nodepool import ensure_node_pool
 from tasks.plan import render_all
 from tasks.timeline import TimelineSampler
@@ -134,3 +134,19 @@ def test_a_failing_step_does_not_stop_the_others(kube, spec, sandbox_info, block
     skipped = [s.step for s in exc.value.result.steps if s.outcome == "skipped"]
     assert len(skipped) == 8
     assert "kubeconfig" in str(exc.value) and sandbox_info["access_key_secret"] not in str(exc.value)
+
+
+def test_teardown_fetches_its_kubeconfig_with_the_blocks_settings(kube, spec, sandbox_info, block, prefect_api):
+    # teardown once asked for a fixed 60 minutes (and the public address) whatever the block said; the block's
+    # lifetime is visible in ACK's `expiration` of the kubeconfig it was given
+    from blocks import AckCluster
+
+    days = "teardown-3d-" + uuid.uuid4().hex[:6]
+    cluster = AckCluster.load(block)
+    AckCluster(cluster_id=cluster.cluster_id, credentials=cluster.credentials, kubeconfig_minutes=4320,
+               private_ip=True).save(days, overwrite=True)
+    result = teardown(spec, cluster_block=days, timeout_s=300, delete_pool=False)
+    assert not result.failed
+    # a kubeconfig of 60 minutes fetched afterwards expires before the one the teardown was given
+    _, one_hour_later = AckApi(cluster.credentials, cluster.cluster_id).user_kubeconfig(60)
+    assert result.kubeconfig_expires is not None and result.kubeconfig_expires > one_hour_later

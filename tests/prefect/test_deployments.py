@@ -14,7 +14,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +21,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from polling import wait_for
 from prefect_http import prefect_http  # tests/prefect_http.py
 from processes import Proc, free_port  # tests/processes.py
 
@@ -51,16 +51,12 @@ class PrefectServer:
                            self.env, home / "server.log")
 
     def wait_healthy(self, timeout: float = 240) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        def healthy() -> bool:
             self.server.alive()
-            try:
-                if httpx.get(f"{self.api}/health", timeout=5).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError("prefect server did not become healthy")
+            return httpx.get(f"{self.api}/health", timeout=5).status_code == 200
+
+        wait_for(healthy, "the Prefect server to be healthy", timeout=timeout, interval=0.5,
+                 tolerate=(httpx.HTTPError,))
 
     def stop(self) -> None:
         self.server.stop()
@@ -83,14 +79,12 @@ class PrefectServer:
             return r.json()
 
     def wait_flow_run(self, flow_run_id: str, timeout: float = 300) -> dict[str, Any]:
-        deadline = time.monotonic() + timeout
         with self.http() as http:
-            while True:
-                run = http.get(f"/flow_runs/{flow_run_id}").json()
-                if run["state_type"] in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED"):
-                    return run
-                assert time.monotonic() < deadline, f"flow run still {run['state_type']}"
-                time.sleep(1)
+            return wait_for(
+                lambda: (run := http.get(f"/flow_runs/{flow_run_id}").json())["state_type"]
+                in ("COMPLETED", "FAILED", "CRASHED", "CANCELLED") and run,
+                f"flow run {flow_run_id} to finish", timeout=timeout, interval=1,
+            )
 
 
 @pytest.fixture(scope="module")
@@ -138,7 +132,7 @@ def test_scheduled_deployment_has_its_cron_and_is_inactive(server: PrefectServer
     assert schedule["schedule"]["timezone"] == "UTC"
     assert schedule["active"] is False
     # It names the spec it deploys: a complete DeploySpec.
-    from flows.spec import DeploySpec
+    from core.spec import DeploySpec
 
     spec = dep["parameters"]["spec"]
     assert spec["model"]["name"] == "chnsenticorp" and spec["model"]["local_dir"] == ".sandbox/models/chnsenticorp"
@@ -189,7 +183,7 @@ def test_event_deployment_is_triggered_by_model_version_registered(server: Prefe
 
 
 def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_path: Path) -> None:
-    from flows.demo_model import generate_demo_model
+    from core.demo_model import generate_demo_model
 
     cli = str(BIN / "elastic-inference")
     sandbox_dir = tmp_path / "sandbox"
@@ -220,8 +214,8 @@ def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_
         assert final["parameters"]["spec"]["model"]["local_dir"] == str(model_dir)
 
         from blocks import AckCluster
-        from flows.sandbox_profile import cluster_from_sandbox
-        from tasks.ack_api import AckApi
+        from cli.sandbox_profile import cluster_from_sandbox
+        from clients.ack import AckApi
 
         cluster: AckCluster = cluster_from_sandbox(info)
         pools = AckApi(cluster.credentials, cluster.cluster_id).describe_node_pools(name="manual-run")

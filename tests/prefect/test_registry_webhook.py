@@ -25,10 +25,11 @@ from typing import Any
 
 import httpx
 import pytest
+from polling import wait_for
 from prefect_http import prefect_http  # tests/prefect_http.py
 from processes import free_port  # tests/processes.py
 
-from flows.registry_webhook import EVENT_NAME, ReceiverConfig, create_app
+from receivers.registry_webhook import EVENT_NAME, ReceiverConfig, create_app
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "whsec-" + secrets.token_urlsafe(24)
@@ -49,10 +50,7 @@ class Receiver:
 
     def __enter__(self) -> Receiver:
         self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            assert time.monotonic() < deadline, "receiver did not start"
-            time.sleep(0.05)
+        wait_for(lambda: self.server.started, "the receiver to start", timeout=30, interval=0.05)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -97,13 +95,8 @@ def read_events(api: str, resource_prefix: str) -> list[dict[str, Any]]:
 
 
 def wait_events(api: str, resource_prefix: str, count: int = 1, timeout: float = 90) -> list[dict[str, Any]]:
-    deadline = time.monotonic() + timeout
-    while True:
-        events = read_events(api, resource_prefix)
-        if len(events) >= count:
-            return events
-        assert time.monotonic() < deadline, f"no {EVENT_NAME} event for {resource_prefix} reached Prefect"
-        time.sleep(0.5)
+    return wait_for(lambda: len(events := read_events(api, resource_prefix)) >= count and events,
+                    f"{count} {EVENT_NAME} event(s) for {resource_prefix} in Prefect", timeout=timeout, interval=0.5)
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ from aliyunsdkcore.acs_exception.exceptions import ServerException
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 from aliyunsdkcs.request.v20151215.DescribeClusterNodesRequest import DescribeClusterNodesRequest
+from polling import wait_for
 
 GPU_TYPES = ["ecs.gn6i-c4g1.xlarge", "ecs.gn7i-c8g1.2xlarge", "ecs.gn6i-c8g1.2xlarge"]
 
@@ -86,12 +87,9 @@ class Cs:
         return json.loads(self.client.do_action_with_exception(req))
 
     def wait_task(self, task_id: str, timeout: float = 60.0) -> dict:
-        deadline = time.monotonic() + timeout
-        while True:
-            t = self.task(task_id)
-            if t["state"] != "running" or time.monotonic() > deadline:
-                return t
-            time.sleep(0.1)
+        """The task once it has left ``running`` (success or fail); fails with the last state seen."""
+        return wait_for(lambda: (t := self.task(task_id))["state"] != "running" and t,
+                        f"task {task_id} to finish", timeout=timeout)
 
 
 def spot_pool(name: str, **sg) -> dict:
@@ -124,12 +122,10 @@ def server_error(fn, *args, **kw) -> ServerException:
 
 
 def wait_nodes(cs: Cs, np: str, n: int, timeout: float = 60.0) -> list[dict]:
-    deadline = time.monotonic() + timeout
-    while True:
-        nodes = cs.nodes(np, state="running")["nodes"]
-        if len(nodes) == n or time.monotonic() > deadline:
-            return nodes
-        time.sleep(0.1)
+    """The pool's running nodes once there are exactly ``n``; fails with the last count seen."""
+    return wait_for(lambda: len(nodes := cs.nodes(np, state="running")["nodes"]) == n and nodes,
+                    f"{n} running nodes in {np}", timeout=timeout,
+                    state=lambda: len(cs.nodes(np, state="running")["nodes"]))
 
 
 def succeed(cs: Cs, answer: dict) -> None:
@@ -165,14 +161,14 @@ def test_pool_lifecycle_initial_to_active_with_task_polling(cs: Cs):
     assert first["status"]["state"] in ("initial", "scaling")  # initial lasts 1.2 s here: a loaded machine may miss it
     assert cs.task(created["task_id"])["state"] == "running"
     seen = [first["status"]["state"]]
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
+
+    def task_done() -> bool:
         state = cs.detail(np)["status"]["state"]
         if state != seen[-1]:
             seen.append(state)
-        if cs.task(created["task_id"])["state"] != "running":
-            break
-        time.sleep(0.05)
+        return cs.task(created["task_id"])["state"] != "running"
+
+    wait_for(task_done, "the create task to finish", timeout=60, interval=0.05, state=lambda: seen)
     task = cs.task(created["task_id"])
     assert task["state"] == "success", task
     if (state := cs.detail(np)["status"]["state"]) != seen[-1]:  # the task can finish between two reads
@@ -197,9 +193,8 @@ def test_pool_lifecycle_initial_to_active_with_task_polling(cs: Cs):
 
 def test_ten_instances_at_30_percent_hold_3_payg_and_7_spot_and_scale_in_keeps_the_mix(cs: Cs):
     np = cs.create(spot_pool("mix-ten"))["nodepool_id"]
-    deadline = time.monotonic() + 30
-    while cs.detail(np)["status"]["state"] == "initial" and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_for(lambda: cs.detail(np)["status"]["state"] != "initial", "the pool to leave 'initial'", timeout=30,
+             interval=0.05)
     succeed(cs, cs.scale(np, 10))
     nodes = cs.nodes(np)["nodes"]
     assert len(nodes) == 10
@@ -305,10 +300,8 @@ def test_spot_reclaim_notice_remedy_and_release(quick_reclaim_sandbox):
     # remedy: a replacement is launched at the notice, while the victim still runs
     live = fleet.instances(np)
     assert len(live) == 3 and any(i.instance_id == victim.instance_id and i.status == "Running" for i in live)
-    deadline = time.monotonic() + 60
-    while fleet.instance(victim.instance_id).status != "Released" and time.monotonic() < deadline:
-        time.sleep(0.1)
-    assert fleet.instance(victim.instance_id).status == "Released"
+    wait_for(lambda: fleet.instance(victim.instance_id).status == "Released", "the reclaimed instance released",
+             timeout=60, state=lambda: fleet.instance(victim.instance_id).status)
     assert [n["instance_id"] for n in cs.nodes(np)["nodes"] if n["instance_id"] == victim.instance_id] == []
     assert len(wait_nodes(cs, np, 2)) == 2
 
@@ -420,10 +413,9 @@ def _size(cs: Cs, np: str) -> tuple[int, int, int]:
 
 def _wait_released(cs: Cs, np: str, n: int, timeout: float = 60.0) -> int:
     """Wait until the pool lists ``n`` nodes in any state (a removed instance is listed until it is released)."""
-    deadline = time.monotonic() + timeout
-    while (total := len(cs.nodes(np)["nodes"])) != n and time.monotonic() < deadline:
-        time.sleep(0.1)
-    return total
+    wait_for(lambda: len(cs.nodes(np)["nodes"]) == n, f"{n} nodes listed in {np}", timeout=timeout,
+             state=lambda: len(cs.nodes(np)["nodes"]))
+    return n
 
 
 def _autoscaled_pool(cs: Cs, name: str) -> str:

@@ -6,7 +6,6 @@ a 50 % 5xx rate."""
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import httpx
@@ -14,13 +13,14 @@ import oss2
 import pytest
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
+from polling import wait_for
 
 from blocks.alibaba import AlibabaCloudCredentials
+from clients.ack import AckApi, AckApiError
+from clients.kube import KubeClients
+from clients.oss import ensure_bucket, retrying
 from sandbox.faults import FaultEngine, kube_operation, oss_operation, parse_spec
 from sandbox.runner import Sandbox
-from tasks.ack_api import AckApi, AckApiError
-from tasks.kube import KubeClients
-from tasks.model_oss import ensure_bucket, retrying
 
 FAULTS_FILE = """
 seed: 11
@@ -127,7 +127,7 @@ def test_half_5xx_rate_is_survived_by_the_project_retries(info):
     api = ack_api(info, max_attempts=12, backoff=0.01, backoff_max=0.02)
     for _ in range(25):
         assert api.describe_node_pools()  # GET: retried on 5xx
-    # the Kubernetes steps' server-side apply and reads: retried on 503 with backoff (tasks.kube)
+    # the Kubernetes steps' server-side apply and reads: retried on 503 with backoff (clients.kube)
     kube = KubeClients.from_kubeconfig_file(info["kubeconfig"], attempts=12, backoff_s=0.01, backoff_max_s=0.02)
     try:
         for i in range(10):
@@ -175,10 +175,11 @@ def test_boot_failures_and_spot_stockouts(sb, info):
         acts = [a for a in fleet.activities(default.nodepool_id) if a.final_status == "Failed"]
         return acts and acts[-1]
 
-    act = _wait(failed_activity)
+    act = wait_for(failed_activity, "a failed scaling activity")
     assert "failed to launch" in act.status_message and "InstanceLaunchFailed" in act.status_message
     # ESS retries after the shortfall period; the one injected failure is spent, so the node comes
-    _wait(lambda: api.describe_node_pool(default.nodepool_id).status.total_nodes == before + 1)
+    wait_for(lambda: api.describe_node_pool(default.nodepool_id).status.total_nodes == before + 1,
+             f"{before + 1} nodes in the default pool")
     assert admin(info, "GET", "/faults").json()["boot_failures_done"] == [1]
     assert admin(info, "PUT", "/faults", content="{}").status_code == 200  # stock-outs are undone
     assert all(fleet.stock("ecs.gn6i-c4g1.xlarge", z, spot=True) > 0 for z in zones)
@@ -189,16 +190,6 @@ def test_an_invalid_faults_file_stops_the_start_naming_the_field(tmp_path: Path)
     bad.write_text("oss:\n  rules:\n    - operation: UploadPart\n      latency_s: -1\n")
     with pytest.raises(RuntimeError, match=r"oss\.rules\.0\.latency_s"):
         Sandbox(tmp_path / "sb", speed=100.0, options={"faults": str(bad)}).start()
-
-
-def _wait(fn, timeout: float = 60.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.1)
-    raise AssertionError("timed out")
 
 
 def test_engine_is_seeded_and_names_operations():

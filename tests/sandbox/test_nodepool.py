@@ -6,13 +6,13 @@ Tasks are called with ``.fn(...)``: no Prefect server is involved.
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
+from polling import wait_for
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import NodePoolSpec
-from tasks.ack_api import AckApi, AckApiError
+from clients.ack import AckApi, AckApiError
+from core.spec import NodePoolSpec
 from tasks.nodepool import (
     NodePoolDriftError,
     NodePoolFailedError,
@@ -162,11 +162,8 @@ def test_delete_twice_is_fine(creds, info, api):
 
 def test_describe_nodes_pages_through_all_nodes(creds, info, api):
     result = ensure(pool_spec("np-pages", min_instances=3, max_instances=4), creds, info)
-    deadline = time.monotonic() + 120
-    nodes = api.describe_nodes(result.nodepool_id)
-    while len(nodes) < 3 and time.monotonic() < deadline:
-        time.sleep(0.2)
-        nodes = api.describe_nodes(result.nodepool_id)
+    nodes = wait_for(lambda: len(n := api.describe_nodes(result.nodepool_id)) >= 3 and n, "three nodes",
+                     timeout=120, interval=0.2)
     assert len(nodes) == 3
     paged = api.describe_nodes(result.nodepool_id, page_size=2)
     assert sorted(n.instance_id for n in paged) == sorted(n.instance_id for n in nodes)

@@ -18,6 +18,7 @@ import pytest
 import requests
 from oss2.credentials import StaticCredentialsProvider
 from oss2.models import PartInfo
+from polling import wait_for
 
 _CRC = crcmod.mkCrcFun(0x142F0E1EBA9EA3693, initCrc=0, rev=True, xorOut=0xFFFFFFFFFFFFFFFF)
 REQUEST_ID = re.compile(r"^[0-9A-F]{24}$")
@@ -716,13 +717,13 @@ def test_interrupted_put_keeps_previous_object(info, bucket):
     )
     with socket.create_connection((ep.hostname, ep.port)) as s:
         s.sendall(head.encode() + os.urandom(1 << 20))
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        assert bucket.get_object("keep").read() == b"original"
-        time.sleep(0.2)
-        if len(os.listdir(bucket_tmp_dir(info))) == 0:
-            break
-    assert os.listdir(bucket_tmp_dir(info)) == []  # the partial body was thrown away
+
+    def partial_body_gone() -> bool:
+        assert bucket.get_object("keep").read() == b"original"  # never replaced, not even for a moment
+        return os.listdir(bucket_tmp_dir(info)) == []
+
+    wait_for(partial_body_gone, "the partial body thrown away", timeout=10, interval=0.2,
+             state=lambda: os.listdir(bucket_tmp_dir(info)))
     assert bucket.get_object("keep").read() == b"original"
 
 

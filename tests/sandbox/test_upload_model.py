@@ -16,10 +16,10 @@ import pytest
 from pydantic import SecretStr
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.demo_model import generate_demo_model
-from flows.spec import DeploySpec
+from clients.oss import UploadError
+from core.demo_model import generate_demo_model
+from core.spec import DeploySpec
 from tasks.model import delete_model_objects, upload_model
-from tasks.model_oss import UploadError
 from tasks.model_transfer import crc64_file
 
 MiB = 1024 * 1024

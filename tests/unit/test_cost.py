@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.ack_api import Node
+from clients.ack import Node
 from tasks.cost import DEFAULT_PRICE_TABLE, PriceTable, billing_of, estimate_cost, load_price_table
 
 TABLE = PriceTable.model_validate({

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from flows.demo_model import (
+from core.demo_model import (
     DEFAULT_VERSION,
     FORMAT,
     DemoModel,
@@ -16,7 +16,7 @@ from flows.demo_model import (
     example_inputs,
     generate_demo_model,
 )
-from flows.spec import ModelSpec, check_model_layout
+from core.spec import ModelSpec, check_model_layout
 
 
 @pytest.fixture(scope="module")

@@ -13,17 +13,17 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 import uvicorn
+from polling import wait_for
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from flows.demo_model import SIGNATURE_NAME, DemoModel, generate_demo_model
+from core.demo_model import SIGNATURE_NAME, DemoModel, generate_demo_model
 from loadtests.common import (
     SignatureError,
     StagePlan,
@@ -235,10 +235,7 @@ def server(tmp_path_factory):
     srv = uvicorn.Server(uvicorn.Config(fake.app(), log_level="warning", lifespan="off", access_log=False))
     thread = threading.Thread(target=srv.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not srv.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert srv.started
+    wait_for(lambda: srv.started, "the fake server to start", timeout=30, interval=0.05)
     yield fake, f"http://127.0.0.1:{port}/"
     srv.should_exit = True
     thread.join(timeout=10)

@@ -13,7 +13,8 @@ import yaml
 from kubernetes_validate.utils import SchemaNotFoundError
 from pydantic import SecretStr
 
-from flows.spec import DeploySpec
+from clients.cluster import default_oss_url
+from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
 from tasks.ingress import ingress_address, render_ingress
 from tasks.plan import plan_documents, render_all, to_yaml
@@ -435,7 +436,7 @@ def test_redaction_keeps_only_what_is_asked() -> None:
 # --- plan -------------------------------------------------------------------------------------------------------
 def test_plan_lists_every_manifest_in_apply_order_without_the_secret() -> None:
     spec = VARIANTS["namespace-taints-behavior"]()
-    manifests = render_all(spec, "c0123456789abcdef", AK_ID, region_id="cn-beijing")
+    manifests = render_all(spec, "c0123456789abcdef", AK_ID, oss_url=default_oss_url("cn-beijing"))
     assert [m["kind"] for m in manifests] == [
         "Namespace",
         "Secret",

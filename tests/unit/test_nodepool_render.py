@@ -7,8 +7,8 @@ import json
 import pytest
 
 from blocks.alibaba import AlibabaCloudCredentials
-from flows.spec import DeploySpec, NodePoolSpec
-from tasks.ack_api import AckApi, AckApiError, with_retries
+from clients.ack import AckApi, AckApiError, with_retries
+from core.spec import DeploySpec, NodePoolSpec
 from tasks.nodepool import (
     NodePoolDrift,
     diff_node_pool,

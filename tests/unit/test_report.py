@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
-from flows.spec import DeploySpec
-from tasks.ack_api import Node, NodePoolCondition
+from clients.ack import Node, NodePoolCondition
+from core.spec import DeploySpec
 from tasks.cost import PriceTable
 from tasks.ingress import IngressEndpoint
 from tasks.loadtest import ErrorCount, HistoryPoint, LoadTestResult, StageStats

@@ -146,7 +146,7 @@ def test_server_core_checks():
 
 
 def test_the_projects_renderer_output_parses():
-    from flows.spec import DeploySpec
+    from core.spec import DeploySpec
 
     # The seed's spec for real ACK (the sandbox example needs the generated demo model on disk).
     spec = DeploySpec.from_file(Path(__file__).resolve().parents[2] / "examples" / "ack-seed.yaml")

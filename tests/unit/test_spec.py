@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
-from flows.spec import (
+from core.spec import (
     DeploySpec,
     DerivedNames,
     LoadStage,

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flows.spec import DeploySpec
-from tasks.ack_api import Node, NodePoolCondition
+from clients.ack import Node, NodePoolCondition
+from core.spec import DeploySpec
 from tasks.loadtest import ErrorCount, LoadTestResult, StageStats
 from tasks.timeline import TimelineSample, metric_sum, node_counts
 from tasks.verify import (

@@ -48,20 +48,12 @@ from kubernetes import config as k8s_config
 from kubernetes import watch as k8s_watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.config.config_exception import ConfigException
-from prefect.exceptions import MissingContextError
-from prefect.logging import get_run_logger
 from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
+from clients.logs import run_logger
+
 log = logging.getLogger(__name__)
-
-
-def step_logger() -> logging.Logger | logging.LoggerAdapter:
-    """The Prefect run logger inside a flow or task run (so lines reach the UI), else this module's logger."""
-    try:
-        return get_run_logger()
-    except MissingContextError:
-        return log
 
 
 FIELD_MANAGER = "elastic-inference"
@@ -417,7 +409,7 @@ class KubeClients:
             stop=stop_after_attempt(self.attempts),
             wait=_Wait(self.backoff_s, self.backoff_max_s),
             reraise=True,
-            before_sleep=lambda s: step_logger().warning(
+            before_sleep=lambda s: run_logger().warning(
                 "%s: %s; retry %d of %d",
                 action,
                 _short(s.outcome.exception() if s.outcome else None),
@@ -521,7 +513,7 @@ class KubeClients:
             dry_run=dry_run,
             object=_strip_secret(obj),
         )
-        step_logger().info("%s", result)
+        run_logger().info("%s", result)
         return result
 
     # ---- events ----------------------------------------------------------------------------------------------
@@ -662,7 +654,7 @@ class KubeClients:
                     if exc.status == 410:  # Expired: our resourceVersion is too old; list again.
                         relist = True
                     elif _retryable(exc):
-                        step_logger().warning("watch %s: %s %s; re-listing", where, exc.status, exc.reason)
+                        run_logger().warning("watch %s: %s %s; re-listing", where, exc.status, exc.reason)
                         relist = True
                     else:
                         raise KubeApiError.from_api_exception(f"WATCH {where}", exc) from None

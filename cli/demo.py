@@ -51,7 +51,7 @@ def ensure_demo_model(spec_path: Path) -> Path:
     """Generate the demo model at the spec's ``model.local_dir`` unless it is already there."""
     import yaml
 
-    from .demo_model import generate_demo_model
+    from core.demo_model import generate_demo_model
 
     raw = yaml.safe_load(spec_path.read_text()) or {}
     local_dir = (raw.get("model") or {}).get("local_dir")
@@ -68,7 +68,7 @@ def spec_with_model(spec_path: Path, model_dir: Path, model_name: str | None = N
     """The spec of ``spec_path`` with its model replaced by the user's ``model_dir`` (checked like any spec)."""
     import yaml
 
-    from .spec import DeploySpec
+    from core.spec import DeploySpec
 
     data = yaml.safe_load(spec_path.read_text()) or {}
     model = data.setdefault("model", {})
@@ -83,7 +83,7 @@ def require_tensorflow_for(model_dir: Path) -> None:
     """A SavedModel needs TensorFlow where the sandbox runs: say how to install it before anything starts."""
     import importlib.util
 
-    from .spec import SpecError
+    from core.spec import SpecError
 
     if any(Path(model_dir).expanduser().glob("*/saved_model.pb*")) and importlib.util.find_spec("tensorflow") is None:
         raise SpecError(f"--model {model_dir} holds a TensorFlow SavedModel: the sandbox serves it with real TensorFlow, "
@@ -109,9 +109,10 @@ def run_demo(
 ) -> Any:
     console = console or Console()
     _prefect_env()
-    from .deploy import deploy, summarize
+    from core.spec import DeploySpec
+    from flows.deploy import deploy, summarize
+
     from .sandbox_profile import save_sandbox_blocks
-    from .spec import DeploySpec
 
     if model is not None:
         require_tensorflow_for(model)

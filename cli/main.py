@@ -142,8 +142,9 @@ def demo(
         = "latest",
 ) -> None:
     """Start a sandbox, run the whole deploy flow on it, print what happened, stop the sandbox."""
+    from core.spec import SpecError
+
     from .demo import DEFAULT_SPEC, run_demo
-    from .spec import SpecError
 
     try:
         run_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console, model=model,
@@ -170,7 +171,7 @@ def deploy_cmd(
     ] = False,
 ) -> None:
     """Run the deploy flow with SPEC against a saved cluster block, or against a running sandbox."""
-    from .spec import DeploySpec, SpecError
+    from core.spec import DeploySpec, SpecError
 
     try:
         parsed = DeploySpec.from_file(spec)
@@ -182,7 +183,7 @@ def deploy_cmd(
     if plan:
         _plan(parsed, cluster_block, sandbox_dir, server)
         return
-    from .deploy import deploy, summarize
+    from flows.deploy import deploy, summarize
 
     if (cluster_block is None) == (sandbox_dir is None):
         raise typer.BadParameter("give exactly one of --cluster-block or --sandbox-dir")
@@ -196,17 +197,18 @@ def deploy_cmd(
 
 
 def _plan(spec, cluster_block: str | None, sandbox_dir: Path | None, server: bool) -> None:
-    from .plan import render_plan, server_dry_run
+    from blocks import AckCluster
+    from clients.cluster import Cluster, check_cluster
+    from flows.plan import render_plan, server_dry_run
 
     cluster = None
     if sandbox_dir is not None:
         from .sandbox_profile import cluster_from_sandbox, read_sandbox_info
 
-        cluster = cluster_from_sandbox(read_sandbox_info(sandbox_dir))
+        cluster = Cluster(cluster_from_sandbox(read_sandbox_info(sandbox_dir)))
     elif cluster_block is not None:
-        from blocks import AckCluster
-
-        cluster = AckCluster.load(cluster_block)
+        cluster = Cluster(AckCluster.load(cluster_block))
+        spec = check_cluster(spec, cluster.block, cluster_block)
     print(render_plan(spec, cluster), end="")
     if server:
         if cluster is None:
@@ -265,7 +267,7 @@ def registry_webhook(
 
     from pydantic import ValidationError
 
-    from .registry_webhook import ReceiverConfig, prefect_settings, secret_from_env, serve
+    from receivers.registry_webhook import ReceiverConfig, prefect_settings, secret_from_env, serve
 
     api_url, api_key, auth_string = prefect_settings()
     if not api_url:
@@ -305,7 +307,7 @@ def emit_model_event_cmd(
     ] = None,
 ) -> None:
     """Emit the `model.version.registered` event by hand (CI jobs, registries without webhooks)."""
-    from .registry_webhook import SourceError, emit_model_event
+    from receivers.registry_webhook import SourceError, emit_model_event
 
     try:
         event = emit_model_event(

@@ -316,7 +316,7 @@ def example_inputs(token_ids: list[list[int]] | None = None, batch: int = 1, see
     return {"input_ids": ids, "input_mask": mask, "segment_ids": [[0] * MAX_SEQ_LENGTH for _ in rows]}
 
 
-if __name__ == "__main__":  # python -m flows.demo_model DIR [SIZE_BYTES]
+if __name__ == "__main__":  # python -m core.demo_model DIR [SIZE_BYTES]
     target = sys.argv[1] if len(sys.argv) > 1 else "model"
     size = int(sys.argv[2]) if len(sys.argv) > 2 else None
     print(generate_demo_model(target, size_bytes=size))

@@ -42,7 +42,6 @@ VERSION_POLICY = re.compile(r"^(latest(:[1-9][0-9]*)?|all|specific:[0-9]+(,[0-9]
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
 VSWITCH_ID = re.compile(r"^vsw-[a-z0-9]{6,40}$")
 INSTANCE_TYPE = re.compile(r"^ecs\.[a-z0-9-]+\.[a-z0-9-]+$")
-CRON_FIELD = re.compile(r"^[0-9*,/\-]+$")
 
 NAME_MAX = 63
 # Kubernetes Service names are DNS-1035 labels (must start with a letter): apimachinery ValidateServiceName.
@@ -462,12 +461,17 @@ class StorageSpec(_Model):
         return self
 
 
+def arena_default_version() -> str:
+    """arena's default serving version: the current UTC time as YYYYMMDDhhmm (pkg/argsbuilder/serving.go)."""
+    return datetime.now(UTC).strftime("%Y%m%d%H%M")
+
+
 class ServingSpec(_Model):
     """Step 4: TF Serving, rendered as ``arena serve tensorflow`` does."""
 
     name: str = Field(default="bert-tfserving", description="Serving name (arena --name)")
-    version: str | None = Field(
-        default=None,
+    version: str = Field(
+        default_factory=arena_default_version,
         description="Serving version (arena --version); default: the time of validation as YYYYMMDDhhmm. "
         "Pin it for repeatable deploys.",
     )
@@ -500,12 +504,16 @@ class ServingSpec(_Model):
     def _ns(cls, v: str) -> str:
         return _dns_label(v, "namespace")
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_default(cls, v: Any) -> Any:
+        # An explicit null (a cleared field in the Prefect UI form) means the default too.
+        return arena_default_version() if v is None else v
+
     @field_validator("version")
     @classmethod
-    def _version(cls, v: str | None) -> str | None:
-        if v is not None:
-            _dns_label(v, "serving version")
-        return v
+    def _version(cls, v: str) -> str:
+        return _dns_label(v, "serving version")
 
     @field_validator("selector")
     @classmethod
@@ -669,11 +677,7 @@ class DeploySpec(_Model):
 
     @model_validator(mode="after")
     def _cross(self) -> DeploySpec:
-        defaulted = self.serving.version is None
-        if defaulted:
-            # arena's default version: the current time as 200601021504 (pkg/argsbuilder/serving.go).
-            object.__setattr__(self.serving, "version", datetime.now(UTC).strftime("%Y%m%d%H%M"))
-        self._check_derived_names(defaulted)
+        self._check_derived_names()
         if self.ingress.service_port != self.serving.rest_api_port:
             raise _FieldError(
                 "ingress.service_port",
@@ -695,9 +699,10 @@ class DeploySpec(_Model):
             )
         return self
 
-    def _check_derived_names(self, version_defaulted: bool) -> None:
+    def _check_derived_names(self) -> None:
         """Names built from several fields must still obey the rules of the place they end up in."""
         s = self.serving
+        version_defaulted = "version" not in s.model_fields_set
         version = f"{s.version} (the default, the time of validation)" if version_defaulted else repr(s.version)
         release = f"{s.name}-{s.version}"
         # `release` is a pod label value (and the Deployment's selector): at most 63 characters.

@@ -1,0 +1,1 @@
+"""The ``elastic-inference`` command line: the sandbox, deploy/plan, the demo launcher."""
