@@ -82,3 +82,14 @@ def test_bad_speed_is_refused_before_start(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert "--speed" in res.stdout + res.stderr
     assert not (tmp_path / "sb" / "sandbox.json").exists()
+
+
+def test_demo_with_a_model_dir_holding_no_model_is_refused_before_any_sandbox_starts(tmp_path: Path) -> None:
+    empty = tmp_path / "mine"
+    (empty / "1").mkdir(parents=True)
+    state = tmp_path / "sb"
+    r = run("demo", "--model", str(empty), "--dir", str(state), check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    out = " ".join(r.stdout.split())  # rich wraps long lines
+    assert "local_dir" in out and "mine/1' is empty" in out, out
+    assert not (state / "sandbox.json").exists()
