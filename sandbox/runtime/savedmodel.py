@@ -76,7 +76,8 @@ def render_signature_defs(meta_graph: Any) -> dict[str, Any]:
     return out
 
 
-def _status_code(tf: Any, e: Exception) -> str:
+def _status_code(e: Exception) -> str:
+    """The canonical name (``INVALID_ARGUMENT`` ...) of a ``tf.errors.OpError``'s code."""
     from tensorflow.core.protobuf import error_codes_pb2  # type: ignore[import-not-found]
 
     try:
@@ -131,7 +132,7 @@ class SavedModelServable:
         try:
             out = fn(**feed)
         except tf.errors.OpError as e:
-            raise ApiError(_status_code(tf, e), e.message) from None
+            raise ApiError(_status_code(e), e.message) from None
         except (TypeError, ValueError) as e:  # binding the feed to the function's TensorSpecs
             raise invalid(str(e).strip()) from None
         return {k: v.numpy() for k, v in out.items()}
