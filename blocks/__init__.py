@@ -1,5 +1,5 @@
 """Prefect blocks of elastic-inference: `prefect block register -m blocks` registers them."""
 
-from .alibaba import AckCluster, AlibabaCloudCredentials
+from .alibaba import AckCluster, AckClusterRef, AlibabaCloudCredentials, load_cluster
 
-__all__ = ["AckCluster", "AlibabaCloudCredentials"]
+__all__ = ["AckCluster", "AckClusterRef", "AlibabaCloudCredentials", "load_cluster"]

@@ -7,7 +7,7 @@ logs. They are unwrapped only at the moment an SDK client is built.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import oss2
@@ -15,7 +15,7 @@ from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredenti
 from aliyunsdkcore.client import AcsClient
 from prefect.blocks.abstract import CredentialsBlock
 from prefect.blocks.core import Block
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, WithJsonSchema, field_validator
 
 # The ACK documentation home; the procedure this project automates is "Elastic inference on ECS" there.
 DOCS_URL = "https://www.alibabacloud.com/help/en/ack/"
@@ -189,16 +189,44 @@ class AckCluster(Block):
     _block_type_slug = "ack-cluster"
     _documentation_url = DOCS_URL
     _description = "An Alibaba Cloud Container Service for Kubernetes (ACK) cluster and the credentials to reach it."
+    _code_example = """
+```python
+from blocks import AckCluster
+cluster = AckCluster.load("BLOCK_NAME")
+cluster.cluster_id                       # the ACK cluster id
+client = cluster.credentials.get_client("cs")   # aliyunsdkcore AcsClient
+```"""
 
     cluster_id: str = Field(title="Cluster ID", description="ACK cluster id (c followed by hex)")
-    credentials: AlibabaCloudCredentials = Field(description="Credentials with access to the cluster")
+    # A title of its own: without one the form labels the field with the nested block's class name.
+    credentials: AlibabaCloudCredentials = Field(
+        title="Credentials", description="An Alibaba Cloud Credentials block with access to the cluster"
+    )
     kubeconfig_minutes: int = Field(
         default=60,
         ge=15,
         le=4320,
-        title="Kubeconfig lifetime",
-        description="Lifetime of the temporary kubeconfig fetched with DescribeClusterUserKubeconfig (15-4320 min)",
+        title="Kubeconfig lifetime (min)",
+        description="Lifetime in minutes (15-4320) of the temporary kubeconfig fetched with "
+        "DescribeClusterUserKubeconfig",
     )
     private_ip: bool = Field(
-        default=False, description="Ask for the API server's internal (VPC) address in the kubeconfig"
+        default=False,
+        title="Private IP",
+        description="Ask for the API server's internal (VPC) address in the kubeconfig",
     )
+
+
+# A flow parameter naming the cluster to work on. Prefect renders a parameter typed as a block class as a picker
+# of the saved blocks of that type, and hands the flow the loaded block (prefect.flows.Flow.validate_parameters
+# resolves the UI's {"$ref": {"block_document_id": ...}}); the name of a saved block keeps working for the CLI,
+# prefect.yaml and `prefect deployment run --param cluster_block=NAME`.
+AckClusterRef = AckCluster | Annotated[
+    str,
+    WithJsonSchema({"type": "string", "title": "Block name", "description": "Name of a saved ACK Cluster block"}),
+]
+
+
+def load_cluster(ref: AckCluster | str) -> AckCluster:
+    """The block itself, or the saved block of that name."""
+    return ref if isinstance(ref, AckCluster) else AckCluster.load(ref)

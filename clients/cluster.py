@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from blocks import AckCluster, AlibabaCloudCredentials
+from blocks import AckCluster, AlibabaCloudCredentials, load_cluster
 from clients.ack import AckApi
 from clients.kube import KubeClients
 from core.spec import DeploySpec
@@ -53,6 +53,12 @@ class Cluster:
     def credentials(self) -> AlibabaCloudCredentials:
         return self.block.credentials
 
+    @property
+    def reference(self) -> AckCluster | str:
+        """What a subflow's ``cluster_block`` parameter should carry: the saved block's name (the run's parameters
+        then hold the name, not the block's values), or the block itself when it was never saved."""
+        return self.block._block_document_name or self.block
+
     def ack(self) -> AckApi:
         """The ACK OpenAPI client for this cluster."""
         return AckApi(self.credentials, self.cluster_id)
@@ -84,7 +90,9 @@ def check_cluster(spec: DeploySpec, block: AckCluster, block_name: str) -> Deplo
     return spec.with_cluster(block.cluster_id)
 
 
-def resolve_cluster(spec: DeploySpec, block_name: str) -> tuple[DeploySpec, Cluster]:
-    """Load the ``AckCluster`` block ``block_name``; return the spec bound to its cluster and the cluster."""
-    block = AckCluster.load(block_name)
-    return check_cluster(spec, block, block_name), Cluster(block)
+def resolve_cluster(spec: DeploySpec, cluster_block: AckCluster | str) -> tuple[DeploySpec, Cluster]:
+    """The ``AckCluster`` block (as the UI's block picker hands it to a flow) or the saved block of that name;
+    return the spec bound to its cluster and the cluster."""
+    block = load_cluster(cluster_block)
+    name = cluster_block if isinstance(cluster_block, str) else block._block_document_name or "(unsaved block)"
+    return check_cluster(spec, block, name), Cluster(block)

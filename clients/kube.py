@@ -77,6 +77,7 @@ KINDS: dict[str, Kind] = {
         Kind("v1", "ConfigMap", k8s.CoreV1Api, "namespaced_config_map", True),
         Kind("v1", "Service", k8s.CoreV1Api, "namespaced_service", True),
         Kind("v1", "Pod", k8s.CoreV1Api, "namespaced_pod", True),
+        Kind("v1", "Node", k8s.CoreV1Api, "node", False),
         Kind("v1", "Event", k8s.CoreV1Api, "namespaced_event", True),
         Kind("v1", "PersistentVolume", k8s.CoreV1Api, "persistent_volume", False),
         Kind("v1", "PersistentVolumeClaim", k8s.CoreV1Api, "namespaced_persistent_volume_claim", True),
@@ -93,6 +94,7 @@ KINDS: dict[str, Kind] = {
         Kind("networking.k8s.io/v1", "IngressClass", k8s.NetworkingV1Api, "ingress_class", False),
         Kind("storage.k8s.io/v1", "CSIDriver", k8s.StorageV1Api, "csi_driver", False),
         Kind("apiregistration.k8s.io/v1", "APIService", k8s.ApiregistrationV1Api, "api_service", False),
+        Kind("coordination.k8s.io/v1", "Lease", k8s.CoordinationV1Api, "namespaced_lease", True),
     )
 }
 
@@ -143,6 +145,11 @@ class KubeApiError(Exception):
     @property
     def not_found(self) -> bool:
         return self.status == 404
+
+    @property
+    def conflict(self) -> bool:
+        """409: AlreadyExists on create, Conflict on an update from a stale resourceVersion."""
+        return self.status == 409
 
     @property
     def forbidden(self) -> bool:
@@ -447,6 +454,23 @@ class KubeClients:
                 return None
             raise
         return _strip_secret(obj)
+
+    def create(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """POST the object; 409 AlreadyExists surfaces as :class:`KubeApiError` (``conflict``)."""
+        k = kind_of(manifest)
+        meta = manifest.get("metadata") or {}
+        args = (meta.get("namespace"), manifest) if k.namespaced else (manifest,)
+        return self._call(f"CREATE {_where(k.kind, meta.get('name', ''), meta.get('namespace'))}",
+                          self._method("create", k), *args)
+
+    def replace(self, manifest: dict[str, Any]) -> dict[str, Any]:
+        """PUT the object; with ``metadata.resourceVersion`` set, a concurrent change answers 409 Conflict
+        (optimistic concurrency, what a lock built on a Lease relies on)."""
+        k = kind_of(manifest)
+        meta = manifest.get("metadata") or {}
+        args = (meta["name"], meta.get("namespace"), manifest) if k.namespaced else (meta["name"], manifest)
+        return self._call(f"REPLACE {_where(k.kind, meta['name'], meta.get('namespace'))}",
+                          self._method("replace", k), *args)
 
     def list(self, kind: str, namespace: str | None = None, **selectors: Any) -> dict[str, Any]:
         """The list object (``items`` + ``metadata.resourceVersion``); ``label_selector``/``field_selector``."""

@@ -132,8 +132,102 @@ def serving_fullname(release: str) -> str:
     return truncate_name(f"{release}-{CHART_NAME}")
 
 
+# --- how the spec reads as a form ---------------------------------------------------------------------------------
+# The Prefect UI renders a deployment's parameter schema (these models' JSON schema) as a form: a field's label is
+# its schema ``title``, its help text its ``description``. Titles are generated from the field names, in sentence
+# case, with the acronyms and units the names abbreviate spelled out; descriptions are the ``description=`` of a
+# Field or, failing that, the attribute docstring below the field.
+_WORDS = {
+    "id": "ID", "ids": "IDs", "az": "AZ", "oss": "OSS", "url": "URL", "uri": "URI", "rrsa": "RRSA", "api": "API",
+    "rest": "REST", "pv": "PV", "pvc": "PVC", "gpus": "GPUs", "ip": "IP", "qps": "QPS", "cpu": "CPU", "hpa": "HPA",
+    "ack": "ACK", "sls": "SLS", "vswitch": "vSwitch", "p95": "p95", "dir": "directory",
+}
+_UNITS = {"s": "(s)", "ms": "(ms)", "minutes": "(min)", "bytes": "(bytes)"}
+# Where the name alone does not say it (units, hyphens): the full title.
+_TITLES = {
+    "multi_az_policy": "Multi-AZ policy",
+    "system_disk_size": "System disk size (GiB)",
+    "upload_part_size": "Upload part size (bytes)",
+    "multipart_threshold": "Multipart threshold (bytes)",
+    "price_limit": "Price limit (per hour)",
+    "target_qps": "Target QPS per replica",
+    "max_error_rate": "Max error rate (0-1)",
+    "on_demand_percentage_above_base": "On-demand percentage above base (%)",
+    "on_demand_base_capacity": "On-demand base capacity",
+    "compensate_with_on_demand": "Compensate with on-demand",
+    "class_name": "Ingress class",
+    "port": "gRPC port",
+    "other_opts": "ossfs mount options",
+}
+
+
+def field_title(name: str, _info: Any = None) -> str:
+    """A form label from a field name: ``p95_ms`` -> "p95 (ms)", ``vswitch_ids`` -> "vSwitch IDs"."""
+    if name in _TITLES:
+        return _TITLES[name]
+    words = name.split("_")
+    unit = _UNITS.get(words[-1]) if len(words) > 1 else None
+    if unit:
+        words = words[:-1]
+    first = _WORDS.get(words[0], words[0].capitalize())
+    return " ".join([first, *(_WORDS.get(w, w) for w in words[1:])] + ([unit] if unit else []))
+
+
+def model_title(cls: type) -> str:
+    """A section label from a class name: ``NodePoolSpec`` -> "Node pool", ``LoadStage`` -> "Load stage"."""
+    if cls.__name__ == "DeploySpec":
+        return "Deploy spec"
+    name = cls.__name__.removesuffix("Spec") or cls.__name__
+    words = re.findall(r"[A-Z][a-z0-9]*", name)
+    return " ".join([words[0], *(w.lower() for w in words[1:])]) if words else name
+
+
+def _optional_without_type_toggle(schema: dict[str, Any]) -> None:
+    """``X | None = None`` as the schema of X alone, with no ``default``.
+
+    Pydantic renders it ``anyOf: [X, {type: null}], default: null``; the Prefect UI shows every ``anyOf`` as a
+    type toggle ("str | None") whose None side reads `Property is type "None"`. Rendered as X, the field is a
+    plain input that the user fills or leaves empty (an empty input is left out of the run's parameters, so the
+    field takes its Python default, None). No ``default`` key, because Prefect's server-side check of a run's
+    parameters (prefect.utilities.schema_tools.validation.preprocess_schema) treats a non-required property
+    without a default as nullable, so an explicit null (e.g. from an event trigger's template) still passes.
+    """
+    for prop in schema.get("properties", {}).values():
+        options = prop.get("anyOf")
+        if prop.get("default", ...) is not None or not options or len(options) != 2:
+            continue
+        rest = [o for o in options if o != {"type": "null"}]
+        if len(rest) != 1 or "$ref" in rest[0]:
+            continue
+        del prop["anyOf"], prop["default"]
+        prop.update({k: v for k, v in rest[0].items() if k not in prop})
+
+
+def form_title(title: str) -> Any:
+    """``Annotated`` metadata that titles a flow parameter in the Prefect UI.
+
+    Prefect titles each flow parameter with its name, whatever a ``Field(title=...)`` says
+    (prefect._internal.pydantic.v2_schema.process_v2_params); it merges the parameter's ``json_schema_extra`` into
+    the schema after that, so a title given there is the one the form shows.
+    """
+    return Field(json_schema_extra={"title": title})
+
+
+# Said by the description of every field whose pre-filled value (here, in prefect.yaml and examples/sandbox.yaml)
+# only exists in the sandbox; examples/ack-seed.yaml marks the same fields "FILL IN".
+SANDBOX_VALUE = "Pre-filled with the sandbox's value: set your own for a real cluster."
+
+
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, populate_by_name=True)
+    model_config = ConfigDict(
+        extra="forbid",
+        validate_assignment=True,
+        populate_by_name=True,
+        use_attribute_docstrings=True,
+        field_title_generator=field_title,
+        model_title_generator=model_title,
+        json_schema_extra=_optional_without_type_toggle,
+    )
 
 
 # --- groups -------------------------------------------------------------------------------------------------------
@@ -170,7 +264,7 @@ class NodePoolSpec(_Model):
     )
     vswitch_ids: list[str] = Field(
         default_factory=lambda: ["vsw-sandbox0zone0h", "vsw-sandbox0zone0i"],
-        description="vSwitch ids (1-8) the instances are placed in; one per zone spreads spot risk",
+        description=f"vSwitch ids (1-8) the instances are placed in; one per zone spreads spot risk. {SANDBOX_VALUE}",
     )
     min_instances: int = Field(default=0, ge=0, le=1000, description="Auto scaling: minimum instances")
     max_instances: int = Field(default=10, ge=0, le=1000, description="Auto scaling: maximum instances")
@@ -209,11 +303,11 @@ class NodePoolSpec(_Model):
     )
     taints: list[Taint] = Field(default_factory=list, description="Node taints")
     system_disk_category: Literal["cloud_efficiency", "cloud_ssd", "cloud_essd", "cloud_auto", "cloud_essd_entry"] = (
-        Field(default="cloud_essd", description="System disk category")
+        Field(default="cloud_essd", description="ECS system disk category of the nodes")
     )
     system_disk_size: int = Field(default=120, ge=20, le=2048, description="System disk size in GiB")
     security_group_ids: list[str] = Field(default_factory=list, description="Security groups of the instances")
-    key_pair: str | None = Field(default=None, description="ECS key pair for login (or login_password)")
+    key_pair: str | None = Field(default=None, description=f"ECS key pair for login (or login_password). {SANDBOX_VALUE}")
     login_password: SecretStr | None = Field(default=None, description="Login password (or key_pair)")
     runtime: str = Field(default="containerd", description="Container runtime")
 
@@ -285,7 +379,7 @@ class ModelSpec(_Model):
     name: str = Field(default="chnsenticorp", description="Model name TF Serving serves it under")
     local_dir: Path | None = Field(
         default=None,
-        description="Local model base directory holding one sub-directory per numeric version",
+        description=f"Local model base directory holding one sub-directory per numeric version. {SANDBOX_VALUE}",
     )
     source_uri: str | None = Field(
         default=None,
@@ -396,7 +490,7 @@ def check_model_layout(base: Path, wanted: list[int] | None = None) -> list[int]
 class StorageSpec(_Model):
     """Step 3: the OSS bucket and its PV/PVC (CSI driver ossplugin.csi.alibabacloud.com)."""
 
-    bucket: str = Field(default="elastic-inference-models", description="OSS bucket holding the model")
+    bucket: str = Field(default="elastic-inference-models", description=f"OSS bucket holding the model. {SANDBOX_VALUE}")
     oss_url: str | None = Field(
         default=None,
         description="OSS endpoint the CSI driver mounts from; default: the region's internal endpoint",
@@ -404,9 +498,9 @@ class StorageSpec(_Model):
     path: str = Field(default="/", description="Bucket path mounted at the serving data mount point")
     pv_name: str = Field(default="model-csi-pv", description="PersistentVolume name (= CSI volumeHandle)")
     pvc_name: str = Field(default="model-pvc", description="PersistentVolumeClaim name")
-    capacity: str = Field(default="5Gi", description="PV capacity and PVC request")
+    capacity: str = Field(default="5Gi", description="PV capacity and PVC request, a Kubernetes quantity (5Gi)")
     access_modes: list[Literal["ReadWriteMany", "ReadOnlyMany", "ReadWriteOnce"]] = Field(
-        default_factory=lambda: ["ReadWriteMany"], description="Access modes"
+        default_factory=lambda: ["ReadWriteMany"], description="Access modes of the PV and PVC"
     )
     reclaim_policy: Literal["Retain", "Delete"] = Field(default="Retain", description="PV reclaim policy")
     other_opts: str = Field(
@@ -485,8 +579,8 @@ class ServingSpec(_Model):
     )
     mount_path: str = Field(default="/models", description="Where the PVC is mounted (arena --data pvc:PATH)")
     model_path: str = Field(default="/models/tensorflow", description="TF Serving model base path")
-    port: int = Field(default=8500, ge=1, le=65535, description="gRPC port")
-    rest_api_port: int = Field(default=8501, ge=1, le=65535, description="REST port")
+    port: int = Field(default=8500, ge=1, le=65535, description="TF Serving gRPC port")
+    rest_api_port: int = Field(default=8501, ge=1, le=65535, description="TF Serving REST API port (the Service port the Ingress sends to)")
     replicas: int = Field(default=1, ge=0, le=1000, description="Initial replicas (the HPA takes over)")
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod tolerations")
 
@@ -598,7 +692,7 @@ class IngressSpec(_Model):
     path_type: Literal["ImplementationSpecific", "Prefix", "Exact"] = Field(
         default="ImplementationSpecific", description="Path type (the console's default rule)"
     )
-    class_name: str = Field(default="nginx", description="IngressClass")
+    class_name: str = Field(default="nginx", description="IngressClass of the Ingress (spec.ingressClassName)")
     service_port: int = Field(default=8501, ge=1, le=65535, description="Service port the rule sends to")
 
     @field_validator("host")

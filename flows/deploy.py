@@ -5,23 +5,28 @@
                       ─ smoke predict ─ load test ‖ timeline sampler ─ verify ─ report ─ fail on a failed check
 
 The node pool (minutes on ACK) and the model upload run concurrently. The flow reaches the cloud, real or
-sandbox, only through the ``AckCluster`` block it is given by name: endpoints, credentials and a cluster id.
+sandbox, only through the ``AckCluster`` block it is given (picked in the UI, or by name): endpoints, credentials
+and a cluster id.
 """
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel
 
+from blocks import AckClusterRef
 from clients.ack import Node
 from clients.cluster import Cluster, resolve_cluster
 from clients.kube import KubeClients
-from core.spec import DeploySpec
+from clients.lease import LeaseLock, acquire
+from core.spec import DeploySpec, form_title
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress
 from tasks.live import LiveVersion, RunKind, classify_run, find_live_version
@@ -52,6 +57,18 @@ class DeployResult(BaseModel):
     report: ReportFiles | None = None
 
 
+# How long a run waits for another run of the same service (the nightly schedule and a registry event, say) to
+# finish before it gives up, in seconds.
+SERVICE_LOCK_WAIT_S = 1800.0
+
+
+def service_lock(kube: KubeClients, spec: DeploySpec) -> LeaseLock:
+    """One run at a time changes a service: the Lease ``<serving name>-rollout`` in its namespace, held by this
+    flow run until the run ends (see clients/lease.py)."""
+    holder = f"{socket.gethostname()}/{flow_run.id or 'local'}"
+    return acquire(kube, spec.names.namespace, f"{spec.serving.name}-rollout", holder, SERVICE_LOCK_WAIT_S)
+
+
 @task(name="kubeconfig", cache_policy=NO_CACHE)
 def fetch_kubeconfig(cluster: Cluster) -> KubeClients:
     """ACK DescribeClusterUserKubeconfig: a kubeconfig with a temporary token, held in memory only."""
@@ -67,33 +84,51 @@ def fetch_kubeconfig(cluster: Cluster) -> KubeClients:
     validate_parameters=True,
 )
 def deploy(
-    spec: DeploySpec,
-    cluster_block: str = "sandbox",
-    show_progress: bool = False,
-    reports_dir: str = "reports",
-    teardown_on_failure: bool = False,
+    spec: Annotated[DeploySpec, form_title("Deploy spec")],
+    cluster_block: Annotated[AckClusterRef, form_title("ACK cluster block")] = "sandbox",
+    show_progress: Annotated[bool, form_title("Show progress bars")] = False,
+    reports_dir: Annotated[str, form_title("Reports directory")] = "reports",
+    teardown_on_failure: Annotated[bool, form_title("Tear down on failure")] = False,
 ) -> DeployResult:
-    """Run the procedure with ``spec`` against the ACK cluster saved as the ``AckCluster`` block ``cluster_block``.
+    """Run the procedure with ``spec`` against the ACK cluster of the ``AckCluster`` block ``cluster_block``.
 
     Every step is idempotent: running the flow twice leaves the same cloud and cluster state. Any failed
     verification check fails the run after the report is written. With ``teardown_on_failure`` a failed run
-    removes what it created (the model objects stay).
+    removes what it created (the model objects stay), never what a live version serves with.
+
+    Args:
+        spec: What to deploy and how: one section per step of the procedure (node pool, model, storage, serving,
+            autoscaling, ingress, load test, verification).
+        cluster_block: The cluster to deploy to: a saved ACK Cluster block (its cluster id, credentials and
+            endpoints), picked from the list or given by name. `sandbox` is the block `elastic-inference sandbox
+            up` saves.
+        show_progress: Draw progress bars of the model upload on the worker's terminal (the run's logs and its
+            upload progress artifact report the upload either way).
+        reports_dir: Directory the run's report (report.md, report.json, timeline.png) is written under, on the
+            worker's machine, relative to its working directory (the repository); one sub-directory per run.
+        teardown_on_failure: When the run fails, remove what it created: Ingress, HPA, serving objects, PV/PVC
+            and node pool (the uploaded model stays), never what a version that served before the run uses.
     """
     logger = get_run_logger()
     spec, cluster = resolve_cluster(spec, cluster_block)
     logger.info("deploying %s (model %s) to cluster %s", spec.names.deployment, spec.model.name, cluster.cluster_id)
+    found: list[LiveVersion | None] = []  # what served before this run, once looked up
     try:
-        return _deploy(spec, cluster, show_progress, Path(reports_dir).resolve())
+        return _deploy(spec, cluster, show_progress, Path(reports_dir).resolve(), found)
     except BaseException:
         if teardown_on_failure:
             from flows.teardown import teardown
 
+            # Only a run that found nothing live may remove all it made; otherwise (something served before, or
+            # the run failed before it could look) the teardown leaves whatever serves at that moment.
+            first_deploy = bool(found) and found[0] is None
             logger.error("deploy failed: tearing down what it created (teardown_on_failure)")
-            teardown(spec=spec, cluster_block=cluster_block, return_state=True)
+            teardown(spec=spec, cluster_block=cluster.reference, keep_live=not first_deploy, return_state=True)
         raise
 
 
-def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir: Path) -> DeployResult:
+def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir: Path,
+            found: list[LiveVersion | None]) -> DeployResult:
     logger = get_run_logger()
     creds = cluster.credentials
     pool_future = ensure_node_pool.submit(spec.node_pool, creds, cluster.cluster_id)
@@ -103,26 +138,28 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
 
     with fetch_kubeconfig(cluster) as kube:
         preflight(kube, spec)
-        live = find_live_version(kube, spec)
-        apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret)
-        apply_serving(kube, spec)
-        apply_autoscaling(kube, spec)
-        _, endpoint = apply_ingress(kube, spec)
-        smoke = smoke_predict(endpoint, spec)
-        logger.info("serving at %s (Host: %s)", endpoint.url, endpoint.host)
+        with service_lock(kube, spec):
+            live = find_live_version(kube, spec)
+            found.append(live)
+            apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret)
+            apply_serving(kube, spec)
+            apply_autoscaling(kube, spec)
+            _, endpoint = apply_ingress(kube, spec)
+            smoke = smoke_predict(endpoint, spec)
+            logger.info("serving at %s (Host: %s)", endpoint.url, endpoint.host)
 
-        run_dir = reports_dir / safe_dir_name(run_label())
-        load: LoadTestResult | None = None
-        sampler = TimelineSampler(kube, spec, pool.nodepool_id).start()
-        try:
-            if spec.load_test.enabled:
-                load = run_load_test(endpoint, spec, run_dir / "locust")
-        finally:
-            timeline = sampler.stop()
-        facts = collect_facts(kube, cluster.ack(), spec, pool.nodepool_id)
-        verification = verify(facts, spec, load, timeline)
-        files = write_report(spec, verification, endpoint, load, timeline, facts, reports_dir=reports_dir,
-                             run_name=run_dir.name, nodepool_id=pool.nodepool_id)
+            run_dir = reports_dir / safe_dir_name(run_label())
+            load: LoadTestResult | None = None
+            sampler = TimelineSampler(kube, spec, pool.nodepool_id).start()
+            try:
+                if spec.load_test.enabled:
+                    load = run_load_test(endpoint, spec, run_dir / "locust")
+            finally:
+                timeline = sampler.stop()
+            facts = collect_facts(kube, cluster.ack(), spec, pool.nodepool_id)
+            verification = verify(facts, spec, load, timeline)
+            files = write_report(spec, verification, endpoint, load, timeline, facts, reports_dir=reports_dir,
+                                 run_name=run_dir.name, nodepool_id=pool.nodepool_id)
     raise_if_failed(verification, where=str(files.directory))
     return DeployResult(
         cluster_id=cluster.cluster_id, run_kind=classify_run(spec, live), live_before=live, node_pool=pool,

@@ -14,17 +14,19 @@ namespace is left alone (it may be shared, e.g. ``default``). Every name comes f
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, Field
 
+from blocks import AckClusterRef
 from clients.cluster import resolve_cluster
 from clients.kube import KubeApiError, KubeClients, kind_of
 from clients.logs import run_logger
 from clients.waiting import poll_until
-from core.spec import DeploySpec
+from core.spec import DeploySpec, form_title
+from tasks.live import LiveUsage, LiveVersion, classify_run, find_live_version, live_usage
 from tasks.model import delete_model as delete_model_task
 from tasks.nodepool import delete_node_pool
 from tasks.serving import selector as serving_selector
@@ -34,7 +36,7 @@ Propagation = Literal["Foreground", "Background", "Orphan"]
 
 class StepResult(BaseModel):
     step: str
-    outcome: Literal["deleted", "absent", "failed", "skipped"]
+    outcome: Literal["deleted", "absent", "failed", "skipped", "kept"]
     detail: str = ""
 
 
@@ -74,6 +76,28 @@ def objects_to_delete(spec: DeploySpec) -> list[tuple[str, str, str | None, Prop
         ("PersistentVolume", n.pv, None, "Background"),
         ("Secret", n.oss_secret, ns, "Background"),
     ]
+
+
+def keep_reasons(spec: DeploySpec, live: LiveVersion | None, usage: LiveUsage | None, keep_live: bool,
+                 nodepool_id: str | None) -> dict[tuple[str, str], str]:
+    """What the teardown must leave, (kind, name) -> why; ``("NodePool", name)`` for the pool.
+
+    Live services are sacred: whatever the version that serves the spec's host and path uses (its Ingress, the
+    HPA scaling it, the volume its pods mount with its Secret, the node pool its pods run on) stays, unless that
+    version is the spec's own and the teardown is deliberate. After a failed run (``keep_live``, the deploy's
+    ``teardown_on_failure``) the spec's own live version stays whole.
+    """
+    if live is None:
+        return {}
+    items = [(kind, name) for kind, name, *_ in objects_to_delete(spec)] + [("NodePool", spec.node_pool.name)]
+    if classify_run(spec, live) == "re-run":
+        return {item: f"it serves now: {live}" for item in items} if keep_live else {}
+    used = usage or LiveUsage(ingress=live.ingress)
+    return {
+        (kind, name): f"the live version uses it: {live}"
+        for kind, name in items
+        if (nodepool_id in used.nodepool_ids if kind == "NodePool" else used.uses(kind, name))
+    }
 
 
 def _wait(check: Any, timeout_s: float, what: str) -> None:
@@ -146,14 +170,27 @@ def _short(exc: BaseException) -> str:
 @flow(name="elastic-inference-teardown", description="Remove what a deploy created (objects, node pool, model).",
       validate_parameters=True)
 def teardown(
-    spec: DeploySpec,
-    cluster_block: str = "sandbox",
-    delete_model: bool = False,
-    delete_pool: bool = True,
-    timeout_s: float = 600.0,
+    spec: Annotated[DeploySpec, form_title("Deploy spec")],
+    cluster_block: Annotated[AckClusterRef, form_title("ACK cluster block")] = "sandbox",
+    delete_model: Annotated[bool, form_title("Delete the model")] = False,
+    delete_pool: Annotated[bool, form_title("Delete the node pool")] = True,
+    timeout_s: Annotated[float, form_title("Timeout per object (s)")] = 600.0,
+    keep_live: Annotated[bool, form_title("Keep a serving version")] = False,
 ) -> TeardownResult:
     """Remove the Ingress, HPA, Service, Deployment, ConfigMap, PVC, PV and Secret of ``spec``, then its node
-    pool (``delete_pool``), then the uploaded model (``delete_model``). Idempotent; see the module docstring."""
+    pool (``delete_pool``), then the uploaded model (``delete_model``). Idempotent; see the module docstring.
+
+    Args:
+        spec: The spec of the deploy to remove: every name comes from it (the same spec the deploy ran with).
+        cluster_block: The cluster to remove it from: a saved ACK Cluster block, picked from the list or given
+            by name.
+        delete_model: Also delete the model's objects in the OSS bucket.
+        delete_pool: Also delete the node pool (ACK DeleteClusterNodepool with force), unless a version that
+            serves the spec's host and path runs on it.
+        timeout_s: How long to wait, in seconds, for each object to be gone.
+        keep_live: When the spec's own version is the one serving, leave it whole (what a teardown after a
+            failed run does). Whatever another serving version uses is always left.
+    """
     logger = get_run_logger()
     spec, cluster = resolve_cluster(spec, cluster_block)
     result = TeardownResult(cluster_id=cluster.cluster_id)
@@ -167,11 +204,29 @@ def teardown(
         result.steps.append(StepResult(step="kubeconfig", outcome="failed", detail=_short(exc)))
         logger.error("cannot reach the cluster: %s", _short(exc))
 
+    pool_step = ("NodePool", spec.node_pool.name)
+    keep: dict[tuple[str, str], str] = {pool_step: "no cluster access to check that no live version runs on it"}
+    if kube is not None:
+        try:
+            live = find_live_version(kube, spec)
+            usage = live_usage(kube, spec, live) if live is not None else None
+            pool = cluster.ack().find_node_pool(spec.node_pool.name) if usage is not None else None
+            keep = keep_reasons(spec, live, usage, keep_live, pool.nodepool_id if pool else None)
+        except Exception as exc:
+            result.steps.append(StepResult(step="live-version", outcome="failed", detail=_short(exc)))
+            logger.error("cannot tell what serves %s%s: %s", spec.ingress.host, spec.ingress.path, _short(exc))
+            keep = {pool_step: "no way to check that no live version runs on it"}
+    for (kind, name), why in keep.items():
+        logger.warning("keeping %s/%s: %s", kind, name, why)
+
     try:
         for kind, name, namespace, propagation in objects_to_delete(spec):
             step = f"{kind}/{name}"
             if kube is None:
                 result.steps.append(StepResult(step=step, outcome="skipped", detail="no cluster access"))
+                continue
+            if (kind, name) in keep:
+                result.steps.append(StepResult(step=step, outcome="kept", detail=keep[kind, name]))
                 continue
             try:
                 outcome = delete_object_task(kube, kind, name, namespace, propagation, timeout_s)
@@ -189,7 +244,9 @@ def teardown(
         if kube is not None:
             kube.close()
 
-    if delete_pool:
+    if delete_pool and pool_step in keep:
+        result.steps.append(StepResult(step=f"NodePool/{spec.node_pool.name}", outcome="kept", detail=keep[pool_step]))
+    elif delete_pool:
         step = f"NodePool/{spec.node_pool.name}"
         try:
             res = delete_node_pool(spec.node_pool.name, cluster.credentials, cluster.cluster_id, force=True,

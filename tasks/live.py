@@ -23,6 +23,7 @@ from clients.logs import run_logger
 from core.spec import DeploySpec
 
 CANARY = "nginx.ingress.kubernetes.io/canary"
+NODEPOOL_LABEL = "alibabacloud.com/nodepool-id"  # set on every node of an ACK node pool
 LEGACY_CLASS = "kubernetes.io/ingress.class"
 
 RunKind = Literal["first-deploy", "re-run", "replace-live"]
@@ -107,3 +108,59 @@ def find_live_version(kube: KubeClients, spec: DeploySpec) -> LiveVersion | None
                        serving_name=labels.get("servingName"), serving_version=labels.get("servingVersion"))
     logger.info("live version at %s%s: %s; this run: %s", ing.host, ing.path, live, classify_run(spec, live))
     return live
+
+
+class LiveUsage(BaseModel):
+    """What the live version serves with, read from the cluster: its Ingress, the HPA that scales its
+    Deployment, the claims its pods mount with their volumes and the Secrets those reference, and the node
+    pools its pods run on."""
+
+    ingress: str
+    hpas: set[str] = set()
+    pvcs: set[str] = set()
+    pvs: set[str] = set()
+    secrets: set[str] = set()
+    nodepool_ids: set[str] = set()
+
+    def uses(self, kind: str, name: str) -> bool:
+        return name in {
+            "Ingress": {self.ingress},
+            "HorizontalPodAutoscaler": self.hpas,
+            "PersistentVolumeClaim": self.pvcs,
+            "PersistentVolume": self.pvs,
+            "Secret": self.secrets,
+        }.get(kind, set())
+
+
+@task(name="live-usage", cache_policy=NO_CACHE)
+def live_usage(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> LiveUsage:
+    """Follow the live Service to its pods, their volumes and nodes, and the HPA aimed at its Deployment
+    (arena names the Deployment and the Service alike, ``<release>-tensorflow-serving``)."""
+    ns = spec.names.namespace
+    usage = LiveUsage(ingress=live.ingress)
+    service = kube.get("Service", live.service, ns) or {}
+    selector = (service.get("spec") or {}).get("selector") or {}
+    pods = (kube.list("Pod", ns, label_selector=",".join(f"{k}={v}" for k, v in selector.items())).get("items")
+            or []) if selector else []
+    nodes = {p.get("spec", {}).get("nodeName") for p in pods} - {None, ""}
+    for node in nodes:
+        pool = ((kube.get("Node", node) or {}).get("metadata", {}).get("labels") or {}).get(NODEPOOL_LABEL)
+        if pool:
+            usage.nodepool_ids.add(pool)
+    for pod in pods:
+        for volume in (pod.get("spec") or {}).get("volumes") or []:
+            claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+            if claim:
+                usage.pvcs.add(claim)
+    for claim in usage.pvcs:
+        pv_name = ((kube.get("PersistentVolumeClaim", claim, ns) or {}).get("spec") or {}).get("volumeName")
+        if pv_name:
+            usage.pvs.add(pv_name)
+            csi = ((kube.get("PersistentVolume", pv_name) or {}).get("spec") or {}).get("csi") or {}
+            ref = csi.get("nodePublishSecretRef") or {}
+            if ref.get("name") and ref.get("namespace", ns) == ns:
+                usage.secrets.add(ref["name"])
+    for hpa in kube.list("HorizontalPodAutoscaler", ns).get("items") or []:
+        if ((hpa.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == live.service:
+            usage.hpas.add(hpa["metadata"]["name"])
+    return usage

@@ -14,7 +14,10 @@ Files:
 ``locust.html``   Locust's own HTML report, copied.
 
 Artifacts (only inside a flow or task run; a failure to create one is logged, never raised): markdown
-``deploy-summary`` (endpoint and every check), tables ``load-test-stages``, ``node-mix`` and ``deploy-timeline``.
+``deploy-summary`` (endpoint and every check), markdown ``deploy-timeline-chart`` (timeline.png itself, inline as a
+``data:image/png`` URI: the Prefect UI's markdown renderer allows data-URI images, and an artifact cannot point at
+a file on the worker's disk), tables ``load-test-stages``, ``node-mix`` and ``deploy-timeline`` (the chart's
+numbers).
 
 Secrets. The report is built field by field from whitelisted attributes of the typed results (never a dump of a
 Kubernetes object, a block or the spec), so nothing that is not listed here can reach it; the tests check the
@@ -23,6 +26,7 @@ emitted key set and that a secret planted in the inputs does not come out.
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 import shutil
@@ -236,11 +240,23 @@ def summary_markdown(doc: dict[str, Any]) -> str:
             f"pay-as-you-go ({c['saving_pct']:.0f}% saved; {c['source']})"
         )
     lines += ["", "## Checks", ""]
-    lines.append(_table(
-        [{"check": c["name"], "result": "PASS" if c["passed"] else "FAIL", "expected": c["expected"],
-          "actual": c["actual"], "detail": c["detail"]} for c in doc["checks"]],
-    ))
+    # Name and verdict in a table; what each check expected and saw in a list below it, where long text wraps (a
+    # five-column table cut the "expected" text off in the Prefect UI, whose tables do not wrap their cells).
+    lines.append(_table([{"check": c["name"], "result": "PASS" if c["passed"] else "FAIL"} for c in doc["checks"]]))
+    for c in doc["checks"]:
+        lines += [f"**{c['name']}**: {'PASS' if c['passed'] else 'FAIL'}", ""]
+        lines += [f"- {k}: {_cell(c[k])}" for k in ("expected", "actual", "detail") if c.get(k)]
+        lines.append("")
     return "\n".join(lines)
+
+
+def timeline_chart_markdown(png: Path, title: str) -> str:
+    """``timeline.png`` as markdown with the image inline (a ``data:image/png;base64`` URI)."""
+    data = base64.b64encode(png.read_bytes()).decode("ascii")
+    return (f"# {title}\n\n![timeline](data:image/png;base64,{data})\n\n"
+            "Top: the external metric the HPA sees and Locust's requests/s, p95 latency on the right axis. Bottom: "
+            "HPA replicas, ready pods and the pool's nodes by billing. Dashed lines: load stages. The numbers are "
+            "the `deploy-timeline` table.\n")
 
 
 def report_markdown(doc: dict[str, Any], png_name: str | None, html_name: str | None) -> str:
@@ -343,8 +359,10 @@ def _in_run() -> bool:
     return FlowRunContext.get() is not None or TaskRunContext.get() is not None
 
 
-def publish_artifacts(doc: dict[str, Any]) -> list[str]:
-    """Create the Prefect artifacts (inside a run only); returns the keys created. Never raises."""
+def publish_artifacts(doc: dict[str, Any], png: str | Path | None = None) -> list[str]:
+    """Create the Prefect artifacts (inside a run only); returns the keys created. Never raises.
+
+    ``png`` is the run's ``timeline.png``, shown inline in the ``deploy-timeline-chart`` artifact."""
     if not _in_run():
         return []
     from prefect.artifacts import create_markdown_artifact, create_table_artifact
@@ -362,6 +380,10 @@ def publish_artifacts(doc: dict[str, Any]) -> list[str]:
         wanted.append(("node-mix", lambda: create_table_artifact(
             table=doc["node_mix"]["instances"] or [{"instance_id": None}], key="node-mix",
             description="Pool instances (DescribeClusterNodes) by billing")))
+    if png is not None:
+        wanted.append(("deploy-timeline-chart", lambda: create_markdown_artifact(
+            markdown=timeline_chart_markdown(Path(png), f"{doc['deployment']['deployment']}: timeline"),
+            key="deploy-timeline-chart", description="timeline.png: load, replicas and nodes during the load test")))
     if doc.get("timeline"):
         rows = [{k: v for k, v in s.items() if k != "errors"} for s in doc["timeline"]]
         wanted.append(("deploy-timeline", lambda: create_table_artifact(
@@ -440,7 +462,7 @@ def write_report(
         spec, verification, endpoint=endpoint, load=load, timeline=timeline, facts=facts, prices=prices,
         reports_dir=reports_dir, run_name=run_name, nodepool_id=nodepool_id,
     )
-    publish_artifacts(doc)
+    publish_artifacts(doc, files.png_path)
     logger = run_logger()
     logger.info("report written to %s (%s)", files.directory, "all checks passed" if files.passed else
                 "FAILED: " + ", ".join(c.name for c in verification.failed))

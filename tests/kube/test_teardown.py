@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from polling import wait_for
 from pydantic import SecretStr
 
 from cli.sandbox_profile import credentials_from_sandbox, save_sandbox_blocks
@@ -130,7 +131,10 @@ def test_a_failing_step_does_not_stop_the_others(kube, spec, sandbox_info, block
     with pytest.raises(TeardownFailed) as exc:
         teardown(spec, cluster_block=bad, timeout_s=30)
     failed = [s.step for s in exc.value.result.failed]
-    assert failed[0] == "kubeconfig" and failed[-1].startswith("NodePool/")
+    assert failed == ["kubeconfig"]
+    # with no cluster access nothing can show that no live version runs on the pool: it is kept
+    (pool,) = [s for s in exc.value.result.steps if s.step.startswith("NodePool/")]
+    assert pool.outcome == "kept" and "no cluster access" in pool.detail
     skipped = [s.step for s in exc.value.result.steps if s.outcome == "skipped"]
     assert len(skipped) == 8
     assert "kubeconfig" in str(exc.value) and sandbox_info["access_key_secret"] not in str(exc.value)
@@ -150,3 +154,33 @@ def test_teardown_fetches_its_kubeconfig_with_the_blocks_settings(kube, spec, sa
     # a kubeconfig of 60 minutes fetched afterwards expires before the one the teardown was given
     _, one_hour_later = AckApi(cluster.credentials, cluster.cluster_id).user_kubeconfig(60)
     assert result.kubeconfig_expires is not None and result.kubeconfig_expires > one_hour_later
+
+
+def test_teardown_of_a_version_that_does_not_serve_keeps_what_the_live_version_uses(kube, spec, sandbox_info, block):
+    # v1 serves the host/path; v2 got as far as its own Deployment, Service and ConfigMap
+    ensure_node_pool.fn(spec.node_pool, credentials_from_sandbox(sandbox_info), sandbox_info["cluster_id"])
+    apply_all(kube, spec, sandbox_info)
+    release = f"release={spec.names.release}"
+    wait_for(lambda: any(p["spec"].get("nodeName") for p in kube.list("Pod", spec.names.namespace,
+                                                                      label_selector=release)["items"]),
+             "a v1 pod placed on the pool", timeout=300)
+    v2 = spec.model_copy(update={"serving": spec.serving.model_copy(update={"version": "202107150000"})})
+    apply_all(kube, v2, sandbox_info, only={"ConfigMap", "Deployment", "Service"})
+    result = teardown(v2, cluster_block=block, timeout_s=300)
+    outcome = {s.step.split("/")[0]: s.outcome for s in result.steps}
+    assert {k for k, o in outcome.items() if o == "deleted"} == {"Deployment", "Service", "ConfigMap"}
+    assert {k for k, o in outcome.items() if o == "kept"} == {
+        "Ingress", "HorizontalPodAutoscaler", "PersistentVolumeClaim", "PersistentVolume", "Secret", "NodePool"}
+    assert all("202107141745" in s.detail for s in result.steps if s.outcome == "kept")
+    assert sorted(leftovers(kube, spec)) == sorted(f"{kind}/{name}" for kind, name, *_ in objects_to_delete(spec))
+    assert AckApi(credentials_from_sandbox(sandbox_info), sandbox_info["cluster_id"]).find_node_pool(
+        spec.node_pool.name) is not None
+    teardown(spec, cluster_block=block, timeout_s=300)  # the live version itself, deliberately: all goes
+
+
+def test_teardown_after_a_failed_run_leaves_the_live_version_alone(kube, spec, sandbox_info, block):
+    apply_all(kube, spec, sandbox_info)
+    before = sorted(leftovers(kube, spec))
+    result = teardown(spec, cluster_block=block, timeout_s=300, keep_live=True, delete_pool=False)
+    assert {s.outcome for s in result.steps} == {"kept"} and sorted(leftovers(kube, spec)) == before
+    teardown(spec, cluster_block=block, timeout_s=300)

@@ -158,12 +158,106 @@ def test_manual_deployment_form_is_the_deploy_spec(server: PrefectServer, deploy
     assert pool["on_demand_percentage_above_base"]["default"] == 30
     assert pool["on_demand_percentage_above_base"]["maximum"] == 100
     assert pool["billing"]["enum"] == ["spot", "on-demand"]
-    assert pool["multi_az_policy"]["title"] == "Multi Az Policy"
+    assert pool["multi_az_policy"]["title"] == "Multi-AZ policy"
     model = defs["ModelSpec"]["properties"]
     assert "numeric version" in model["local_dir"]["description"]
     assert all(p.get("description") for p in defs["ServingSpec"]["properties"].values())
     # The form is pre-filled with the sandbox spec.
     assert dep["parameters"]["spec"]["node_pool"]["on_demand_percentage_above_base"] == 30
+
+
+def _form_fields(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Every field the Prefect UI's form shows for a parameter schema, as (path, property) with the property
+    merged into the definition it references, as the UI does (the property's own keys win): the flow's parameters,
+    the fields of every nested model, list items and anyOf options, and the fields of the block types it refers
+    to (their block forms)."""
+    defs = schema.get("definitions", {})
+
+    def resolve(prop: dict[str, Any]) -> dict[str, Any]:
+        if "$ref" in prop:
+            return {**defs[prop["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in prop.items() if k != "$ref"}}
+        return prop
+
+    seen: set[str] = set()
+
+    def walk(path: str, prop: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
+        ref = prop.get("$ref")
+        merged = resolve(prop)
+        yield path, merged
+        if ref in seen:
+            return
+        if ref:
+            seen.add(ref)
+        for name, sub in merged.get("properties", {}).items():
+            yield from walk(f"{path}.{name}", sub)
+        for i, option in enumerate(merged.get("anyOf", [])):
+            if "$ref" in option:  # a model or block option; the toggle labels plain options by their type
+                yield from walk(f"{path}<{i}>", option)
+        if isinstance(merged.get("items"), dict) and "$ref" in merged["items"]:
+            item = resolve(merged["items"])
+            for name, sub in item.get("properties", {}).items():
+                yield from walk(f"{path}[].{name}", sub)
+
+    for name, prop in schema["properties"].items():
+        yield from walk(name, prop)
+
+
+@pytest.mark.parametrize("name", ["manual", "teardown"])
+def test_every_field_of_the_run_form_has_a_title_and_a_description(server: PrefectServer, deployed, name) -> None:
+    """The form a platform engineer fills in (Run -> Custom run) as the server hands it to the UI."""
+    flow = "elastic-inference-teardown" if name == "teardown" else FLOW
+    with server.http() as http:
+        r = http.get(f"/deployments/name/{flow}/{name}")
+    r.raise_for_status()
+    schema = r.json()["parameter_openapi_schema"]
+    fields = dict(_form_fields(schema))
+    untitled = [path for path, prop in fields.items() if not prop.get("title")]
+    raw = [path for path, prop in fields.items() if "_" in path.rsplit(".", 1)[-1] and
+           prop.get("title") == path.rsplit(".", 1)[-1]]
+    undescribed = [path for path, prop in fields.items() if not prop.get("description")]
+    assert (untitled, raw, undescribed) == ([], [], [])
+    assert {"spec", "cluster_block", "spec.node_pool.vswitch_ids", "spec.load_test.stages[].duration_s",
+            "cluster_block<0>.credentials", "cluster_block<0>.credentials.access_key_secret"} <= set(fields)
+    # No "str | None" type toggle: an optional field is a plain input (a null value still passes the server's
+    # check, see test_nulls_pass_the_servers_parameter_check).
+    # (The block types' own optional fields keep theirs: they belong to Prefect's block forms.)
+    toggles = [path for path, prop in fields.items()
+               if {"type": "null"} in prop.get("anyOf", []) and not path.startswith("cluster_block<0>")]
+    assert toggles == []
+    # The cluster is a block picker (an ACK Cluster block) or a block name.
+    picker, by_name = schema["properties"]["cluster_block"]["anyOf"]
+    assert resolve_block_slug(schema, picker) == "ack-cluster" and by_name["type"] == "string"
+
+
+def resolve_block_slug(schema: dict[str, Any], prop: dict[str, Any]) -> str | None:
+    return schema["definitions"][prop["$ref"].rsplit("/", 1)[1]].get("block_type_slug")
+
+
+def test_nulls_pass_the_servers_parameter_check(server: PrefectServer, deployed) -> None:
+    """An optional field rendered without its null option still takes null: Prefect's server-side check treats a
+    non-required property without a default as nullable (the event trigger renders source_uri/local_dir to null)."""
+    dep = server.deployment("manual")
+    spec = json.loads(json.dumps(dep["parameters"]["spec"]))
+    spec["model"].update(local_dir=None, source_uri=None)
+    spec["storage"]["oss_url"] = None
+    spec["node_pool"]["key_pair"] = None
+    with server.http() as http:
+        r = http.post(f"/deployments/{dep['id']}/create_flow_run",
+                      json={"parameters": {"spec": spec}, "state": {"type": "CANCELLED", "name": "Cancelled"}})
+        assert r.status_code == 201, r.text
+        http.delete(f"/flow_runs/{r.json()['id']}").raise_for_status()
+        # The cluster by name (prefect.yaml, the CLI) and as the block picker sends it both pass.
+        for cluster_block in ("prod-ack", {"$ref": {"block_document_id": "8b5c8f5e-3f0a-4a51-9d3e-5c8f9d1e2a3b"}}):
+            r = http.post(f"/deployments/{dep['id']}/create_flow_run",
+                          json={"parameters": {"spec": spec, "cluster_block": cluster_block},
+                                "state": {"type": "CANCELLED", "name": "Cancelled"}})
+            assert r.status_code == 201, r.text
+            http.delete(f"/flow_runs/{r.json()['id']}").raise_for_status()
+        # A value of the wrong type is still refused.
+        spec["model"]["source_uri"] = 5
+        r = http.post(f"/deployments/{dep['id']}/create_flow_run",
+                      json={"parameters": {"spec": spec}, "state": {"type": "CANCELLED", "name": "Cancelled"}})
+        assert r.status_code == 409 and "source_uri" in r.text, r.text
 
 
 def test_event_deployment_is_triggered_by_model_version_registered(server: PrefectServer, deployed) -> None:
@@ -205,13 +299,19 @@ def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_
         spec["storage"]["bucket"] = "manual-run-models"
         spec["load_test"]["enabled"] = False
         spec["verification"].update(require_scale_out=False, require_mix=False)
-        run = server.cli(str(BIN / "prefect"), "deployment", "run", f"{FLOW}/manual",
-                         "--params", json.dumps({"spec": spec, "reports_dir": str(tmp_path / "reports")}))
+        # The cluster as the UI's block picker sends it: a reference to the saved ACK Cluster block.
+        with server.http() as http:
+            r = http.get("/block_types/slug/ack-cluster/block_documents/name/sandbox")
+        r.raise_for_status()
+        picked = {"$ref": {"block_document_id": r.json()["id"]}}
+        run = server.cli(str(BIN / "prefect"), "deployment", "run", f"{FLOW}/manual", "--params",
+                         json.dumps({"spec": spec, "reports_dir": str(tmp_path / "reports"), "cluster_block": picked}))
         flow_run_id = re.search(r"UUID:\s*([0-9a-f-]{36})", run.stdout).group(1)
         worker = server.cli(str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--run-once", timeout=600)
         final = server.wait_flow_run(flow_run_id)
         assert final["state_type"] == "COMPLETED", (worker.stdout + worker.stderr)[-6000:]
         assert final["parameters"]["spec"]["model"]["local_dir"] == str(model_dir)
+        assert final["parameters"]["cluster_block"] == picked  # a reference: the block's values stay in the block
 
         from blocks import AckCluster
         from cli.sandbox_profile import cluster_from_sandbox

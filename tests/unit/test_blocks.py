@@ -253,3 +253,29 @@ def test_building_clients_logs_no_secret(secret: str, token: str, caplog) -> Non
         c.get_client("oss", bucket="elastic-inference-models")
         c.get_oss_service()
     assert secret not in caplog.text and token not in caplog.text
+
+
+def test_block_forms_title_every_field_with_units_and_both_examples_import_from_blocks() -> None:
+    props = AckCluster.model_json_schema()["properties"]
+    assert props["credentials"]["title"] == "Credentials"  # not the nested block's class name
+    assert "access to the cluster" in props["credentials"]["description"]
+    assert props["kubeconfig_minutes"]["title"] == "Kubeconfig lifetime (min)"
+    assert props["private_ip"]["title"] == "Private IP"
+    for block in (AckCluster, AlibabaCloudCredentials):
+        assert all(p.get("title") and p.get("description") for p in block.model_json_schema()["properties"].values())
+        example = block.get_code_example()
+        assert f"from blocks import {block.__name__}" in example, example
+
+
+def test_cluster_reference_is_a_block_or_the_name_of_one(secret: str) -> None:
+    from pydantic import TypeAdapter
+
+    from blocks import AckClusterRef, load_cluster
+
+    cluster = AckCluster(cluster_id="cabc12345678", credentials=creds(secret))
+    adapter = TypeAdapter(AckClusterRef)
+    assert adapter.validate_python("prod-ack") == "prod-ack"
+    assert adapter.validate_python(cluster) is cluster
+    assert load_cluster(cluster) is cluster
+    options = adapter.json_schema()["anyOf"]
+    assert options[0]["$ref"].endswith("AckCluster") and options[1]["title"] == "Block name"

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +201,20 @@ def test_markdown_lists_every_check_and_the_numbers(written):
     assert "53% saved" in md
 
 
+def test_checks_keep_their_full_text_outside_the_table(written):
+    """The Prefect UI does not wrap table cells: the long texts are list items, whole, below a name/result table."""
+    files, doc, verification, _ = written
+    md = Path(files.markdown_path).read_text()
+    section = md.split("## Checks", 1)[1].split("\n## ", 1)[0]
+    rows = [line for line in section.splitlines() if line.startswith("|")]
+    assert rows[0] == "| check | result |" and all(row.count("|") == 3 for row in rows)
+    for c in verification.checks:
+        assert f"**{c.name}**: PASS" in section
+        for text in (c.expected, c.actual, c.detail):
+            if text:
+                assert text.replace("|", "\\|") in section
+
+
 def test_a_failed_check_shows_in_both_files(tmp_path):
     s = spec(p95_ms=1)
     f, lt, tl = facts(), load(tmp_path), timeline()
@@ -246,7 +262,12 @@ def test_artifacts_inside_a_flow_run(tmp_path, prefect_api):
             artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id])))
         run = client.read_flow_run(run_id)
     by_key = {a.key: a for a in artifacts}
-    assert set(by_key) == {"deploy-summary", "load-test-stages", "node-mix", "deploy-timeline"}
+    assert set(by_key) == {"deploy-summary", "deploy-timeline-chart", "load-test-stages", "node-mix", "deploy-timeline"}
+    # The picture itself reaches the UI: timeline.png, byte for byte, inline in a markdown artifact.
+    chart = by_key["deploy-timeline-chart"]
+    assert chart.type == "markdown"
+    inline = re.search(r"!\[timeline\]\(data:image/png;base64,([A-Za-z0-9+/=]+)\)", chart.data)
+    assert inline and base64.b64decode(inline.group(1)) == Path(files.png_path).read_bytes()
     assert by_key["deploy-summary"].type == "markdown"
     for c in verification.checks:
         assert c.name in by_key["deploy-summary"].data

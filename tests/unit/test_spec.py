@@ -15,12 +15,14 @@ import pytest
 import yaml
 
 from core.spec import (
+    SANDBOX_VALUE,
     DeploySpec,
     DerivedNames,
     LoadStage,
     ModelSpec,
     SpecError,
     check_model_layout,
+    field_title,
     truncate_name,
 )
 
@@ -493,3 +495,75 @@ def test_several_errors_are_all_reported() -> None:
 def test_valid_spec_parses_without_network(model_dir: Path, no_network: None) -> None:
     spec = DeploySpec.parse({"cluster_id": SEED_CLUSTER, "model": {"local_dir": str(model_dir)}})
     assert spec.model.local_dir == model_dir
+
+
+# --- the spec as a form (the Prefect UI renders its JSON schema) ---------------------------------------------------
+@pytest.mark.parametrize(("name", "title"), [
+    ("duration_s", "Duration (s)"), ("wait_time_s", "Wait time (s)"), ("p95_ms", "p95 (ms)"),
+    ("vswitch_ids", "vSwitch IDs"), ("multi_az_policy", "Multi-AZ policy"), ("oss_url", "OSS URL"),
+    ("rrsa_role_name", "RRSA role name"), ("rest_api_port", "REST API port"), ("pv_name", "PV name"),
+    ("gpus", "GPUs"), ("private_ip", "Private IP"), ("cluster_id", "Cluster ID"), ("source_uri", "Source URI"),
+    ("local_dir", "Local directory"), ("system_disk_size", "System disk size (GiB)"),
+])
+def test_field_titles_spell_out_acronyms_and_units(name: str, title: str) -> None:
+    assert field_title(name) == title
+
+
+def _schema_fields(schema: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    defs = schema["$defs"]
+    out: dict[str, dict[str, Any]] = {}
+
+    def walk(prefix: str, model: dict[str, Any]) -> None:
+        for name, prop in model["properties"].items():
+            out[prefix + name] = prop
+            if "$ref" in prop:
+                walk(f"{prefix}{name}.", defs[prop["$ref"].rsplit("/", 1)[1]])
+
+    walk("", schema)
+    return out
+
+
+def test_schema_titles_descriptions_and_no_null_type_toggle() -> None:
+    schema = DeploySpec.model_json_schema()
+    fields = _schema_fields(schema)
+    defs = schema["$defs"]
+    for path, prop in fields.items():
+        shown = {**defs[prop["$ref"].rsplit("/", 1)[1]], **prop} if "$ref" in prop else prop
+        assert shown.get("title") and shown.get("description"), path
+        # `X | None` renders as X alone (a plain input, no "str | None" toggle) and without a default, so that
+        # Prefect's parameter check still lets null through.
+        assert {"type": "null"} not in prop.get("anyOf", []), path
+    assert fields["model.source_uri"] == {
+        "type": "string", "title": "Source URI",
+        "description": "Where the model comes from when not local: oss://bucket/prefix (copied inside OSS)"}
+    assert fields["node_pool.login_password"]["format"] == "password"
+    assert schema["$defs"]["NodePoolSpec"]["title"] == "Node pool" and schema["title"] == "Deploy spec"
+    # Still optional: None validates and is the default.
+    spec = DeploySpec.parse({"model": {"source_uri": None}, "storage": {"oss_url": None}})
+    assert spec.model.source_uri is None and spec.storage.oss_url is None
+
+
+def _seed_sandbox_fields() -> set[str]:
+    """The fields examples/ack-seed.yaml marks SANDBOX VALUE: the comment sits right above the field's key."""
+    lines = (EXAMPLES / "ack-seed.yaml").read_text().splitlines()
+    marked, section = set(), ""
+    for i, line in enumerate(lines):
+        if re.match(r"^[a-z_]+:", line):
+            section = line.split(":", 1)[0]
+        if line.strip().startswith("# SANDBOX VALUE"):
+            key = next(row for row in lines[i + 1:] if not row.strip().startswith("#")).strip().split(":", 1)[0]
+            marked.add(f"{section}.{key}")
+    return marked
+
+
+def test_fields_holding_sandbox_values_say_so_and_the_seed_marks_the_same() -> None:
+    said = {path for path, prop in _schema_fields(DeploySpec.model_json_schema()).items()
+            if SANDBOX_VALUE in prop.get("description", "")}
+    assert said == {"node_pool.vswitch_ids", "node_pool.key_pair", "model.local_dir", "storage.bucket"}
+    assert _seed_sandbox_fields() == said
+    # ... and those are the fields where the sandbox example and the real-cluster example differ for that reason.
+    sandbox = yaml.safe_load((EXAMPLES / "sandbox.yaml").read_text())
+    seed = yaml.safe_load((EXAMPLES / "ack-seed.yaml").read_text())
+    for path in said:
+        group, key = path.split(".")
+        assert sandbox[group][key] != seed[group][key], path

@@ -1,0 +1,83 @@
+"""One run at a time per service: the Lease lock (clients/lease.py) against the session sandbox's API server,
+through the kubernetes client, as client-go's leader election uses a Lease."""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from kubernetes import client
+from polling import wait_for
+
+from clients.kube import KubeClients
+from clients.lease import MICROTIME, LeaseHeld, LeaseLock, acquire, holder_of
+
+
+@pytest.fixture(scope="module")
+def kube(sandbox_info) -> KubeClients:
+    k = KubeClients.from_kubeconfig_file(sandbox_info["kubeconfig"], backoff_s=0.05, backoff_max_s=0.2)
+    yield k
+    k.close()
+
+
+@pytest.fixture
+def ns(kube: KubeClients):
+    name = "lock-" + uuid.uuid4().hex[:6]
+    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
+    yield name
+    with contextlib.suppress(client.exceptions.ApiException):
+        client.CoreV1Api(kube.api_client).delete_namespace(name, _preload_content=False).release_conn()
+
+
+def test_a_second_run_waits_then_fails_naming_the_holder_and_gets_it_once_released(kube, ns):
+    first = acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=60, renew_s=1)
+    with pytest.raises(LeaseHeld, match="run-a"):
+        acquire(kube, ns, "svc-rollout", "run-b", wait_s=1.5, duration_s=60, renew_s=1)
+    first.release()
+    lease = kube.get("Lease", "svc-rollout", ns)
+    assert lease["spec"]["holderIdentity"] in ("", None) and lease["spec"]["leaseDurationSeconds"] == 1
+    with acquire(kube, ns, "svc-rollout", "run-b", wait_s=5, duration_s=60, renew_s=1):
+        lease = kube.get("Lease", "svc-rollout", ns)
+        assert lease["spec"]["holderIdentity"] == "run-b" and lease["spec"]["leaseTransitions"] == 1
+
+
+def test_a_dead_holders_lease_is_taken_over_once_expired(kube, ns):
+    stale = (datetime.now(UTC) - timedelta(seconds=90)).strftime(MICROTIME)
+    kube.create({"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
+                 "metadata": {"name": "svc-rollout", "namespace": ns},
+                 "spec": {"holderIdentity": "crashed-run", "leaseDurationSeconds": 60, "acquireTime": stale,
+                          "renewTime": stale}})
+    assert holder_of(kube.get("Lease", "svc-rollout", ns), datetime.now(UTC)) is None
+    with acquire(kube, ns, "svc-rollout", "next-run", wait_s=5):
+        assert kube.get("Lease", "svc-rollout", ns)["spec"]["holderIdentity"] == "next-run"
+
+
+def test_the_holder_keeps_renewing(kube, ns):
+    with acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=3, renew_s=0.3):
+        first = kube.get("Lease", "svc-rollout", ns)["spec"]["renewTime"]
+        wait_for(lambda: kube.get("Lease", "svc-rollout", ns)["spec"]["renewTime"] > first, "a renewal")
+        # held well past its 3 s duration, because it is renewed
+        assert holder_of(kube.get("Lease", "svc-rollout", ns), datetime.now(UTC)) == "run-a"
+
+
+def test_of_two_runs_racing_for_a_free_lease_exactly_one_wins(kube, ns):
+    def attempt(lock: LeaseLock, barrier: threading.Barrier, results: list[str | None], i: int) -> None:
+        barrier.wait()
+        results[i] = lock.try_acquire()
+
+    for round_ in range(8):
+        name = f"race-{round_}"
+        locks = [LeaseLock(kube, ns, name, f"run-{i}", 60, 15.0) for i in range(2)]
+        results: list[str | None] = [None, None]
+        barrier = threading.Barrier(2)
+        threads = [threading.Thread(target=attempt, args=(locks[i], barrier, results, i)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        assert sorted(r is None for r in results) == [False, True], results
+        winner = "run-0" if results[0] is None else "run-1"
+        assert kube.get("Lease", name, ns)["spec"]["holderIdentity"] == winner
