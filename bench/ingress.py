@@ -142,8 +142,8 @@ def main() -> None:
         sb = Sandbox(Path(tmp) / "sb", speed=10.0)
         sb.start()
         try:
-            kube = sb.ctx.services["kube"].store
-            ingress = sb.ctx.services["ingress"]
+            kube = sb.services.kube.store
+            ingress = sb.services.ingress
             ingress.add_resolver(lambda ip, port: ("127.0.0.1", bport) if (ip, port) == (POD_IP, 8501) else None)
             kube.create("namespaces", {"metadata": {"name": "bench"}})
             kube.create("services", {"metadata": {"name": "web", "namespace": "bench"},

@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from .accounts import Accounts
 from .clock import SimClock
@@ -49,9 +50,9 @@ class SandboxContext:
     bus: Bus = field(default_factory=Bus)
     # Endpoints of the running services, filled in by the runner as each one binds (e.g. {"oss": "http://..."}).
     endpoints: dict[str, str] = field(default_factory=dict)
-    # Services by name, so a service can reach another's *behaviour* in-process (e.g. the CSI mount asking the OSS
-    # state whether a bucket exists); never used to bypass a wire protocol that a client would cross.
-    services: dict[str, object] = field(default_factory=dict)
+    # The options the sandbox was started with (``timings``, ``faults``, ``sls``, ``ingress_port``, ...).
+    # Services never find each other here: each is given the services it uses (:mod:`sandbox.registry`).
+    options: dict[str, Any] = field(default_factory=dict)
 
     @property
     def identity(self):

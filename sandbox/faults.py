@@ -22,7 +22,7 @@ File format (every field optional; unknown fields are rejected, errors name the 
     reclaim_rate: 0.0            # notices per running spot instance per simulated hour (Poisson), optional pool:
     reclaim_nodepool_id: null
 
-Operation names: OSS as its API reference names them (``PutObject``, ``GetObject``, ``HeadObject``,
+Operation names (each service names its own: :class:`FaultTarget`): OSS as its API reference names them (``PutObject``, ``GetObject``, ``HeadObject``,
 ``GetObjectMeta``, ``DeleteObject``, ``CopyObject``, ``InitiateMultipartUpload``, ``UploadPart``,
 ``UploadPartCopy``, ``CompleteMultipartUpload``, ``AbortMultipartUpload``, ``ListParts``, ``ListObjects``,
 ``ListObjectsV2``, ``PutBucket``, ``DeleteBucket``, ``GetBucketInfo``, ``DeleteMultipleObjects``, ``ListBuckets``);
@@ -33,7 +33,8 @@ Kubernetes as ``<verb> <resource>[/<subresource>]`` like the audit log (``create
 ``watch pods``, ``patch deployments/scale``, ``get namespaces``; ``discovery`` for /api, /apis, /version,
 /openapi).
 
-Error shapes (what a client of the real service sees):
+Error shapes (what a client of the real service sees; each service renders its own: :mod:`sandbox.oss.operations`,
+:func:`sandbox.ack.errors.injected_error`, :mod:`sandbox.kube.operations`):
 
 - OSS: throttled -> 429 ``QpsLimitExceeded`` "Please reduce your request rate." (OSS "HTTP status code 429"
   page); 5xx -> 500 ``InternalError`` / 502 ``BadGateway`` / 503 ``ServiceUnavailable`` ("Thread pool is almost
@@ -47,23 +48,21 @@ Error shapes (what a client of the real service sees):
   ``details.retryAfterSeconds`` (apimachinery ``NewTooManyRequests``, what the API server's max-in-flight filter
   answers); 5xx -> 500 ``InternalError`` / 503 ``ServiceUnavailable`` / 504 ``Timeout`` ``Status``.
 
-The HTTP faults are an ASGI middleware (:func:`wrap_app`) the runner puts around every service app by service
-name; it looks the active configuration up on each request, so ``PUT /faults`` takes effect at once.
+The HTTP faults are an ASGI middleware (:func:`wrap_app`) the runner puts around the app of every service that is a
+:class:`FaultTarget`; it asks the service which operation a request is, looks the active configuration up on each
+request (so ``PUT /faults`` takes effect at once) and has the service render the error.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import fnmatch
 import json
 import math
 import random
-import re
 import threading
-import uuid
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol, runtime_checkable
 from urllib.parse import parse_qs
 
 import yaml
@@ -137,7 +136,8 @@ class FaultsSpec(_Strict):
     reclaim_nodepool_id: str | None = None
 
     def for_service(self, name: str) -> ServiceFaults:
-        return {"oss": self.oss, "cs": self.ack, "kube": self.kube}.get(name) or ServiceFaults()
+        key = next((k for k, svc in SERVICES.items() if svc == name), None)
+        return getattr(self, key) if key else ServiceFaults()
 
 
 def describe_validation_error(err: ValidationError, source: str) -> str:
@@ -171,149 +171,27 @@ def load_file(path: str | Path) -> FaultsSpec:
     return parse_spec(data, f"faults file {p}")
 
 
-# ---- operation names -----------------------------------------------------------------------------------------------
-def oss_operation(method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
-    parts = [x for x in path.split("/") if x]
-    q = set(query)
-    if not parts:
-        return "ListBuckets"
-    if len(parts) == 1:  # bucket
-        if method == "PUT":
-            return "PutBucket"
-        if method == "DELETE":
-            return "DeleteBucket"
-        if method == "POST" and "delete" in q:
-            return "DeleteMultipleObjects"
-        if method == "GET" and "bucketInfo" in q:
-            return "GetBucketInfo"
-        if method == "GET" and "uploads" in q:
-            return "ListMultipartUploads"
-        if method == "GET":
-            return "ListObjectsV2" if query.get("list-type") == ["2"] else "ListObjects"
-        return f"{method} bucket"
-    if method == "PUT" and "partNumber" in q and "uploadId" in q:
-        return "UploadPartCopy" if "x-oss-copy-source" in headers else "UploadPart"
-    if method == "PUT":
-        return "CopyObject" if "x-oss-copy-source" in headers else "PutObject"
-    if method == "POST" and "uploads" in q:
-        return "InitiateMultipartUpload"
-    if method == "POST" and "uploadId" in q:
-        return "CompleteMultipartUpload"
-    if method == "POST" and "append" in q:
-        return "AppendObject"
-    if method == "DELETE" and "uploadId" in q:
-        return "AbortMultipartUpload"
-    if method == "GET" and "uploadId" in q:
-        return "ListParts"
-    if method == "HEAD":
-        return "GetObjectMeta" if "objectMeta" in q else "HeadObject"
-    if method == "GET":
-        return "GetObject"
-    if method == "DELETE":
-        return "DeleteObject"
-    return f"{method} object"
+# ---- the services' side -------------------------------------------------------------------------------------------
+Injected = tuple[int, list[tuple[bytes, bytes]], bytes]  # (status, headers, body) of an injected error
 
 
-_ACK_ROUTES = [
-    ("POST", r"/clusters/[^/]+/nodepools/?", "CreateClusterNodePool"),
-    ("GET", r"/clusters/[^/]+/nodepools/?", "DescribeClusterNodePools"),
-    ("GET", r"/clusters/[^/]+/nodepools/[^/]+", "DescribeClusterNodePoolDetail"),
-    ("POST", r"/clusters/[^/]+/nodepools/[^/]+", "ScaleClusterNodePool"),
-    ("PUT", r"/clusters/[^/]+/nodepools/[^/]+", "ModifyClusterNodePool"),
-    ("DELETE", r"/clusters/[^/]+/nodepools/[^/]+", "DeleteClusterNodepool"),
-    ("GET", r"/clusters/[^/]+/nodes/?", "DescribeClusterNodes"),
-    ("GET", r"/k8s/[^/]+/user_config/?", "DescribeClusterUserKubeconfig"),
-    ("GET", r"/tasks/[^/]+", "DescribeTaskInfo"),
-    ("GET", r"/clusters/[^/]+", "DescribeClusterDetail"),
-]
+@runtime_checkable
+class FaultTarget(Protocol):
+    """A service faults can be injected into: it names each request's operation and renders the errors.
 
+    ``name`` is the service's name (``oss``, ``cs``, ``kube``: the counters' key, and through :data:`SERVICES` the
+    key of its section in the faults file); ``fault_operation`` names what a request is (``UploadPart``,
+    ``ScaleClusterNodePool``, ``patch deployments/scale``), matched by the rules' ``operation`` globs;
+    ``fault_error`` is what a client of the real service sees when it is throttled (``kind`` ``throttle``) or gets
+    a 5xx (``kind`` ``error``, ``status`` 500..504).
+    """
 
-def ack_operation(method: str, path: str, headers: dict[str, str]) -> str:
-    action = headers.get("x-acs-action")
-    if action:
-        return action
-    for m, pattern, name in _ACK_ROUTES:
-        if m == method and re.fullmatch(pattern, path):
-            return name
-    return f"{method} {path}"
+    name: str
 
+    def fault_operation(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        ...
 
-def kube_operation(method: str, path: str, query: dict[str, list[str]]) -> str:
-    parts = [x for x in path.split("/") if x]
-    if not parts or parts[0] not in ("api", "apis"):
-        return "discovery"
-    rest = parts[2:] if parts[0] == "api" else parts[3:]
-    if not rest:
-        return "discovery"
-    if rest[0] == "namespaces" and len(rest) >= 3:
-        rest = rest[2:]
-    resource = rest[0]
-    name = rest[1] if len(rest) > 1 else None
-    sub = rest[2] if len(rest) > 2 else None
-    if method == "GET":
-        verb = "watch" if query.get("watch", [""])[0] in ("1", "true") else ("get" if name else "list")
-    else:
-        verb = {"POST": "create", "PUT": "update", "PATCH": "patch",
-                "DELETE": "delete" if name else "deletecollection"}.get(method, method.lower())
-    return f"{verb} {resource}" + (f"/{sub}" if sub else "")
-
-
-# ---- error responses -----------------------------------------------------------------------------------------------
-_OSS_5XX = {500: ("InternalError", "We encountered an internal error. Please try again."),
-            502: ("BadGateway", "The server received an invalid response from the upstream server."),
-            503: ("ServiceUnavailable", "Thread pool is almost full, please retry later"),
-            504: ("GatewayTimeout", "The server did not receive a timely response from the upstream server.")}
-_ACK_5XX = {500: ("InternalError", "The request processing has failed due to some unknown error."),
-            502: ("BadGateway", "The request has failed due to a bad gateway."),
-            503: ("ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
-            504: ("GatewayTimeout", "The request has failed due to a gateway timeout.")}
-_KUBE_5XX = {500: ("InternalError", "Internal error occurred: injected fault"),
-             502: ("InternalError", "Internal error occurred: bad gateway (injected fault)"),
-             503: ("ServiceUnavailable", "The server is currently unable to handle the request"),
-             504: ("Timeout", "The server was unable to return a response in the time allotted, but may still be "
-                              "processing the request")}
-
-
-def error_response(service: str, kind: str, status: int, method: str, path: str,
-                   host: str) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """(status, headers, body) of an injected error in the real shape of ``service``."""
-    rid = uuid.uuid4().hex[:24].upper()
-    if service == "oss":
-        from .oss.errors import OssError, render_error
-
-        code, msg = ("QpsLimitExceeded", "Please reduce your request rate.") if kind == "throttle" else _OSS_5XX[status]
-        st = 429 if kind == "throttle" else status
-        body = render_error(OssError(code, msg, status=st), rid, host)
-        headers = [(b"x-oss-request-id", rid.encode()), (b"server", b"AliyunOSS")]
-        if method == "HEAD":
-            headers.append((b"x-oss-err", base64.b64encode(body)))
-            return st, headers, b""
-        headers.append((b"content-type", b"application/xml"))
-        return st, headers, body
-    if service == "cs":
-        code, msg = ("Throttling.User", "Request was denied due to user flow control.") if kind == "throttle" \
-            else _ACK_5XX[status]
-        st = 400 if kind == "throttle" else status
-        rid_ack = str(uuid.uuid4()).upper()
-        body = json.dumps({"code": code, "message": msg, "requestId": rid_ack,
-                           "Code": code, "Message": msg, "RequestId": rid_ack}, separators=(",", ":")).encode()
-        return st, [(b"content-type", b"application/json;charset=utf-8"), (b"x-acs-request-id", rid_ack.encode())], body
-    # kube
-    if kind == "throttle":
-        st, reason, msg = 429, "TooManyRequests", "Too many requests, please try again later."
-        details: dict[str, Any] = {"retryAfterSeconds": 1}
-    else:
-        st = status
-        reason, msg = _KUBE_5XX[status]
-        details = {"retryAfterSeconds": 1} if status in (503, 504) else {}
-    doc: dict[str, Any] = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
-                           "message": msg, "reason": reason, "code": st}
-    if details:
-        doc["details"] = details
-    headers = [(b"content-type", b"application/json")]
-    if kind == "throttle" or st in (503, 504):
-        headers.append((b"retry-after", b"1"))
-    return st, headers, json.dumps(doc).encode()
+    def fault_error(self, kind: str, status: int, method: str, host: str) -> Injected: ...
 
 
 # ---- the engine ----------------------------------------------------------------------------------------------------
@@ -428,35 +306,24 @@ class FaultEngine:
 
 
 # ---- ASGI middleware -----------------------------------------------------------------------------------------------
-def _engine(ctx: Any) -> FaultEngine | None:
-    admin = getattr(ctx, "services", {}).get("admin")
-    return getattr(admin, "faults", None)
-
-
 class FaultMiddleware:
     """Wraps one service's ASGI app; injects that service's faults (see the module docstring)."""
 
-    def __init__(self, app: Any, service: str, ctx: Any) -> None:
+    def __init__(self, app: Any, service: FaultTarget, engine: FaultEngine) -> None:
         self.app = app
         self.service = service
-        self.ctx = ctx
+        self.engine = engine
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
-        engine = _engine(self.ctx)
-        if scope.get("type") != "http" or engine is None or not engine.active(self.service):
+        engine, service = self.engine, self.service
+        if scope.get("type") != "http" or not engine.active(service.name):
             await self.app(scope, receive, send)
             return
         method = scope.get("method", "GET").upper()
         path = scope.get("path", "/")
         query = parse_qs(scope.get("query_string", b"").decode("latin-1"), keep_blank_values=True)
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or []}
-        if self.service == "oss":
-            op = oss_operation(method, path, query, headers)
-        elif self.service == "cs":
-            op = ack_operation(method, path, headers)
-        else:
-            op = kube_operation(method, path, query)
-        d = engine.decide(self.service, method, path, op)
+        d = engine.decide(service.name, method, path, service.fault_operation(method, path, query, headers))
         if d.latency_s:
             await asyncio.sleep(d.latency_s)
         if d.kind == "pass":
@@ -467,14 +334,14 @@ class FaultMiddleware:
             msg = await receive()
             if msg.get("type") != "http.request" or not msg.get("more_body"):
                 break
-        status, hdrs, body = error_response(self.service, d.kind, d.status, method, path, headers.get("host", ""))
+        status, hdrs, body = service.fault_error(d.kind, d.status, method, headers.get("host", ""))
         hdrs.append((b"content-length", str(len(body)).encode()))
         await send({"type": "http.response.start", "status": status, "headers": hdrs})
         await send({"type": "http.response.body", "body": body})
 
 
-def wrap_app(ctx: Any, service: str, app: Any) -> Any:
-    """The runner's hook: wrap the HTTP services that have faults (oss, cs, kube); others unchanged."""
-    if service in SERVICES.values():
-        return FaultMiddleware(app, service, ctx)
+def wrap_app(app: Any, service: Any, engine: FaultEngine) -> Any:
+    """The runner's hook: wrap the apps of the services that name their operations (oss, cs, kube)."""
+    if isinstance(service, FaultTarget):
+        return FaultMiddleware(app, service, engine)
     return app

@@ -17,7 +17,7 @@ import socket
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -25,9 +25,11 @@ from .accounts import Accounts
 from .clock import SimClock
 from .context import SandboxContext
 from .faults import wrap_app
-from .registry import service_classes
 from .service import Service
 from .store import Store
+
+if TYPE_CHECKING:
+    from .registry import Services
 
 log = logging.getLogger("sandbox")
 
@@ -47,14 +49,6 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_info(state_dir: Path = DEFAULT_DIR) -> dict[str, Any]:
-    """The ``sandbox.json`` of a sandbox (raises FileNotFoundError with a hint when it never started)."""
-    path = Path(state_dir) / SANDBOX_JSON
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: start the sandbox with `elastic-inference sandbox up`")
-    return json.loads(path.read_text())
-
-
 class Sandbox:
     def __init__(
         self,
@@ -71,6 +65,7 @@ class Sandbox:
         self.options = options or {}
         self.info: dict[str, Any] = {}
         self.ctx: SandboxContext | None = None
+        self.services: Services | None = None  # every service, typed (tests reach in-process APIs through it)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._servers: list[uvicorn.Server] = []
@@ -132,18 +127,18 @@ class Sandbox:
         store = Store(self.state_dir / "state.db")
         clock = SimClock(self.speed, start=store.get_meta("clock"))
         accounts = Accounts(store)
-        ctx = SandboxContext(state_dir=self.state_dir, store=store, clock=clock, accounts=accounts, host=self.host)
-        ctx.options = self.options  # type: ignore[attr-defined]
+        ctx = SandboxContext(state_dir=self.state_dir, store=store, clock=clock, accounts=accounts, host=self.host,
+                             options=self.options)
         self.ctx = ctx
         tasks: list[asyncio.Task] = []
         try:
-            for cls in service_classes():
-                svc = cls(ctx)
-                ctx.services[svc.name] = svc
-                self._services.append(svc)
+            from .registry import build  # here: the services import this module (write_private)
+
+            self.services = build(ctx)
+            self._services = self.services.in_start_order()
             for svc in self._services:
                 app = svc.app()
-                app = wrap_app(ctx, svc.name, app) if app is not None else None  # faults (sandbox.faults)
+                app = wrap_app(app, svc, self.services.admin.faults) if app is not None else None  # sandbox.faults
                 if app is not None:
                     # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
                     # socket says it is TCP; without it every keep-alive answer waits ~40 ms for a delayed ACK.

@@ -11,7 +11,8 @@ from .context import SandboxContext
 
 
 class Service:
-    """Base class. Subclasses set ``name`` and override what they use.
+    """Base class. Subclasses set ``name`` and override what they use. A service that uses others takes them as
+    constructor arguments after ``ctx`` (typed; :func:`sandbox.registry.build` passes them), never by name.
 
     - ``app()``: an ASGI app to serve on its own loopback port (None: no HTTP endpoint).
     - ``scheme``: ``http`` or ``https``; with https, ``ssl_options()`` gives uvicorn's ``ssl_*`` keyword arguments.

@@ -23,8 +23,7 @@ Confirmed from public sources
     ``Unmarshal type error: expected=string, got=bool, field=...`` (seen in a field report).
 Plausible, NOT confirmed (no verbatim source found)
     ``MissingAuthorization``, ``IncompleteSignature``, ``ContentMD5NotMatched``, ``InvalidAction.NotFound`` (404),
-    ``ErrorNodePoolNotEmpty``, ``ErrorNodePoolStateInvalid``, ``ErrorTaskNotFound`` (404),
-    ``ErrorKubeconfigNotAvailable`` (404).
+    ``ErrorNodePoolNotEmpty``, ``ErrorNodePoolStateInvalid``, ``ErrorTaskNotFound`` (404).
 """
 
 from __future__ import annotations
@@ -64,6 +63,26 @@ def error_response(err: AckError, request_id: str) -> Response:
         "Code": err.code, "Message": err.message, "RequestId": request_id,
     }
     return json_response(err.status, body, request_id)
+
+
+# ---- injected faults (sandbox.faults) ---------------------------------------------------------------------------
+# throttled: the POP gateway's flow-control error, listed with HTTP 400 in Alibaba Cloud's API error center
+_THROTTLED = ("Throttling.User", "Request was denied due to user flow control.")
+_5XX = {500: ("InternalError", "The request processing has failed due to some unknown error."),
+        502: ("BadGateway", "The request has failed due to a bad gateway."),
+        503: ("ServiceUnavailable", "The request has failed due to a temporary failure of the server."),
+        504: ("GatewayTimeout", "The request has failed due to a gateway timeout.")}
+
+
+def injected_error(kind: str, status: int) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """(status, headers, body) of an injected fault: ``kind`` ``throttle`` (400 ``Throttling.User``) or ``error``
+    (``status`` 500/502/503/504), in the JSON shape above."""
+    code, msg = _THROTTLED if kind == "throttle" else _5XX[status]
+    st = 400 if kind == "throttle" else status
+    rid = new_request_id()
+    body = json.dumps({"code": code, "message": msg, "requestId": rid,
+                       "Code": code, "Message": msg, "RequestId": rid}, separators=(",", ":")).encode()
+    return st, [(b"content-type", b"application/json;charset=utf-8"), (b"x-acs-request-id", rid.encode())], body
 
 
 # ---- constructors (one place for the codes) -------------------------------------------------------------------

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import errors
 from .protocol import ApiRequest
 from .state import AckState
+
+if TYPE_CHECKING:
+    from ..kube.service import KubeService
 
 Handler = Callable[["AckApi", ApiRequest, dict[str, str]], Awaitable[tuple[int, Any]]]
 
@@ -29,11 +32,11 @@ def _bool(query: dict[str, str], name: str, default: bool = False) -> bool:
 
 
 class AckApi:
-    """The handlers; ``kube`` is looked up on each call because the Kubernetes service may start after ACK."""
+    """The handlers; ``kube`` (the cluster's API server) issues the user kubeconfig."""
 
-    def __init__(self, state: AckState, services: dict[str, object], endpoints: dict[str, str]) -> None:
+    def __init__(self, state: AckState, kube: KubeService, endpoints: dict[str, str]) -> None:
         self.state = state
-        self.services = services
+        self.kube = kube
         self.endpoints = endpoints
         self.routes: list[tuple[str, re.Pattern[str], str, Handler]] = []
         for method, pattern, action, handler in (
@@ -53,6 +56,13 @@ class AckApi:
             ("GET", r"/k8s/(?P<cluster_id>[^/]+)/user_config", "DescribeClusterUserKubeconfig", AckApi.kubeconfig),
         ):
             self.routes.append((method, re.compile(f"^{pattern}/?$"), action, handler))
+
+    def operation(self, method: str, path: str) -> str | None:
+        """The OpenAPI action a request is (``ScaleClusterNodePool`` ...), by this route table; None when none."""
+        for m, rx, action, _handler in self.routes:
+            if m == method and rx.match(path):
+                return action
+        return None
 
     def match(self, method: str, path: str) -> tuple[Handler, dict[str, str]]:
         for m, rx, _action, handler in self.routes:
@@ -110,11 +120,5 @@ class AckApi:
             if not 15 <= minutes <= 4320:
                 raise errors.invalid_parameter("TemporaryDurationMinutes", f"must be 15-4320 (got {minutes})")
         private = _bool(req.query, "PrivateIpAddress")
-        kube = self.services.get("kube")
-        fn = getattr(kube, "user_kubeconfig", None)
-        if not callable(fn):
-            raise errors.AckError(404, "ErrorKubeconfigNotAvailable",
-                                  "the cluster's kubeconfig is not available until the Kubernetes API is added "
-                                  "to the sandbox")
-        config, expiration = fn(minutes, private)
+        config, expiration = self.kube.user_kubeconfig(minutes, private)
         return 200, {"config": config, "expiration": expiration}

@@ -5,15 +5,15 @@ backed by :class:`sandbox.ack.state.AckState` over the shared store and the flee
 loop on the simulated clock moves node pools through their states and settles tasks; it wakes on the bus topic
 ``"fleet"`` as well as on its resync period.
 
-In-process API (for the Kubernetes side): ``nodepool(nodepool_id)`` -> the pool as DescribeClusterNodePoolDetail
-renders it (labels/taints in ``kubernetes_config``), ``nodepools()`` -> all of them. Changes are announced on the
-bus topic ``"ack"``.
+In-process API: ``add_pool_conditions(fn)`` adds a source of node pool ``status.conditions`` (the
+cluster-autoscaler's). Changes are announced on the bus topic ``"ack"``.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,10 +25,13 @@ from ..fleet.service import FleetService
 from ..service import Service
 from ..timings import resolve
 from .auth import Verifier
-from .errors import AckError, error_response, json_response, new_request_id
+from .errors import AckError, error_response, injected_error, json_response, new_request_id
 from .protocol import read_request
 from .routes import AckApi
 from .state import AckState
+
+if TYPE_CHECKING:
+    from ..kube.service import KubeService
 
 log = logging.getLogger("sandbox.ack")
 
@@ -38,14 +41,11 @@ METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
 class AckService(Service):
     name = "cs"
 
-    def __init__(self, ctx: SandboxContext) -> None:
+    def __init__(self, ctx: SandboxContext, fleet: FleetService, kube: KubeService) -> None:
         super().__init__(ctx)
-        fleet = ctx.services.get("fleet")
-        if not isinstance(fleet, FleetService):
-            raise RuntimeError("the ACK service needs the fleet service (register FleetService before AckService)")
-        self.timings = resolve(getattr(ctx, "options", None))
+        self.timings = resolve(ctx.options)
         self.state = AckState(ctx.store, ctx.clock, ctx.identity, fleet, self.timings)
-        self.api = AckApi(self.state, ctx.services, ctx.endpoints)
+        self.api = AckApi(self.state, kube, ctx.endpoints)
         self.verifier = Verifier(ctx.accounts.secret_for)
 
     # ---- HTTP ------------------------------------------------------------------------------------------------
@@ -66,6 +66,14 @@ class AckService(Service):
             log.exception("ACK request failed: %s %s", request.method, request.url.path)
             return error_response(AckError(500, "InternalError",
                                            "The request processing has failed due to some unknown error."), rid)
+
+    # ---- fault injection (sandbox.faults.FaultTarget) ---------------------------------------------------------
+    def fault_operation(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        """The OpenAPI action: ``x-acs-action`` (the current SDK sends it), else this service's route table."""
+        return headers.get("x-acs-action") or self.api.operation(method, path) or f"{method} {path}"
+
+    def fault_error(self, kind: str, status: int, method: str, host: str) -> tuple[int, list, bytes]:
+        return injected_error(kind, status)
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -90,9 +98,6 @@ class AckService(Service):
         return min(dues) if dues else None
 
     # ---- in-process API --------------------------------------------------------------------------------------
-    def nodepools(self) -> list[dict[str, Any]]:
-        return self.state.list_pools(None)
-
-    def nodepool(self, nodepool_id: str) -> dict[str, Any] | None:
-        p = self.state._pool(nodepool_id)
-        return None if p is None else self.state.render_pool(p)
+    def add_pool_conditions(self, fn: Callable[[str], list[dict[str, Any]]]) -> None:
+        """Add a source of node pool ``status.conditions`` (the cluster-autoscaler's ``ClusterAutoscaler``)."""
+        self.state.extra_conditions.append(fn)

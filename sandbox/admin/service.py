@@ -33,6 +33,7 @@ from starlette.routing import Route
 
 from ..context import SandboxContext
 from ..faults import FaultEngine, FaultsSpec, load_file, parse_spec
+from ..fleet.service import FleetService
 from ..service import Service
 
 log = logging.getLogger("sandbox.admin")
@@ -44,8 +45,9 @@ TICK = 5.0  # simulated seconds between reclaim checks
 class AdminService(Service):
     name = "admin"
 
-    def __init__(self, ctx: SandboxContext) -> None:
+    def __init__(self, ctx: SandboxContext, fleet: FleetService) -> None:
         super().__init__(ctx)
+        self.fleet = fleet
         self.faults = FaultEngine()
         token = ctx.store.get_meta(TOKEN_META)
         if not token:
@@ -53,14 +55,12 @@ class AdminService(Service):
             ctx.store.set_meta(TOKEN_META, token)
         self.token: str = token
         self._saved_stock: dict[tuple[str, str], int] = {}
-        path = (getattr(ctx, "options", None) or {}).get("faults")
+        path = ctx.options.get("faults")
         self._initial: FaultsSpec | None = load_file(path) if path else None
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        fleet = self.ctx.services.get("fleet")
-        if fleet is not None:
-            fleet.state.launch_fault = self.faults.launch_fault
+        self.fleet.state.launch_fault = self.faults.launch_fault
         self.apply(self._initial or FaultsSpec())
         self.spawn(self._run(), name="faults")
 
@@ -70,10 +70,8 @@ class AdminService(Service):
     # ---- faults --------------------------------------------------------------------------------------------------
     def apply(self, spec: FaultsSpec) -> None:
         """Make ``spec`` the active configuration (HTTP faults at once; fleet stock-outs now)."""
-        fleet = self.ctx.services.get("fleet")
+        fleet = self.fleet
         self.faults.set(spec, now=self.ctx.clock.now())
-        if fleet is None:
-            return
         zones = list(self.ctx.identity.zones)
         wanted: dict[tuple[str, str], int] = {}
         for so in spec.spot_stockouts:
@@ -91,7 +89,7 @@ class AdminService(Service):
     def reclaim(self, instance_id: str | None = None, nodepool_id: str | None = None, count: int = 1) -> list[str]:
         """Spot interruption notices: this instance, or ``count`` running spot instances (of a pool) without one,
         oldest first."""
-        fleet = self.ctx.services["fleet"]
+        fleet = self.fleet
         if instance_id:
             fleet.reclaim(instance_id)
             return [instance_id]
@@ -113,7 +111,7 @@ class AdminService(Service):
                     self.faults.log.append({"fault": "reclaim", "instances": ids, "at": now})
                 p = self.faults.reclaim_probability(TICK)
                 if p > 0:
-                    fleet = self.ctx.services["fleet"]
+                    fleet = self.fleet
                     pool = self.faults.spec.reclaim_nodepool_id
                     for inst in fleet.instances(pool):
                         if inst.spot and inst.status == "Running" and not inst.reclaim_at \

@@ -55,7 +55,7 @@ import contextlib
 import copy
 import logging
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -65,6 +65,12 @@ from ..kube.errors import KubeError
 from ..service import Service
 from ..timings import resolve
 from . import simulate as sim
+
+if TYPE_CHECKING:
+    from ..ack.service import AckService
+    from ..fleet.service import FleetService
+    from ..kube.api import KubeStore
+    from ..kube.service import KubeService
 
 log = logging.getLogger("sandbox.autoscaler")
 
@@ -97,9 +103,12 @@ def _ready(node: dict[str, Any]) -> bool:
 class AutoscalerService(Service):
     name = "autoscaler"
 
-    def __init__(self, ctx: SandboxContext) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, fleet: FleetService, ack: AckService) -> None:
         super().__init__(ctx)
-        self.timings = resolve(getattr(ctx, "options", None))
+        self.kube = kube
+        self.fleet = fleet
+        self.ack = ack
+        self.timings = resolve(ctx.options)
         self.unneeded_since: dict[str, float] = {}
         self.last_scale_up: dict[str, float] = {}
         self.last_scale_up_any: float | None = None
@@ -111,23 +120,14 @@ class AutoscalerService(Service):
         # group, upstream BlockingPodReason, message)
         self.unremovable: dict[str, tuple[float | None, str, str, str]] = {}
         self._status_written: tuple[str, float] | None = None
-        self.scans = 0
-
-    # ---- services used -------------------------------------------------------------------------------------------
-    @property
-    def store(self) -> Any:
-        return self.ctx.services["kube"].store
 
     @property
-    def fleet(self) -> Any:
-        return self.ctx.services["fleet"]
+    def store(self) -> KubeStore:
+        return self.kube.store
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
-        cs = self.ctx.services.get("cs")
-        hooks = getattr(getattr(cs, "state", None), "extra_conditions", None)
-        if hooks is not None:
-            hooks.append(self.pool_conditions)
+        self.ack.add_pool_conditions(self.pool_conditions)
         self.spawn(self._run(), name="cluster-autoscaler")
 
     async def _run(self) -> None:
@@ -148,7 +148,6 @@ class AutoscalerService(Service):
     # ---- one scan ------------------------------------------------------------------------------------------------
     def scan(self) -> None:
         now = self.ctx.clock.now()
-        self.scans += 1
         groups = {g.pool_id: g for g in self.fleet.state.groups() if g.spec.auto_scaling and not g.deleting}
         nodes = self.store.list("nodes")
         # the stored objects, read-only and uncopied, through the store's indexes (upstream reads its informer
@@ -490,7 +489,7 @@ class AutoscalerService(Service):
 
     def _event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None:
         with contextlib.suppress(KubeError):
-            self.store.record_event(obj, type_, reason, message, component=COMPONENT)
+            self.kube.events.record(obj, type_, reason, message, component=COMPONENT)
 
     def _status_event(self, type_: str, reason: str, message: str) -> None:
         cm = self.store.try_get("configmaps", "kube-system", STATUS_CONFIGMAP)

@@ -50,7 +50,6 @@ SAFE_TO_EVICT = "cluster-autoscaler.kubernetes.io/safe-to-evict"
 SCALE_DOWN_DISABLED = "cluster-autoscaler.kubernetes.io/scale-down-disabled"
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 TO_BE_DELETED_TAINT = "ToBeDeletedByClusterAutoscaler"
-DELETION_CANDIDATE_TAINT = "DeletionCandidateOfClusterAutoscaler"
 
 Pod = dict[str, Any]
 Node = dict[str, Any]

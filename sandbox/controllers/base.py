@@ -10,7 +10,9 @@ so a missed or coalesced notification loses nothing (upstream controllers do the
 
 Fan-out of bus topics: one task per topic waits on ``ctx.bus.wait(topic)`` in a loop and sets the ``wake`` event of
 every controller watching it (an :class:`asyncio.Event` stays set until the controller clears it, so a notification
-that arrives while a controller reconciles is not lost).
+that arrives while a controller reconciles is not lost). A controller that cares about a kind of change across every
+resource (the garbage collector: any deletion) says so in :meth:`Controller.wants`, asked on each write of the
+store's change feed, instead of watching every topic.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from ..kube.errors import KubeError
 from ..kube.resources import resolve
 
 if TYPE_CHECKING:
+    from ..kube.storage import Change
     from .service import ControllersService
 
 log = logging.getLogger("sandbox.controllers")
@@ -38,6 +41,7 @@ class Controller:
     name = "controller"
     topics: tuple[str, ...] = ()
     resync_key = "controller_resync"  # entry of the timing table giving the resync period
+    min_interval = MIN_INTERVAL  # real seconds between two passes, at least
 
     def __init__(self, svc: ControllersService) -> None:
         self.svc = svc
@@ -53,6 +57,11 @@ class Controller:
     def reconcile(self) -> float | None:
         """One pass over everything this controller owns. Returns the simulated time of its next deadline."""
         raise NotImplementedError
+
+    def wants(self, key: str, change: Change) -> bool:
+        """Whether this write (storage key, change) should wake the controller, besides its ``topics``. Only a
+        filter (the pass re-reads the store); called synchronously on every write, so it must be cheap."""
+        return False
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -72,7 +81,7 @@ class Controller:
             # more than about half of the event loop the API server shares with them; a notification that arrives
             # meanwhile keeps ``wake`` set
             spent = loop.time() - started
-            pause = max(MIN_INTERVAL, min(spent, 1.0))
+            pause = max(self.min_interval, min(spent, 1.0))
             await asyncio.sleep(pause)
             wait = self.timings[self.resync_key]
             if due is not None:
@@ -167,7 +176,7 @@ class Controller:
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str, component: str,
               host: str | None = None) -> None:
         with contextlib.suppress(KubeError):
-            self.store.record_event(obj, type_, reason, message, component=component, host=host)
+            self.svc.kube.events.record(obj, type_, reason, message, component=component, host=host)
 
 
 def owned_by(obj: dict[str, Any], uid: str) -> bool:

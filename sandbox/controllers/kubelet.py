@@ -1,6 +1,7 @@
 """The kubelets of every node, as one loop over the pods bound to live nodes (kwok-style stages with real effects).
 
-Per pod, stages with their delays from the timing table (simulated seconds):
+Per pod, stages with their delays from the timing table (simulated seconds); the stages are data, the
+:data:`STAGES` table (stage -> when it is due -> what it does -> next stage), driven by one loop:
 
 ``volumes`` (``volume_mount``; failures -> Warning ``FailedMount``, retried with exponential backoff
 ``mount_retry_min`` .. ``mount_retry_max``, see :mod:`sandbox.controllers.csi`) -> ``sandbox`` (pod IP from the
@@ -29,6 +30,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import ipaddress
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,7 +115,7 @@ class PodRun:
     ns: str
     name: str
     node: str
-    stage: str = "volumes"  # volumes | pull | start | running | stopping | done
+    stage: str = "volumes"  # a key of STAGES
     due: float = 0.0
     idx: int = 0  # container being pulled/started
     pull_requested: float = 0.0
@@ -178,11 +180,7 @@ class Kubelet(Controller):
         if m.get("deletionTimestamp") and run.stage != "stopping":
             return self._begin_stop(pod, run, now)
         if run.stage == "stopping":
-            if now >= run.due:
-                self.store.delete("pods", run.ns, run.name, grace_period_seconds=0)
-                run.stage = "done"
-                return None
-            return run.due
+            return self._advance(pod, node, run, now)
         if phase in ("Succeeded", "Failed"):
             return None
         d = self._advance(pod, node, run, now)
@@ -195,7 +193,7 @@ class Kubelet(Controller):
         run.containers = [CRun(name=c.get("name", ""), spec=copy.deepcopy(c), init=True)
                           for c in spec.get("initContainers") or []]
         run.containers += [CRun(name=c.get("name", ""), spec=copy.deepcopy(c)) for c in spec.get("containers") or []]
-        run.due = now + self.timings["volume_mount"]
+        self._enter(pod, run, "volumes", now)
         run.started = _parse_ts(st.get("startTime")) or now
         statuses = {s.get("name"): s for s in st.get("containerStatuses") or []}
         if st.get("phase") == "Running" and st.get("podIP") and statuses and all(
@@ -220,56 +218,66 @@ class Kubelet(Controller):
         return run
 
     def _advance(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> float | None:
-        # loop: one pass may cross several stage boundaries when their deadlines have passed
+        """Drive the pod through :data:`STAGES`: a stage's effect runs once it is due and names the next stage.
+
+        One pass may cross several stage boundaries when their deadlines have passed."""
         for _ in range(4 * len(run.containers) + 8):
-            if run.stage == "volumes":
-                if now < run.due:
-                    return run.due
-                try:
-                    run.volumes = mount_volumes(self.store, self.svc.oss, pod)
-                except MountError as e:
-                    run.mount_failures += 1
-                    backoff = min(self.timings["mount_retry_max"],
-                                  self.timings["mount_retry_min"] * 2 ** (run.mount_failures - 1))
-                    self.event(pod, "Warning", "FailedMount", str(e), KUBELET, host=run.node)
-                    run.due = now + backoff
-                    return run.due
-                self.svc.set_volumes(run.ns, run.name, run.volumes)
-                run.pod_ip = self._allocate_ip(node, run)
-                run.sandbox = True
-                run.stage, run.idx = "pull", 0
-                run.pull_requested = 0.0
-                continue
-            if run.stage == "pull":
-                if run.idx >= len(run.containers):
-                    run.stage = "running"
-                    continue
-                c = run.containers[run.idx]
-                if run.pull_requested == 0.0:
-                    run.due = self._request_pull(pod, run, c, now)
-                    run.pull_requested = now
-                if now < run.due:
-                    return run.due
-                self._pulled(pod, run, c, now)
-                self.event(pod, "Normal", "Created", f"Created container: {c.name}", KUBELET, host=run.node)
-                c.container_id = _container_id(run.uid, c.name, c.restarts)
-                run.stage, run.due = "start", now + self.timings["container_start"]
-                continue
-            if run.stage == "start":
-                if now < run.due:
-                    return run.due
-                c = run.containers[run.idx]
-                self.event(pod, "Normal", "Started", f"Started container {c.name}", KUBELET, host=run.node)
-                self._start_handle(pod, run, c, now, now)
-                if c.init and c.state == "running":  # init containers complete as they start
-                    self._terminate(c, now, 0, "Completed")
-                run.idx += 1
-                run.stage, run.pull_requested = "pull", 0.0
-                continue
-            if run.stage == "running":
-                return self._running(pod, run, now)
-            return None
+            stage = STAGES[run.stage]
+            if stage.steady is not None:
+                return stage.steady(self, pod, run, now)
+            if now < run.due:
+                return run.due
+            nxt = stage.effect(self, pod, node, run, now) if stage.effect is not None else None
+            if nxt is None:  # the effect did not complete (a failed mount): it set when to try again
+                return run.due
+            self._enter(pod, run, nxt, now)
         return now + 1.0
+
+    def _enter(self, pod: dict[str, Any], run: PodRun, stage: str, now: float) -> None:
+        run.stage = stage
+        due = STAGES[stage].due
+        run.due = due(self, pod, run, now) if due is not None else now
+
+    # ---- stage effects (see STAGES) ---------------------------------------------------------------------------
+    def _mount(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> str | None:
+        try:
+            run.volumes = mount_volumes(self.store, self.svc.oss, pod)
+        except MountError as e:
+            run.mount_failures += 1
+            backoff = min(self.timings["mount_retry_max"],
+                          self.timings["mount_retry_min"] * 2 ** (run.mount_failures - 1))
+            self.event(pod, "Warning", "FailedMount", str(e), KUBELET, host=run.node)
+            run.due = now + backoff
+            return None
+        self.svc.set_volumes(run.ns, run.name, run.volumes)
+        run.pod_ip = self._allocate_ip(node, run)
+        run.sandbox = True
+        run.idx = 0
+        return "pull" if run.containers else "running"
+
+    def _pull_due(self, pod: dict[str, Any], run: PodRun, now: float) -> float:
+        run.pull_requested = now
+        return self._request_pull(pod, run, run.containers[run.idx], now)
+
+    def _create(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> str:
+        c = run.containers[run.idx]
+        self._pulled(pod, run, c, now)
+        self.event(pod, "Normal", "Created", f"Created container: {c.name}", KUBELET, host=run.node)
+        c.container_id = _container_id(run.uid, c.name, c.restarts)
+        return "start"
+
+    def _start(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> str:
+        c = run.containers[run.idx]
+        self.event(pod, "Normal", "Started", f"Started container {c.name}", KUBELET, host=run.node)
+        self._start_handle(pod, run, c, now, now)
+        if c.init and c.state == "running":  # init containers complete as they start
+            self._terminate(c, now, 0, "Completed")
+        run.idx += 1
+        return "pull" if run.idx < len(run.containers) else "running"
+
+    def _finish_delete(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> str:
+        self.store.delete("pods", run.ns, run.name, grace_period_seconds=0)
+        return "done"
 
     # ---- images -----------------------------------------------------------------------------------------------
     def _request_pull(self, pod: dict[str, Any], run: PodRun, c: CRun, now: float) -> float:
@@ -402,7 +410,7 @@ class Kubelet(Controller):
                 self.svc.spawn(c.handle.stop())
                 c.handle = None
         run.stage = "stopping"
-        run.due = now + min(float(grace), self.timings["container_stop"])
+        run.due = now + min(float(grace), self.timings["container_stop"])  # the stage's delay depends on the pod
         return run.due
 
     # ---- networking -------------------------------------------------------------------------------------------
@@ -490,6 +498,37 @@ class Kubelet(Controller):
         if c.state == "waiting" and not c.restarts:
             out["image"] = image
         return out
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One stage of a pod on its node, as kwok's ``Stage`` (``kwok.x-k8s.io/v1alpha1``): how long the pod stays in
+    it (``due``, from the timing table; None: not at all), what happens when that time has come (``effect``:
+    events, status, handles; it returns the next stage, or None to stay with a new deadline it set) or, for a
+    stage the pod stays in, the pass made on each sync (``steady``: returns its next deadline)."""
+
+    name: str
+    due: Callable[[Kubelet, dict[str, Any], PodRun, float], float] | None = None
+    effect: Callable[[Kubelet, dict[str, Any], dict[str, Any], PodRun, float], str | None] | None = None
+    steady: Callable[[Kubelet, dict[str, Any], PodRun, float], float | None] | None = None
+
+
+def _after(timing: str) -> Callable[[Kubelet, dict[str, Any], PodRun, float], float]:
+    """A stage delay that is an entry of the timing table (simulated seconds)."""
+    return lambda kubelet, pod, run, now: now + kubelet.timings[timing]
+
+
+# The pod lifecycle (module docstring). A pod enters ``volumes`` when the kubelet first sees it, and ``stopping``
+# (whatever its stage) once it has a deletionTimestamp; the delay of ``pull`` is the image pull's cost, that of
+# ``stopping`` the pod's grace period capped by ``container_stop``.
+STAGES: dict[str, Stage] = {s.name: s for s in (
+    Stage("volumes", due=_after("volume_mount"), effect=Kubelet._mount),  # -> pull (or running: no containers)
+    Stage("pull", due=Kubelet._pull_due, effect=Kubelet._create),  # container run.idx: Pulling/Pulled, Created
+    Stage("start", due=_after("container_start"), effect=Kubelet._start),  # Started; -> pull (next) | running
+    Stage("running", steady=Kubelet._running),  # readiness, exits, CrashLoopBackOff restarts
+    Stage("stopping", effect=Kubelet._finish_delete),  # -> done: the delete with grace period 0
+    Stage("done", steady=lambda kubelet, pod, run, now: None),
+)}
 
 
 def _terminated(c: CRun, clock: Any) -> dict[str, Any]:

@@ -195,8 +195,7 @@ class NodeController(Controller):
         templates: dict[str, dict[str, Any]] = {}
         due: list[float] = []
         wanted: set[str] = set()
-        instances = fleet.instances() if fleet is not None else []
-        for inst in instances:
+        for inst in fleet.instances():
             if inst.status not in ("Running", "Stopping"):
                 continue
             name = node_name(self.region, inst.private_ip)

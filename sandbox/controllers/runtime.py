@@ -4,8 +4,7 @@ The kubelet (:mod:`sandbox.controllers.kubelet`) drives the pod lifecycle (volum
 readiness, restarts, stop) and asks a :class:`ContainerRuntime` to run each container once it is started. Runtimes
 are registered on the controllers service::
 
-    runtimes = ctx.services["controllers"].runtimes
-    runtimes.register(MyRuntime(), first=True)
+    controllers.runtimes.register(MyRuntime(), first=True)
 
 For each container the kubelet asks the registered runtimes in order ``claims(pod, container)``; the first that
 claims it gets ``start(spec)`` and returns a :class:`ContainerHandle`. Unclaimed containers run on the built-in
@@ -143,6 +142,31 @@ class PlainRuntime:
 
     def start(self, spec: ContainerSpec) -> ContainerHandle:
         return PlainHandle(spec)
+
+
+class PodLogs:
+    """The containers' log text as the kubelets last read it from their runtimes (what ``kubectl logs`` shows).
+
+    Written by the kubelet, read by the API server's ``pods/log`` (:class:`sandbox.kube.service.PodLogSource`).
+    """
+
+    def __init__(self) -> None:
+        self._logs: dict[tuple[str, str, str], str] = {}
+
+    def set(self, namespace: str, pod: str, container: str, text: str) -> None:
+        self._logs[(namespace, pod, container)] = text
+
+    def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
+        if container is None:
+            for (ns, p, _c), text in self._logs.items():
+                if ns == namespace and p == pod:
+                    return text
+            return ""
+        return self._logs.get((namespace, pod, container), "")
+
+    def forget(self, namespace: str, pod: str) -> None:
+        for key in [k for k in self._logs if k[0] == namespace and k[1] == pod]:
+            del self._logs[key]
 
 
 class RuntimeRegistry:

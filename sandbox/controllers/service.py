@@ -4,8 +4,10 @@ Runs, each as its own level-triggered loop over the Kubernetes store (:mod:`sand
 the node lifecycle (:mod:`.nodes`), the Deployment and ReplicaSet controllers (:mod:`.deployments`,
 :mod:`.replicasets`), the scheduler (:mod:`.scheduler`), the kubelets (:mod:`.kubelet`, with the OSS CSI mount in
 :mod:`.csi`), the PV/PVC binder (:mod:`.volumes`), the Endpoints controller (:mod:`.endpoints`), the Job controller
-(:mod:`.jobs`) and the disruption controller (PodDisruptionBudget status, :mod:`.disruption`). Delays come
-from :mod:`sandbox.timings`. It must start after the ``kube`` service (and uses ``fleet`` and ``oss`` when present).
+(:mod:`.jobs`), the disruption controller (PodDisruptionBudget status, :mod:`.disruption`), the garbage collector
+(:mod:`.garbagecollector`), the namespace controller (:mod:`.namespaces`) and the pod grace-period reaper
+(:mod:`.podgc`). Delays come from :mod:`sandbox.timings`. It is given the ``kube`` service (the store), ``fleet`` (instances become nodes), ``oss``
+(the CSI mounts) and the :class:`~sandbox.controllers.runtime.PodLogs` it shares with the API server.
 
 In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
 
@@ -14,7 +16,6 @@ In-process API (for issue 4's runtime, ingress and autoscaler, and for tests):
 - ``volumes_of(namespace, pod) -> {volume name: VolumeSource}``: what each volume of a started pod maps to
   (OSS bucket/path for the CSI PVs, ConfigMap/Secret names), as the kubelet mounted it.
 - ``logs(namespace, pod, container=None) -> str``: the container's log text (what ``kubectl logs`` would show).
-- ``node_images(node) -> {image: size}``: images pulled on a node.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..context import SandboxContext
 from ..service import Service
@@ -32,54 +33,57 @@ from .base import Controller
 from .deployments import DeploymentController
 from .disruption import DisruptionController
 from .endpoints import EndpointsController
+from .garbagecollector import GarbageCollector
 from .jobs import JobController
 from .kubelet import Kubelet, image_id
+from .namespaces import NamespaceController
 from .nodes import NodeController
+from .podgc import PodGC
 from .replicasets import ReplicaSetController
-from .runtime import RuntimeRegistry, VolumeSource
+from .runtime import PodLogs, RuntimeRegistry, VolumeSource
 from .scheduler import Scheduler
 from .volumes import VolumeBinder
+
+if TYPE_CHECKING:
+    from ..fleet.service import FleetService
+    from ..kube.service import KubeService
+    from ..kube.storage import Change
+    from ..oss.service import OssService
 
 log = logging.getLogger("sandbox.controllers")
 
 CONTROLLERS: tuple[type[Controller], ...] = (
     NodeController, VolumeBinder, DeploymentController, ReplicaSetController, Scheduler, Kubelet,
-    EndpointsController, JobController, DisruptionController,
+    EndpointsController, JobController, DisruptionController, GarbageCollector, NamespaceController, PodGC,
 )
 
 
 class ControllersService(Service):
     name = "controllers"
 
-    def __init__(self, ctx: SandboxContext) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, fleet: FleetService, oss: OssService,
+                 logs: PodLogs) -> None:
         super().__init__(ctx)
-        if "kube" not in ctx.services:
-            raise RuntimeError("the controllers need the kube service (register KubeService before them)")
-        self.timings = resolve(getattr(ctx, "options", None))
+        self.kube = kube
+        self.fleet = fleet
+        self.oss = oss
+        self.pod_logs = logs
+        self.timings = resolve(ctx.options)
         self.runtimes = RuntimeRegistry(on_change=self._runtime_changed)
         self.controllers: list[Controller] = []
+        self._on_writes: list[Controller] = []  # controllers with their own Controller.wants filter
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._tasks: list[asyncio.Task] = []
         self._bg: set[asyncio.Task] = set()
-        self._logs: dict[tuple[str, str, str], str] = {}
         self._volumes: dict[tuple[str, str], dict[str, VolumeSource]] = {}
         self._images: dict[str, dict[str, int]] = {}
 
-    # ---- services this one reads ---------------------------------------------------------------------------------
-    @property
-    def kube(self) -> Any:
-        return self.ctx.services["kube"]
-
-    @property
-    def fleet(self) -> Any:
-        return self.ctx.services.get("fleet")
-
-    @property
-    def oss(self) -> Any:
-        return self.ctx.services.get("oss")
-
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self.controllers = [cls(self) for cls in CONTROLLERS]
+        self._on_writes = [c for c in self.controllers if type(c).wants is not Controller.wants]
+        self.kube.store.on_change(self._store_changed)
         topics = sorted({t for c in self.controllers for t in c.topics if t != "runtime"})
         for topic in topics:
             self._tasks.append(asyncio.create_task(self._fan_out(topic), name=f"controllers-bus-{topic}"))
@@ -100,6 +104,22 @@ class ControllersService(Service):
             await self.ctx.bus.wait(topic)
             for c in watchers:
                 c.wake.set()
+
+    def _store_changed(self, key: str, change: Change) -> None:
+        """The store's change feed (any thread, under the store's lock): wake the controllers that want it."""
+        woken = [c.wake for c in self._on_writes if c.wants(key, change)]
+        if not woken or self._loop is None:
+            return
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        for wake in woken:
+            if on_loop:
+                wake.set()
+            else:
+                with contextlib.suppress(RuntimeError):  # the loop is closed: the sandbox stopped
+                    self._loop.call_soon_threadsafe(wake.set)
 
     def _runtime_changed(self) -> None:
         for c in self.controllers:
@@ -126,26 +146,17 @@ class ControllersService(Service):
         return dict(self._volumes.get((namespace, pod), {}))
 
     def set_log(self, namespace: str, pod: str, container: str, text: str) -> None:
-        self._logs[(namespace, pod, container)] = text
+        self.pod_logs.set(namespace, pod, container, text)
 
     def logs(self, namespace: str, pod: str, container: str | None = None) -> str:
-        if container is None:
-            for (ns, p, _c), text in self._logs.items():
-                if ns == namespace and p == pod:
-                    return text
-            return ""
-        return self._logs.get((namespace, pod, container), "")
+        return self.pod_logs.logs(namespace, pod, container)
 
     def forget_pod(self, namespace: str, pod: str) -> None:
         self._volumes.pop((namespace, pod), None)
-        for key in [k for k in self._logs if k[0] == namespace and k[1] == pod]:
-            del self._logs[key]
+        self.pod_logs.forget(namespace, pod)
 
     def add_image(self, node: str, image: str, size: int) -> None:
         self._images.setdefault(node, {})[image] = size
-
-    def node_images(self, node: str) -> dict[str, int]:
-        return dict(self._images.get(node, {}))
 
     def image_list(self, node: str) -> list[dict[str, Any]]:
         """``status.images`` of a node: biggest first (kubelet sorts by size), at most 50."""

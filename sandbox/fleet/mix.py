@@ -37,9 +37,6 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-SPOT_STRATEGIES = ("NoSpot", "SpotWithPriceLimit", "SpotAsPriceGo")
-MULTI_AZ_POLICIES = ("PRIORITY", "COST_OPTIMIZED", "BALANCE")
-
 # Why an instance was launched (kept on the instance; the node pool's conditions are derived from it).
 REASON_BASE = "base"  # within on_demand_base_capacity
 REASON_ON_DEMAND = "on_demand"  # the percentage above base

@@ -48,7 +48,7 @@ class FleetService(Service):
 
     def __init__(self, ctx: SandboxContext) -> None:
         super().__init__(ctx)
-        self.timings = resolve(getattr(ctx, "options", None))
+        self.timings = resolve(ctx.options)
         self.state = FleetState(ctx.store, list(ctx.identity.zones), ctx.identity.region, self.timings)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._wake: asyncio.Event | None = None

@@ -22,7 +22,7 @@ from __future__ import annotations
 import copy
 import math
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, Decimal
+from decimal import ROUND_CEILING
 from typing import Any
 
 MAX_INT32 = 2**31 - 1
@@ -55,10 +55,6 @@ def format_milli(milli: int) -> str:
         value //= 1000
         exp += 1
     return f"{value}{_SUFFIXES[exp]}"
-
-
-def quantity_str(value: float | int | Decimal) -> str:
-    return format_milli(int(Decimal(str(value)) * 1000))
 
 
 # ---- tolerance and replica calculation ------------------------------------------------------------------------------

@@ -25,13 +25,19 @@ import contextlib
 import copy
 import logging
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..kube.errors import KubeError
 from ..kube.resources import RESOURCES, ResourceType
 from ..service import Service
 from ..timings import resolve as resolve_timings
 from . import algorithm as A
+
+if TYPE_CHECKING:
+    from ..context import SandboxContext
+    from ..kube.api import KubeStore
+    from ..kube.service import KubeService
+    from ..metrics.service import MetricsService
 
 log = logging.getLogger("sandbox.hpa")
 COMPONENT = "horizontal-pod-autoscaler"
@@ -67,9 +73,11 @@ def scale_target(ref: dict[str, Any]) -> ResourceType:
 class HpaService(Service):
     name = "hpa"
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, metrics: MetricsService) -> None:
         super().__init__(ctx)
-        timings = resolve_timings(getattr(ctx, "options", None))
+        self.kube = kube
+        self.metrics = metrics
+        timings = resolve_timings(ctx.options)
         self.sync_period = timings["hpa_sync"]
         self.downscale_window = timings["hpa_downscale_stabilization"]
         self.tolerance = A.DEFAULT_TOLERANCE
@@ -78,8 +86,8 @@ class HpaService(Service):
         self._loop: asyncio.AbstractEventLoop | None = None
 
     @property
-    def store(self):
-        return self.ctx.services["kube"].store
+    def store(self) -> KubeStore:
+        return self.kube.store
 
     # ---- loop ------------------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -143,7 +151,7 @@ class HpaService(Service):
             conds = A.set_condition(conds, ctype, status, reason, message, iso)
 
         def event(etype: str, reason: str, message: str) -> None:
-            store.record_event(hpa, etype, reason, message, component=COMPONENT)
+            self.kube.events.record(hpa, etype, reason, message, component=COMPONENT)
 
         def write(current: int, desired: int, statuses: list[dict[str, Any]] | None, rescaled: bool) -> None:
             new: dict[str, Any] = {"currentReplicas": current, "desiredReplicas": desired}
@@ -245,7 +253,7 @@ class HpaService(Service):
         """``computeReplicasForMetrics`` -> (replicas or -1, metric description, statuses, error, condition)."""
         selector = (scale.get("status") or {}).get("selector") or ""
         if not selector:
-            self.store.record_event(hpa, "Warning", "SelectorRequired", "selector is required", component=COMPONENT)
+            self.kube.events.record(hpa, "Warning", "SelectorRequired", "selector is required", component=COMPONENT)
             return -1, "", None, "selector is required", (
                 "ScalingActive", "False", "InvalidSelector", "the HPA target's scale is missing a selector")
         metrics = spec.get("metrics") or []
@@ -256,7 +264,7 @@ class HpaService(Service):
             try:
                 proposal, name, statuses[i] = self.compute_for_metric(hpa, m, current, status_replicas, selector)
             except MetricFailure as f:
-                self.store.record_event(hpa, "Warning", f.reason, f.inner, component=COMPONENT)
+                self.kube.events.record(hpa, "Warning", f.reason, f.inner, component=COMPONENT)
                 if invalid == 0:
                     first_err = f.outer
                     first_cond = ("ScalingActive", "False", f.reason,
@@ -342,11 +350,8 @@ class HpaService(Service):
 
     def _external(self, ns: str, name: str, sel: dict[str, Any] | None, sel_s: str, fail, average: bool) -> list[int]:
         """Values in milli-units (``externalMetricsClient.GetExternalMetric``)."""
-        metrics = self.ctx.services.get("metrics")
         try:
-            if metrics is None:
-                raise KubeError(503, "ServiceUnavailable", "the server is currently unable to handle the request")
-            items = metrics.values(ns, name, sel)
+            items = self.metrics.values(ns, name, sel)
         except KubeError as e:
             raise fail(f"unable to get external metric {ns}/{name}/{sel_s}: unable to fetch metrics from external "
                        f"metrics API: {e.message}", average) from e

@@ -7,11 +7,11 @@ Data side: :mod:`.proxy`. Access log for SLS: :mod:`.stats` (``IngressService.lo
 
 **The pod-endpoint seam.** Endpoints hold pod IPs (``10.x``) that do not exist on this machine; whoever runs the
 pod's process says where it really listens. A resolver is ``fn(pod_ip, port) -> (host, port) | None``; the first
-non-None answer wins::
+non-None answer wins. The sandbox gives the ingress the TF-Serving runtime's resolver (its per-pod loopback
+listener) when it builds it (:func:`sandbox.registry.build`); more can be added::
 
-    ingress = ctx.services["ingress"]
-    ingress.add_resolver(runtime.resolve)     # e.g. the TF-Serving runtime: its per-pod loopback listener
-    ingress.remove_resolver(runtime.resolve)
+    ingress.add_resolver(fn)
+    ingress.remove_resolver(fn)
 
 An endpoint no resolver knows is treated like a refused connection (next endpoint, then 502).
 """
@@ -23,7 +23,7 @@ import contextlib
 import logging
 import socket
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
@@ -32,6 +32,10 @@ from .proxy import IngressProxy
 from .routes import RouteTable, build_table, default_ingress_class, is_nginx_ingress
 from .stats import AccessLog
 from .upstream import UpstreamPool
+
+if TYPE_CHECKING:
+    from ..context import SandboxContext
+    from ..kube.service import KubeService
 
 log = logging.getLogger("sandbox.ingress")
 
@@ -43,12 +47,13 @@ RESYNC_SECONDS = 5.0  # real seconds between full rebuilds when nothing changed 
 class IngressService(Service):
     name = "ingress"
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, resolvers: list[Resolver] | None = None) -> None:
         super().__init__(ctx)
+        self.kube = kube
         self.table = RouteTable()
         self.log = AccessLog()
         self.pool = UpstreamPool()
-        self.resolvers: list[Resolver] = []
+        self.resolvers: list[Resolver] = list(resolvers or [])
         self.host = ctx.host
         self.port = 0
         self.proxy = IngressProxy(self)
@@ -88,7 +93,7 @@ class IngressService(Service):
         sock = socket.socket(socket.AF_INET6 if ":" in self.ctx.host else socket.AF_INET, socket.SOCK_STREAM,
                              socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.ctx.host, int((getattr(self.ctx, "options", None) or {}).get("ingress_port", 0))))
+        sock.bind((self.ctx.host, int(self.ctx.options.get("ingress_port", 0))))
         self.host, self.port = self.ctx.host, sock.getsockname()[1]
         self.proxy.port = str(self.port).encode()
         self.endpoint = f"http://{self.host}:{self.port}"
@@ -102,8 +107,7 @@ class IngressService(Service):
             if self._serve.done():
                 self._serve.result()
             await asyncio.sleep(0.01)
-        kube = self.ctx.services["kube"]
-        kube.store.on_change(self._on_change)
+        self.kube.store.on_change(self._on_change)
         self._task = asyncio.create_task(self._run(), name="ingress-sync")
 
     async def stop(self) -> None:
@@ -147,7 +151,7 @@ class IngressService(Service):
 
     def sync(self) -> None:
         """Rebuild the routing table and publish the address (level-triggered, idempotent)."""
-        store = self.ctx.services["kube"].store
+        store = self.kube.store
         ingresses = store.list("ingresses")
         services = {(s["metadata"]["namespace"], s["metadata"]["name"]): s for s in store.list("services")}
         endpoints = {(e["metadata"]["namespace"], e["metadata"]["name"]): e for e in store.list("endpoints")}

@@ -1,6 +1,7 @@
 """The verbs of the API server, shared by the HTTP routes and by in-process controllers.
 
-In-process contract (``kube = ctx.services["kube"]; s = kube.store``); ``resource`` is a storage key, plural,
+In-process contract (``s = kube.store``, ``kube`` the :class:`~sandbox.kube.service.KubeService` a service is given);
+``resource`` is a storage key, plural,
 kind or short name (``"pods"``, ``"deployments"``, ``"hpa"``, ``"events"``) or a :class:`ResourceType`.
 Every method goes through the same validation, defaulting, resourceVersion, generation and managedFields logic as
 HTTP and raises :class:`~sandbox.kube.errors.KubeError` (``.code``, ``.reason``) on failure. Objects returned are
@@ -27,10 +28,15 @@ fresh copies (plain dicts in the wire format); mutate them freely.
   resource_version=None, timeout=None)``: ``ev = {"type": ADDED|MODIFIED|DELETED|BOOKMARK, "object": {...}}``;
   without ``resource_version`` (or "0") it starts with ADDED for every current object; with one it replays what
   changed after it (410 KubeError when too old).
-- ``s.record_event(involved_object, type, reason, message, component="...")``: a core/v1 Event (repeats within
-  10 minutes bump ``count``/``lastTimestamp``, like client-go's event correlator).
+- ``s.everything()``: every stored object as ``(storage key, object)``, READ-ONLY (the garbage collector's graph);
+  ``s.finalize_namespace(name)`` removes a terminating namespace (the namespace controller found it empty).
 - ``s.on_change(fn)``: ``fn(key, change)`` called synchronously on every write (cheap hook, e.g. to wake loops);
   each write also notifies ``ctx.bus`` topic ``kube/<storage key>`` (e.g. ``kube/pods``).
+
+What an API server's neighbours do is elsewhere: Events with client-go's correlation in :mod:`sandbox.kube.events`
+(``kube.events.record(...)``); garbage collection (ownerReferences, Background/Foreground/Orphan), namespace
+finalization and the removal of pods whose grace period ran out are controllers
+(:mod:`sandbox.controllers.garbagecollector`, :mod:`sandbox.controllers.namespaces`, :mod:`sandbox.controllers.podgc`).
 """
 
 from __future__ import annotations
@@ -42,10 +48,8 @@ import copy
 import ipaddress
 import json
 import secrets
-import time
 import uuid
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -97,7 +101,6 @@ class KubeStore:
         self.lock = self.storage.lock
         self.loop: asyncio.AbstractEventLoop | None = None
         self.bookmark_interval = 5.0  # real seconds between watch bookmarks
-        self._gc_dirty = True
         self.storage.listeners.append(self._notify)
 
     # ---- helpers -------------------------------------------------------------------------------------------------
@@ -108,8 +111,6 @@ class KubeStore:
         self.storage.listeners.append(fn)
 
     def _notify(self, key: str, change: Change) -> None:
-        if change.type == "DELETED":
-            self._gc_dirty = True
         bus, loop = getattr(self.ctx, "bus", None), self.loop
         if bus is None or loop is None:
             return
@@ -588,7 +589,6 @@ class KubeStore:
                     new["metadata"]["deletionTimestamp"] = self.now()
                     new["metadata"]["deletionGracePeriodSeconds"] = 0
                     new.setdefault("status", {})["phase"] = "Terminating"
-                    self._gc_dirty = True
                     if dry_run:
                         return self._out(rt, new)
                     return self._out(rt, self.storage.put(rt.key, new).obj)
@@ -605,7 +605,6 @@ class KubeStore:
                         nm["generation"] += 1
                 if finalizers:
                     nm["finalizers"] = finalizers
-                self._gc_dirty = True
                 if dry_run:
                     return self._out(rt, new)
                 return self._out(rt, self.storage.put(rt.key, new).obj)
@@ -632,133 +631,21 @@ class KubeStore:
                         return True
         return False
 
-    # ---- garbage collection (GC controller + namespace controller + pod grace reaper) -------------------------------
-    def gc_pass(self) -> int:
-        """One pass; returns how many changes it made. Run from the service's background loop."""
-        changes = 0
-        now = self.clock.now()
+    # ---- the garbage collector's and the namespace controller's view ---------------------------------------------
+    def everything(self) -> list[tuple[str, dict[str, Any]]]:
+        """Every stored object of every resource as ``(storage key, object)``, READ-ONLY and uncopied (the
+        garbage collector's graph of owners and dependents, the namespace controller's contents)."""
         with self.lock:
-            live = set(self.storage.uids)
-            dependents: dict[str, list[tuple[str, dict]]] = {}
-            snapshot = [(k, e.obj) for k, b in self.storage.objects.items() for e in list(b.values())]
-        for key, obj in snapshot:
-            for ref in obj["metadata"].get("ownerReferences") or ():
-                dependents.setdefault(ref.get("uid"), []).append((key, obj))
-        for key, obj in snapshot:
-            meta = obj["metadata"]
-            rt = resolve(key)
-            try:
-                refs = meta.get("ownerReferences") or []
-                if refs and not meta.get("deletionTimestamp") and all(r.get("uid") not in live for r in refs):
-                    self.delete(rt, meta.get("namespace"), meta["name"], propagation_policy="Background")
-                    changes += 1
-                    continue
-                if not meta.get("deletionTimestamp"):
-                    continue
-                fins = meta.get("finalizers") or []
-                if "foregroundDeletion" in fins:
-                    deps = dependents.get(meta["uid"], [])
-                    if deps:
-                        for dk, dobj in deps:
-                            if not dobj["metadata"].get("deletionTimestamp"):
-                                self.delete(dk, dobj["metadata"].get("namespace"), dobj["metadata"]["name"],
-                                            propagation_policy="Foreground")
-                                changes += 1
-                    else:
-                        self._drop_finalizer(rt, obj, "foregroundDeletion")
-                        changes += 1
-                elif "orphan" in fins:
-                    for dk, dobj in dependents.get(meta["uid"], []):
-                        cur = self.try_get(dk, dobj["metadata"].get("namespace"), dobj["metadata"]["name"])
-                        if cur:
-                            refs2 = [r for r in cur["metadata"].get("ownerReferences") or []
-                                     if r.get("uid") != meta["uid"]]
-                            cur["metadata"]["ownerReferences"] = refs2 or None
-                            self.update(dk, _clean(cur), field_manager="garbage-collector")
-                    self._drop_finalizer(rt, obj, "orphan")
-                    changes += 1
-                elif key == "namespaces":
-                    changes += self._finalize_namespace(meta["name"])
-                elif key == "pods" and not fins and _ts(meta["deletionTimestamp"]) <= now:
-                    with self.lock:
-                        e = self.storage.entry("pods", meta.get("namespace", ""), meta["name"])
-                        if e is not None:
-                            self.storage.remove("pods", e.obj)
-                            changes += 1
-            except KubeError:
-                continue
-        return changes
+            return [(k, e.obj) for k, b in self.storage.objects.items() for e in list(b.values())]
 
-    def _drop_finalizer(self, rt: ResourceType, obj: dict, fin: str) -> None:
+    def finalize_namespace(self, name: str) -> bool:
+        """Remove a terminating namespace (``namespaces/finalize``: the namespace controller found it empty)."""
         with self.lock:
-            m = obj["metadata"]
-            e = self.storage.entry(rt.key, m.get("namespace", ""), m["name"])
-            if e is None:
-                return
-            new = copy.deepcopy(e.obj)
-            new["metadata"]["finalizers"] = [f for f in new["metadata"].get("finalizers", []) if f != fin]
-            if not new["metadata"]["finalizers"]:
-                new["metadata"].pop("finalizers")
-                self.storage.remove(rt.key, new)
-            else:
-                self.storage.put(rt.key, new)
-
-    def _finalize_namespace(self, ns: str) -> int:
-        n = 0
-        left = 0
-        for key, bucket in list(self.storage.objects.items()):
-            rt = resolve(key)
-            if not rt.namespaced:
-                continue
-            for (ons, oname), e in list(bucket.items()):
-                if ons != ns:
-                    continue
-                left += 1
-                if not e.obj["metadata"].get("deletionTimestamp") or key == "pods":
-                    with contextlib.suppress(KubeError):
-                        self.delete(rt, ns, oname, grace_period_seconds=0 if key == "pods" else None)
-                        n += 1
-        if left == 0:
-            with self.lock:
-                e = self.storage.entry("namespaces", "", ns)
-                if e is not None:
-                    self.storage.remove("namespaces", e.obj)
-                    n += 1
-        return n
-
-    # ---- events --------------------------------------------------------------------------------------------------
-    def record_event(self, involved: dict[str, Any], type: str, reason: str, message: str, *,
-                     component: str = "sandbox", host: str | None = None) -> dict[str, Any]:
-        meta = involved.get("metadata") or {}
-        ns = meta.get("namespace") or "default"
-        ref = {"kind": involved.get("kind"), "namespace": meta.get("namespace"), "name": meta.get("name"),
-               "uid": meta.get("uid"), "apiVersion": involved.get("apiVersion"),
-               "resourceVersion": meta.get("resourceVersion")}
-        ref = {k: v for k, v in ref.items() if v}
-        now = self.now()
-        now_ts = self.clock.now()
-        with self.lock:
-            for e in self.storage.indexed("events", "involvedObject.uid", (ref.get("uid"),)):
-                ev = e.obj
-                if ev["metadata"].get("namespace", "") != ns:
-                    continue
-                io = ev.get("involvedObject") or {}
-                if (io.get("uid") == ref.get("uid") and io.get("name") == ref.get("name") and ev.get("reason") == reason
-                        and ev.get("message") == message and ev.get("type") == type
-                        and now_ts - _ts(ev.get("lastTimestamp") or now) < 600):
-                    new = copy.deepcopy(ev)
-                    new["count"] = (ev.get("count") or 1) + 1
-                    new["lastTimestamp"] = now
-                    return self._out(resolve("events"), self.storage.put("events", new).obj)
-        name = f"{meta.get('name', 'unknown')}.{int(time.time_ns()) & 0xFFFFFFFFFFFFFFFF:x}"
-        source = {"component": component}
-        if host:
-            source["host"] = host
-        ev = {"apiVersion": "v1", "kind": "Event", "metadata": {"name": name, "namespace": ns},
-              "involvedObject": ref, "reason": reason, "message": message, "type": type, "source": source,
-              "firstTimestamp": now, "lastTimestamp": now, "count": 1, "reportingComponent": component,
-              "reportingInstance": host or ""}
-        return self.create("events", ev, ns, field_manager=component)
+            e = self.storage.entry("namespaces", "", name)
+            if e is None or not e.obj["metadata"].get("deletionTimestamp"):
+                return False
+            self.storage.remove("namespaces", e.obj)
+            return True
 
     # ---- watch ---------------------------------------------------------------------------------------------------
     async def watch(self, resource: str | ResourceType, namespace: str | None = None, label_selector: Any = None,
@@ -863,11 +750,6 @@ class KubeStore:
     @staticmethod
     def _bookmark(rt: ResourceType, rv: int) -> dict[str, Any]:
         return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(rv)}}
-
-
-def _ts(s: str) -> float:
-    dt = datetime.fromisoformat(s)
-    return (dt if dt.tzinfo else dt.replace(tzinfo=UTC)).timestamp()
 
 
 def _parse_body(raw: bytes | str, yaml_ok: bool = False) -> Any:

@@ -261,7 +261,7 @@ class KubeApp:
         raise method_not_allowed(method.lower(), rt.plural, rt.group)
 
     def _pod_log(self, ns: str, name: str, q: Any) -> Response:
-        """``pods/log``: the container's log as the sandbox's container runtime reports it (controllers service)."""
+        """``pods/log``: the container's log as the sandbox's container runtime reports it (the kubelets' logs)."""
         pod = self.store.get("pods", ns, name)
         names = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
         container = q.get("container") or (names[0] if len(names) == 1 else "")
@@ -270,8 +270,7 @@ class KubeApp:
                               f"[{' '.join(names)}]")
         if container not in names:
             raise bad_request(f"container {container} is not valid for pod {name}")
-        controllers = self.kube.ctx.services.get("controllers")
-        text = controllers.logs(ns, name, container) if controllers is not None else ""
+        text = self.kube.logs.logs(ns, name, container)
         tail = q.get("tailLines")
         if tail is not None and tail.isdigit():
             lines = text.splitlines(keepends=True)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .resources import GROUPS, RESOURCES, ResourceType, resources_of
+from .resources import GROUPS, ResourceType, resources_of
 
 VERSION_INFO = {
     "major": "1", "minor": "33", "emulationMajor": "1", "emulationMinor": "33", "minCompatibilityMajor": "1",
@@ -110,7 +110,3 @@ def resource_list(group: str, version: str) -> dict[str, Any]:
                 sd["group"], sd["version"] = s.group, s.version
             out.append(sd)
     return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": out}
-
-
-def all_resources() -> tuple[ResourceType, ...]:
-    return RESOURCES

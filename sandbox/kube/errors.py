@@ -112,11 +112,5 @@ def unsupported_media_type(content_type: str) -> KubeError:
                      f"application/apply-patch+yaml, application/strategic-merge-patch+json (got {content_type})")
 
 
-def page_not_found() -> KubeError:
-    """What a real server answers for a path it does not serve (e.g. a removed API group/version)."""
-    return KubeError(404, "NotFound", "the server could not find the requested resource",
-                     causes=[{"reason": "UnexpectedServerResponse", "message": "404 page not found"}])
-
-
 def field_cause(field: str, message: str, reason: str = "FieldValueInvalid") -> dict[str, str]:
     return {"reason": reason, "message": message, "field": field}

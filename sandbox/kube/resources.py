@@ -42,10 +42,6 @@ class ResourceType:
         return f"{self.group}/{self.version}" if self.group else self.version
 
     @property
-    def group_version(self) -> str:
-        return self.api_version
-
-    @property
     def key(self) -> str:
         """Storage key: ``plural`` for core, ``plural.group`` otherwise (the same name kubectl accepts)."""
         return self.storage or (f"{self.plural}.{self.group}" if self.group else self.plural)
@@ -159,11 +155,3 @@ def resolve(name: str) -> ResourceType:
         if low in (r.plural, r.kind.lower(), r.singular_name) or low in r.short_names:
             return r
     raise KeyError(f"unknown resource {name!r}")
-
-
-def by_kind(api_version: str, kind: str) -> ResourceType | None:
-    group, _, version = api_version.rpartition("/")
-    for r in RESOURCES:
-        if r.group == group and r.version == version and r.kind == kind:
-            return r
-    return None

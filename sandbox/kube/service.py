@@ -1,44 +1,53 @@
 """The sandbox's Kubernetes API server (HTTPS, bearer token, 1.33).
 
-``KubeService.store`` is the in-process API the controllers use (see :mod:`sandbox.kube.api` for the contract);
+``KubeService.store`` is the in-process API the controllers use (see :mod:`sandbox.kube.api` for the contract),
+``KubeService.events`` records Events (:mod:`sandbox.kube.events`);
 ``user_kubeconfig()`` serves ACK's DescribeClusterUserKubeconfig; ``register_api()`` lets another sandbox
-service answer an aggregated API group (e.g. ``external.metrics.k8s.io``) on this server.
+service answer an aggregated API group (e.g. ``external.metrics.k8s.io``) on this server. ``pods/log`` is read from
+the :class:`PodLogSource` it is given (the kubelets' container logs, as the real API server asks the kubelet).
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from ..runner import write_private
 from ..service import Service
-from . import kubeconfig, seed
+from . import kubeconfig, operations, seed
 from .api import KubeStore
 from .app import KubeApp
 from .auth import Tokens
 from .certs import ensure_certs
+from .events import EventRecorder
 
 log = logging.getLogger("sandbox.kube")
 DEFAULT_USER_TTL_MINUTES = 3 * 365 * 24 * 60  # ACK's default for a kubeconfig without a temporary duration
+
+
+class PodLogSource(Protocol):
+    """Where ``pods/log`` is read from: the container's log text, ``""`` when there is none."""
+
+    def logs(self, namespace: str, pod: str, container: str | None = None) -> str: ...
 
 
 class KubeService(Service):
     name = "kube"
     scheme = "https"
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx, logs: PodLogSource) -> None:
         super().__init__(ctx)
+        self.logs = logs
         self.dir = ctx.state_dir / "kube"
         self.tls = ensure_certs(self.dir)
         self.tokens = Tokens(ctx.store, ctx.clock)
         self.store = KubeStore(ctx)
+        self.events = EventRecorder(self.store)
         self.aggregated: dict[tuple[str, str], dict[str, Any]] = {}
         self.endpoint = ""
         self.kubeconfig_path = ctx.state_dir / "kubeconfig"
-        self._tasks: list[asyncio.Task] = []
         self._seed()
 
     # ---- Service hooks -------------------------------------------------------------------------------------------
@@ -55,17 +64,16 @@ class KubeService(Service):
 
     async def start(self) -> None:
         self.store.loop = asyncio.get_running_loop()
-        self._tasks.append(asyncio.create_task(self._gc_loop(), name="kube-gc"))
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
 
     def info(self) -> dict[str, Any]:
         return {"kube_endpoint": self.endpoint, "kubeconfig": str(self.kubeconfig_path)}
+
+    # ---- fault injection (sandbox.faults.FaultTarget) ------------------------------------------------------------
+    def fault_operation(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        return operations.operation(method, path, query)
+
+    def fault_error(self, kind: str, status: int, method: str, host: str) -> tuple[int, list, bytes]:
+        return operations.injected_error(kind, status)
 
     # ---- ACK DescribeClusterUserKubeconfig ---------------------------------------------------------------------------
     def user_kubeconfig(self, temporary_minutes: int | None = None, private_ip: bool = False) -> tuple[str, str]:
@@ -111,20 +119,3 @@ class KubeService(Service):
                 created["status"] = {"conditions": [seed.available_condition(self.store.now())]}
                 self.store.update_status(resource, created, field_manager="kube-apiserver")
         self.ctx.store.set_meta("kube_seeded", True)
-
-    async def _gc_loop(self) -> None:
-        while True:
-            await asyncio.sleep(0.2)
-            try:
-                if self.store._gc_dirty or self._tick():
-                    self.store._gc_dirty = False
-                    if self.store.gc_pass():
-                        self.store._gc_dirty = True
-            except Exception:  # noqa: BLE001 - the loop must survive one bad object
-                log.exception("kube gc pass failed")
-
-    _ticks = 0
-
-    def _tick(self) -> bool:
-        self._ticks += 1
-        return self._ticks % 5 == 0

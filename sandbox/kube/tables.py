@@ -215,10 +215,6 @@ def _event(o: dict, now: float) -> list:
             count, o["metadata"]["name"]]
 
 
-def _simple(o: dict, now: float) -> list:
-    return [o["metadata"]["name"], _age(o, now)]
-
-
 def _configmap(o: dict, now: float) -> list:
     return [o["metadata"]["name"], len(o.get("data") or {}) + len(o.get("binaryData") or {}), _age(o, now)]
 

@@ -16,7 +16,7 @@ Errors follow kubernetes-sigs/custom-metrics-apiserver: a provider error that is
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 from starlette.requests import Request
@@ -28,6 +28,11 @@ from ..kube.selectors import parse_labels
 from ..service import Service
 from . import sls
 
+if TYPE_CHECKING:
+    from ..context import SandboxContext
+    from ..ingress.service import IngressService
+    from ..kube.service import KubeService
+
 GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"
 
@@ -35,11 +40,11 @@ VERSION = "v1beta1"
 class MetricsService(Service):
     name = "metrics"
 
-    def __init__(self, ctx) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, ingress: IngressService) -> None:
         super().__init__(ctx)
-        opts = (getattr(ctx, "options", None) or {}).get("sls") or {}
+        self.ingress = ingress
+        opts = ctx.options.get("sls") or {}
         self.logstore = opts.get("logstore", sls.DEFAULT_LOGSTORE)
-        kube = ctx.services["kube"]
         resources = [{"resource": m, "responseKind": {"group": "", "version": "", "kind": "ExternalMetricValueList"},
                       "scope": "Namespaced", "verbs": ["get"]} for m in sls.METRICS]
         kube.register_api(GROUP, VERSION, resources, self.handle)
@@ -58,10 +63,7 @@ class MetricsService(Service):
             raise KubeError(404, "NotFound", f"the server could not find the metric {metric} for namespace "
                             f"{namespace}", kind=metric, group=GROUP)
         reqs = parse_labels(_selector_string(selector))
-        ingress = self.ctx.services.get("ingress")
-        if ingress is None:
-            raise KubeError(500, "InternalError", "Internal error occurred: no ingress access log")
-        q = sls.Query(self.project, self.logstore, ingress.log, self.ctx.clock.speed)
+        q = sls.Query(self.project, self.logstore, self.ingress.log, self.ctx.clock.speed)
         try:
             params = sls.parse_params(reqs)
             value = sls.query_value(q, params, metric)

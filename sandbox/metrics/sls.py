@@ -57,10 +57,6 @@ class MetricError(Exception):
     """What the adapter's provider returns as an error (the API server answers 500 InternalError)."""
 
 
-class UnknownMetric(Exception):
-    pass
-
-
 class SlsParams(BaseModel):
     model_config = ConfigDict(frozen=True)
 

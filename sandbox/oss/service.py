@@ -26,6 +26,7 @@ from starlette.routing import Route
 
 from ..context import SandboxContext
 from ..service import Service
+from . import operations
 from .auth import authenticate
 from .errors import OssError, render_error
 from .models import BucketInfo, ObjectInfo
@@ -99,6 +100,13 @@ class OssService(Service):
 
     def info(self) -> dict[str, Any]:
         return {}
+
+    # ---- fault injection (sandbox.faults.FaultTarget) ------------------------------------------------------------
+    def fault_operation(self, method: str, path: str, query: dict[str, list[str]], headers: dict[str, str]) -> str:
+        return operations.operation(method, path, query, headers)
+
+    def fault_error(self, kind: str, status: int, method: str, host: str) -> tuple[int, list, bytes]:
+        return operations.injected_error(kind, status, method, host)
 
     # ---- in-process API ------------------------------------------------------------------------------------------
     def bucket_exists(self, name: str) -> bool:

@@ -2,13 +2,13 @@
 
 How it plugs in (both seams are in-process, in the sandbox's event loop):
 
-- **Container runtime** (:mod:`sandbox.controllers.runtime`): registered first on
-  ``ctx.services["controllers"].runtimes``; it claims every container whose command runs ``tensorflow_model_server``
+- **Container runtime** (:mod:`sandbox.controllers.runtime`): registered first on the controllers service's
+  ``runtimes``; it claims every container whose command runs ``tensorflow_model_server``
   (directly or through ``sh -c``) and starts a :class:`~sandbox.runtime.server.ModelServer` for it with the
   container's resolved mounts (``ContainerSpec.mounts``: ConfigMaps and the OSS bucket/path of CSI PVs). The kubelet
   polls ``state()`` (readiness = the pod's readiness probe run against the server; exit codes) and ``logs()``.
-- **Ingress endpoints** (:mod:`sandbox.ingress.service`): :meth:`RuntimeService.resolve` is added as a resolver;
-  it maps ``(pod IP, --rest_api_port)`` to the loopback ``(host, port)`` where that pod's REST API listens, while
+- **Ingress endpoints** (:mod:`sandbox.ingress.service`): the ingress is given :meth:`RuntimeService.resolve` as a
+  resolver (:func:`sandbox.registry.build`); it maps ``(pod IP, --rest_api_port)`` to the loopback ``(host, port)`` where that pod's REST API listens, while
   the pod's server runs. The mapping is dropped when the kubelet stops the container (pod deleted, restarted).
 
 In-process API (tests, tools): ``servers`` (``{(namespace, pod, container): ModelServer}``),
@@ -21,8 +21,10 @@ removed when the container stops. Capacity settings: :mod:`sandbox.runtime.capac
 from __future__ import annotations
 
 import logging
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
+from sandbox.context import SandboxContext
 from sandbox.controllers.runtime import ContainerHandle, ContainerSpec, runs_binary
 from sandbox.service import Service
 from sandbox.timings import resolve as resolve_timings
@@ -32,6 +34,12 @@ from .flags import MODEL_SERVER
 from .podfs import PodFS
 from .server import ModelServer
 
+if TYPE_CHECKING:
+    from sandbox.controllers.service import ControllersService
+    from sandbox.kube.api import KubeStore
+    from sandbox.kube.service import KubeService
+    from sandbox.oss.service import OssService
+
 log = logging.getLogger("sandbox.runtime")
 
 
@@ -40,9 +48,12 @@ class TfServingRuntime:
 
     name = "tensorflow-serving"
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: SandboxContext, store: KubeStore, oss: OssService, changed: Callable[[], None]) -> None:
         self.ctx = ctx
-        self.options = getattr(ctx, "options", None) or {}
+        self.store = store
+        self.oss = oss
+        self.changed = changed
+        self.options = ctx.options
         self.timings = resolve_timings(self.options)
         self.servers: dict[tuple[str, str, str], ModelServer] = {}
 
@@ -50,19 +61,17 @@ class TfServingRuntime:
         return runs_binary(container, MODEL_SERVER)
 
     def start(self, spec: ContainerSpec) -> ContainerHandle:
-        controllers = self.ctx.services["controllers"]
-        kube = self.ctx.services["kube"]
-        pod = kube.store.try_get("pods", spec.namespace, spec.pod_name) or {}
+        pod = self.store.try_get("pods", spec.namespace, spec.pod_name) or {}
         annotations = (pod.get("metadata") or {}).get("annotations") or {}
         settings = resolve_settings(self.options, annotations)
-        fs = PodFS(list(spec.mounts), spec.namespace, kube.store, self.ctx.services.get("oss"))
+        fs = PodFS(list(spec.mounts), spec.namespace, self.store, self.oss)
         key = (spec.namespace, spec.pod_name, spec.name)
         old = self.servers.get(key)
         if old is not None:
             self._forget(old)
         cache = self.ctx.state_dir / "runtime" / spec.pod_uid / f"{spec.name}-{spec.restart_count}"
         server = ModelServer(spec, fs=fs, clock=self.ctx.clock, timings=self.timings, settings=settings,
-                             cache_dir=cache, changed=controllers.runtimes.changed, on_stop=self._forget)
+                             cache_dir=cache, changed=self.changed, on_stop=self._forget)
         self.servers[key] = server
         return server
 
@@ -89,33 +98,20 @@ class TfServingRuntime:
 class RuntimeService(Service):
     name = "runtime"
 
-    def __init__(self, ctx: Any) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, controllers: ControllersService, oss: OssService) -> None:
         super().__init__(ctx)
-        self.runtime = TfServingRuntime(ctx)
-        self._ingress: Any = None
+        self.controllers = controllers
+        self.runtime = TfServingRuntime(ctx, kube.store, oss, controllers.runtimes.changed)
 
     @property
     def servers(self) -> dict[tuple[str, str, str], ModelServer]:
         return self.runtime.servers
 
     async def start(self) -> None:
-        controllers = self.ctx.services.get("controllers")
-        if controllers is None:
-            log.warning("no controllers service: TF Serving pods will not run")
-            return
-        controllers.runtimes.register(self.runtime, first=True)
-        ingress = self.ctx.services.get("ingress")
-        if ingress is not None and hasattr(ingress, "add_resolver"):
-            ingress.add_resolver(self.runtime.resolve)
-            self._ingress = ingress
+        self.controllers.runtimes.register(self.runtime, first=True)
 
     async def stop(self) -> None:
-        controllers = self.ctx.services.get("controllers")
-        if controllers is not None:
-            controllers.runtimes.unregister(self.runtime.name)
-        if self._ingress is not None:
-            self._ingress.remove_resolver(self.runtime.resolve)
-            self._ingress = None
+        self.controllers.runtimes.unregister(self.runtime.name)
         for server in list(self.runtime.servers.values()):
             await server.stop()
 

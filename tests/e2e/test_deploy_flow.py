@@ -151,7 +151,7 @@ def test_pods_forced_onto_a_node_outside_the_pool_fail_placement(e2e_sandbox, mo
 
 def test_a_pool_holding_only_pay_as_you_go_fails_the_mix(e2e_sandbox, model_dir, block, tmp_path) -> None:
     # No spot stock for the pool's types and no compensation: only the pay-as-you-go base is ever bought.
-    fleet = e2e_sandbox.ctx.services["fleet"]
+    fleet = e2e_sandbox.services.fleet
     spec = make_spec(model_dir, "mix", **{"node_pool.compensate_with_on_demand": False,
                                             "node_pool.on_demand_base_capacity": 1,
                                             "verification.require_scale_out": False, "load_test.enabled": False})

@@ -234,7 +234,7 @@ def hpa_rescales(core: Any) -> list[tuple[float, int, int]]:
 def backlog(sandbox: Any, pods: list[Any]) -> int:
     """The most requests waiting for a slot on any serving replica (each model server's queue, read in-process:
     TF Serving's REST API has no queue-depth figure)."""
-    runtime = sandbox.ctx.services["runtime"]
+    runtime = sandbox.services.runtime
     servers = [runtime.server(p.metadata.namespace, p.metadata.name) for p in pods]
     return max((s.capacity.waiting for s in servers if s is not None), default=0)
 

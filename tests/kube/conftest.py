@@ -18,7 +18,7 @@ def kubeconfig(sandbox_info) -> str:
 @pytest.fixture(scope="session")
 def kube(sandbox):
     """The KubeService (in-process API for white-box setup only)."""
-    return sandbox.ctx.services["kube"]
+    return sandbox.services.kube
 
 
 @pytest.fixture(scope="session")

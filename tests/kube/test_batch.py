@@ -99,7 +99,7 @@ class _ExitRuntime:
 
 @pytest.fixture
 def exits(sandbox, ns):
-    runtimes = sandbox.ctx.services["controllers"].runtimes
+    runtimes = sandbox.services.controllers.runtimes
     runtimes.register(_ExitRuntime(ns), first=True)
     yield
     runtimes.unregister("test-exit")

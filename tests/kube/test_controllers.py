@@ -320,7 +320,7 @@ def test_pod_without_owner_runs_and_its_logs_come_from_the_runtime(cluster, sand
     msg = pulled[0].message
     assert msg.startswith('Successfully pulled image "busybox:1.36" in ') and "including waiting). Image size: " in msg \
         or msg == 'Container image "busybox:1.36" already present on machine'
-    assert sandbox.ctx.services["controllers"].logs(ns, "solo", "c") == ""
+    assert sandbox.services.controllers.logs(ns, "solo", "c") == ""
 
 
 # ---- the scheduler, node pools and GPUs ----------------------------------------------------------------------------
@@ -393,7 +393,7 @@ def test_gpu_serving_waits_for_a_labelled_pool_then_lands_only_there(elastic):
 
     # a spot reclaim notice marks the node; when the instance goes, the node and its pod go
     spot = next(n for n in gpu_nodes if n.metadata.labels["node.alibabacloud.com/spot-strategy"] != "NoSpot")
-    fleet = sb.ctx.services["fleet"]
+    fleet = sb.services.fleet
     fleet.reclaim(spot.metadata.labels["alibabacloud.com/ecs-instance-id"])
     marked = wait_for(lambda: (lambda n: n if cond(n, "InstanceExpired").status == "True" else None)(
         core.read_node(spot.metadata.name)), "InstanceExpired=True")
@@ -539,7 +539,7 @@ def test_wrong_oss_key_leaves_the_pod_creating_until_the_secret_is_fixed(cluster
         "akId": base64.b64encode(sandbox_info["access_key_id"].encode()).decode(),
         "akSecret": base64.b64encode(sandbox_info["access_key_secret"].encode()).decode()}})
     wait_for(lambda: available(apps, ns, "mnt", 1), "mnt to be available", timeout=60)
-    vols = sandbox.ctx.services["controllers"].volumes_of(ns, name)
+    vols = sandbox.services.controllers.volumes_of(ns, name)
     assert vols["model"].kind == "oss" and vols["model"].bucket == bucket and vols["model"].path == "/models"
     assert vols["model"].pv == pv and vols["model"].pvc == "model-pvc"
     apps.delete_namespaced_deployment("mnt", ns)
@@ -603,7 +603,7 @@ class FlipRuntime:
 @pytest.fixture
 def flip(sandbox):
     rt = FlipRuntime()
-    registry = sandbox.ctx.services["controllers"].runtimes
+    registry = sandbox.services.controllers.runtimes
     registry.register(rt, first=True)
     yield rt
     registry.unregister("flip")
@@ -612,7 +612,7 @@ def flip(sandbox):
 def _poke(sandbox) -> None:
     """Tell the kubelet that a runtime changed (from the sandbox's loop, as a runtime would)."""
     loop = sandbox._loop
-    loop.call_soon_threadsafe(sandbox.ctx.services["controllers"].runtimes.changed)
+    loop.call_soon_threadsafe(sandbox.services.controllers.runtimes.changed)
     asyncio.run_coroutine_threadsafe(asyncio.sleep(0), loop).result(5)
 
 
@@ -636,7 +636,7 @@ def test_endpoints_follow_readiness_reported_by_a_runtime(cluster, sandbox, flip
 
     pods = sorted(p.metadata.name for p in pods_of(core, ns, "ep"))
     wait_for(lambda: endpoints() == (set(pods), set()), "both pods ready in the Endpoints")
-    assert sandbox.ctx.services["controllers"].logs(ns, pods[0], "main").startswith(
+    assert sandbox.services.controllers.logs(ns, pods[0], "main").startswith(
         "serving ['/bin/flip-server', '--port=80'] on 172.20.")
     flip.unready.add(pods[0])
     _poke(sandbox)

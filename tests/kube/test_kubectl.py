@@ -174,7 +174,7 @@ def test_get_watch_streams_changes(kubectl, ns):
 def test_events_listed_for_describe(kubectl, kube, ns):
     kubectl("-n", ns, "run", "evp", "--image=busybox:1.36", "--restart=Never")
     pod = kube.store.get("pods", ns, "evp")
-    kube.store.record_event(pod, "Warning", "FailedScheduling",
+    kube.events.record(pod, "Warning", "FailedScheduling",
                             "0/0 nodes are available: no nodes available to schedule pods.",
                             component="default-scheduler")
     desc = kubectl("-n", ns, "describe", "pod", "evp").stdout

@@ -169,7 +169,7 @@ def test_ingress_status_address_published(sb, api, app_ns):
 
 
 def test_ingress_routing_and_nginx_errors(sb, app_ns, backend):
-    ingress = sb.ctx.services["ingress"]
+    ingress = sb.services.ingress
     url = sb.info["ingress_endpoint"]
     with httpx.Client(base_url=url, timeout=10) as c:
         # route known but the endpoint is not reachable from here (no resolver yet): like a refused connection
@@ -220,7 +220,7 @@ def test_external_metric_errors_like_the_adapter(sb, raw, app_ns):
 
 
 def test_qps_metric_rises_under_constant_load(sb, raw, app_ns, backend):
-    sb.ctx.services["ingress"].add_resolver(lambda ip, port: backend if (ip, port) == (POD_IP, 8501) else None)
+    sb.services.ingress.add_resolver(lambda ip, port: backend if (ip, port) == (POD_IP, 8501) else None)
     with _Load(sb.info["ingress_endpoint"], rate=40):
         def qps():
             r = _metric(raw, app_ns, _selector(sb, app_ns))
@@ -238,7 +238,7 @@ def test_qps_metric_rises_under_constant_load(sb, raw, app_ns, backend):
 
 # ---- HPA -------------------------------------------------------------------------------------------------------------
 def test_hpa_scales_out_per_formula_then_in_after_stabilization(sb, api, raw, app_ns, backend):
-    sb.ctx.services["ingress"].add_resolver(lambda ip, port: backend if (ip, port) == (POD_IP, 8501) else None)
+    sb.services.ingress.add_resolver(lambda ip, port: backend if (ip, port) == (POD_IP, 8501) else None)
     # the route is idle (earlier tests' traffic has left the window)
     wait_for(lambda: _metric(raw, app_ns, _selector(sb, app_ns)).json()["items"][0]["value"] == "0", what="idle")
     apps, auto, core = client.AppsV1Api(api), client.AutoscalingV2Api(api), client.CoreV1Api(api)

@@ -75,7 +75,7 @@ class Env:
 
     @property
     def runtime(self) -> Any:
-        return self.sb.ctx.services["runtime"]
+        return self.sb.services.runtime
 
     def spec(self, ns: str, name: str = "bert-tfserving", **serving: Any) -> DeploySpec:
         model = serving.pop("model", {})
@@ -115,7 +115,7 @@ class Env:
         return p if c is not None and c.status == "True" else None
 
     def logs(self, ns: str, pod: str) -> str:
-        return self.sb.ctx.services["controllers"].logs(ns, pod, "serving")
+        return self.sb.services.controllers.logs(ns, pod, "serving")
 
     def rest(self, ns: str, pod: str) -> str:
         host, port = wait_for(lambda: self.runtime.address(ns, pod), "the REST listener")
@@ -181,9 +181,9 @@ def test_pod_becomes_ready_and_serves_the_rest_api(env, ns):
     assert env.core.read_namespaced_pod_log(pod, ns, tail_lines=1) == log.splitlines(keepends=True)[-1]
     base = env.rest(ns, pod)
     # the ingress data plane reaches the same listener through the resolver seam
-    assert env.sb.ctx.services["ingress"].resolve(p.status.pod_ip, 8501) == tuple(
+    assert env.sb.services.ingress.resolve(p.status.pod_ip, 8501) == tuple(
         int(x) if x.isdigit() else x for x in base.removeprefix("http://").split(":"))
-    assert env.sb.ctx.services["ingress"].resolve(p.status.pod_ip, 8500) is None
+    assert env.sb.services.ingress.resolve(p.status.pod_ip, 8500) is None
 
     with httpx.Client(base_url=base, timeout=10) as h:
         # status: all versions, one version, unknown version, unknown model
@@ -257,7 +257,7 @@ def test_pod_becomes_ready_and_serves_the_rest_api(env, ns):
     ip = p.status.pod_ip
     env.apps.delete_namespaced_deployment(spec.names.deployment, ns)
     wait_for(lambda: env.runtime.address(ns, pod) is None, "the listener to be released")
-    assert env.sb.ctx.services["ingress"].resolve(ip, 8501) is None
+    assert env.sb.services.ingress.resolve(ip, 8501) is None
 
 
 # ---- manifests that fail the way TF Serving does ---------------------------------------------------------------

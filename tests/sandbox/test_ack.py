@@ -224,7 +224,7 @@ def test_seven_instances_at_30_percent_hold_3_payg_and_4_spot(cs: Cs):
 
 # ---- stock: compensation and shortfall ---------------------------------------------------------------------------
 def _exhaust_spot(sb) -> None:
-    fleet = sb.ctx.services["fleet"]
+    fleet = sb.services.fleet
     for t in GPU_TYPES[:2]:
         for z in sb.info["zones"]:
             fleet.set_spot_stock(t, z, 0)
@@ -263,10 +263,10 @@ def test_spot_stock_exhausted_without_compensation_reports_the_shortfall(fresh_s
     assert cond["status"] == "False" and cond["reason"] == "InsufficientStock"
     assert "7 instance(s) short" in cond["message"] and "compensate_with_on_demand=false" in cond["message"]
     # the scaling activity says "partial success" and why
-    (act,) = [a for a in fresh_sandbox.ctx.services["fleet"].activities(np) if a.created_instances]
+    (act,) = [a for a in fresh_sandbox.services.fleet.activities(np) if a.created_instances]
     assert act.status_code == "Warning" and "Partially successful" in act.status_message
     # stock comes back: ESS retries and the pool reaches its size with the configured mix
-    fleet = fresh_sandbox.ctx.services["fleet"]
+    fleet = fresh_sandbox.services.fleet
     for t in GPU_TYPES[:2]:
         for z in fresh_sandbox.info["zones"]:
             fleet.set_spot_stock(t, z, 100)
@@ -288,7 +288,7 @@ def quick_reclaim_sandbox(tmp_path):
 def test_spot_reclaim_notice_remedy_and_release(quick_reclaim_sandbox):
     fresh_sandbox = quick_reclaim_sandbox
     cs = Cs(fresh_sandbox.info)
-    fleet = fresh_sandbox.ctx.services["fleet"]
+    fleet = fresh_sandbox.services.fleet
     body = spot_pool("reclaim", on_demand_percentage_above_base_capacity=0, spot_instance_remedy=True)
     body["auto_scaling"].update(min_instances=2)
     created = cs.create(body)
@@ -325,7 +325,7 @@ def test_delete_pool_releases_its_instances(cs: Cs, sandbox):
     err = server_error(cs.detail, np)
     assert err.http_status == 404 and err.error_code == "ErrorNodePoolNotFound"
     assert cs.nodes(None, instanceIds=",".join(ids))["nodes"] == []
-    fleet = sandbox.ctx.services["fleet"]
+    fleet = sandbox.services.fleet
     assert all(fleet.instance(i).status == "Released" for i in ids)
     assert fleet.scaling_group(np) is None
 
@@ -429,7 +429,7 @@ def _autoscaled_pool(cs: Cs, name: str) -> str:
 
 def test_autoscaler_sized_pool_keeps_its_size_through_modify_and_scale(sized_sandbox):
     cs = Cs(sized_sandbox.info)
-    fleet = sized_sandbox.ctx.services["fleet"]
+    fleet = sized_sandbox.services.fleet
     np = _autoscaled_pool(cs, "ca-sized")
     assert _size(cs, np) == (1, 1, 1)
     # the cluster-autoscaler's scale-up: the ESS group's desired capacity, not through ACK
@@ -463,7 +463,7 @@ def test_autoscaler_sized_pool_keeps_its_size_through_modify_and_scale(sized_san
 
 def test_pool_without_auto_scaling_reads_its_size_from_the_group(sized_sandbox):
     cs = Cs(sized_sandbox.info)
-    fleet = sized_sandbox.ctx.services["fleet"]
+    fleet = sized_sandbox.services.fleet
     body = spot_pool("fixed-size", spot_strategy="NoSpot", on_demand_percentage_above_base_capacity=100)
     body["auto_scaling"] = {"enable": False}
     body["scaling_group"]["desired_size"] = 2
@@ -491,7 +491,7 @@ def test_autoscaler_sized_pool_keeps_its_size_across_restart(tmp_path):
     try:
         cs = Cs(info)
         np = _autoscaled_pool(cs, "ca-persistent")
-        sb.ctx.services["fleet"].set_desired(np, 3)
+        sb.services.fleet.set_desired(np, 3)
         assert len(wait_nodes(cs, np, 3)) == 3
     finally:
         sb.stop()
@@ -649,14 +649,9 @@ def test_not_found_errors(cs: Cs):
     assert (err.http_status, err.error_code) == (400, "InvalidParameter") and "pageSize" in err.message
 
 
-def test_user_kubeconfig(cs: Cs, sandbox):
-    kube = sandbox.ctx.services.get("kube")
-    if callable(getattr(kube, "user_kubeconfig", None)):
-        out = cs.call("GET", "/k8s/[ClusterId]/user_config", query={"TemporaryDurationMinutes": 60})
-        assert "clusters" in out["config"] and out["expiration"]
-    else:
-        err = server_error(cs.call, "GET", "/k8s/[ClusterId]/user_config")
-        assert err.http_status == 404 and "Kubernetes API" in err.message
+def test_user_kubeconfig(cs: Cs):
+    out = cs.call("GET", "/k8s/[ClusterId]/user_config", query={"TemporaryDurationMinutes": 60})
+    assert "clusters" in out["config"] and out["expiration"]
     err = server_error(cs.call, "GET", "/k8s/[ClusterId]/user_config", query={"TemporaryDurationMinutes": 5})
     assert err.error_code == "InvalidParameter" and "TemporaryDurationMinutes" in err.message
 

@@ -19,7 +19,9 @@ from blocks.alibaba import AlibabaCloudCredentials
 from clients.ack import AckApi, AckApiError
 from clients.kube import KubeClients
 from clients.oss import ensure_bucket, retrying
-from sandbox.faults import FaultEngine, kube_operation, oss_operation, parse_spec
+from sandbox.faults import FaultEngine, parse_spec
+from sandbox.kube.operations import operation as kube_operation
+from sandbox.oss.operations import operation as oss_operation
 from sandbox.runner import Sandbox
 
 FAULTS_FILE = """
@@ -164,7 +166,7 @@ def test_boot_failures_and_spot_stockouts(sb, info):
         "boot_failures": [{"instance_type": "ecs.g7.*", "count": 1}],
         "spot_stockouts": [{"instance_type": "ecs.gn6i-c4g1.xlarge", "available": 0}]})
     assert r.status_code == 200, r.text
-    fleet = sb.ctx.services["fleet"]
+    fleet = sb.services.fleet
     assert all(fleet.stock("ecs.gn6i-c4g1.xlarge", z, spot=True) == 0 for z in zones)
     api = ack_api(info, backoff=0.01, backoff_max=0.02)
     default = next(p for p in api.describe_node_pools() if p.nodepool_info.get("is_default"))

@@ -198,7 +198,7 @@ def _creds_of(sb) -> tuple[AlibabaCloudCredentials, str]:
 
 def test_a_failed_task_fails_the_step_with_the_reason(fresh_sandbox):
     c, cluster_id = _creds_of(fresh_sandbox)
-    fleet = fresh_sandbox.ctx.services["fleet"]
+    fleet = fresh_sandbox.services.fleet
     for zone in fresh_sandbox.info["zones"]:
         fleet.set_spot_stock("ecs.gn6i-c4g1.xlarge", zone, 0)
     spec = pool_spec(

@@ -545,7 +545,7 @@ def test_crc_mismatch_detected(sandbox, bucket, tmp_path):
     """A corrupted object on 'disk' no longer matches its recorded x-oss-hash-crc64ecma: oss2 notices."""
     data = os.urandom(64 * 1024)
     bucket.put_object("rot", data)
-    _, path = sandbox.ctx.services["oss"].state.get_object(bucket.bucket_name, "rot")
+    _, path = sandbox.services.oss.state.get_object(bucket.bucket_name, "rot")
     with open(path, "r+b") as f:
         f.seek(1000)
         f.write(bytes([data[1000] ^ 0xFF]))
@@ -733,7 +733,7 @@ def bucket_tmp_dir(info) -> Path:
 
 # ---- in-process API and persistence -------------------------------------------------------------------------------
 def test_in_process_api(sandbox, listing_bucket):
-    svc = sandbox.ctx.services["oss"]
+    svc = sandbox.services.oss
     assert svc.bucket_exists(listing_bucket.bucket_name) and not svc.bucket_exists("no-such-bucket-x")
     assert svc.list_keys(listing_bucket.bucket_name, "dir/sub") == ["dir/sub/deep.txt", "dir/sub2/x&y<z>.txt"]
     with svc.open_object(listing_bucket.bucket_name, "dir/日本語.txt") as f:
