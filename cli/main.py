@@ -2,23 +2,85 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
+import click
 import typer
 from rich.console import Console
+from typer.exceptions import TyperException
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(no_args_is_help=True, help="The local emulation of ACK, OSS, ECS/ESS and SLS.")
 app.add_typer(sandbox_app, name="sandbox")
 console = Console()
+err_console = Console(stderr=True)
+
+_debug = False
+ERROR_LINE_MAX = 800
+
+
+@app.callback()
+def _main(
+    debug: Annotated[
+        bool, typer.Option("--debug", help="Show the full traceback of an error instead of its one-line summary")
+    ] = False,
+) -> None:
+    global _debug
+    _debug = debug
+    if not debug:
+        import logging
+
+        # The ACK SDK logs every failed attempt at ERROR with its own wording; the retry loop already reports each
+        # attempt (tasks/ack_api.py) and the final error is one line below.
+        logging.getLogger("aliyunsdkcore").setLevel(logging.CRITICAL)
+
+
+def one_line(exc: BaseException) -> str:
+    """An exception as one line: its own words (they name the file, field, object or endpoint), whitespace folded."""
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if len(text) > ERROR_LINE_MAX:
+        text = text[:ERROR_LINE_MAX] + " ..."
+    return text
+
+
+def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Every error a user can cause (a bad spec, a missing file, a manifest the API server refuses, an endpoint
+    that does not answer) ends the command with one line on stderr; ``--debug`` shows the traceback instead.
+    Exit codes: 2 for input the command refuses (a bad spec or file), 1 for anything else."""
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from core.spec import SpecError
+
+        try:
+            return command(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException, click.exceptions.Exit, click.ClickException):
+            # typer's own exits and usage errors (it vendors click; plain click's, for older typer)
+            raise
+        except Exception as exc:
+            if _debug:
+                raise
+            if isinstance(exc, SpecError):
+                err_console.print(str(exc), markup=False, highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+            code = 2 if isinstance(exc, (FileNotFoundError, IsADirectoryError, NotADirectoryError,
+                                         PermissionError, UnicodeDecodeError, json.JSONDecodeError)) else 1
+            err_console.print(f"error: {one_line(exc)} (--debug shows the traceback)", markup=False,
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(code) from None
+
+    return wrapper
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="Sandbox state directory")]
 
 
 @sandbox_app.command("up")
+@user_errors
 def sandbox_up(
     dir: DirOpt = Path(".sandbox"),
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 10.0,
@@ -96,10 +158,13 @@ def _save_blocks_when_ready(state_dir: Path, timeout: float = 120.0) -> None:
 
 
 @sandbox_app.command("down")
+@user_errors
 def sandbox_down(dir: DirOpt = Path(".sandbox")) -> None:
     """Stop the background sandbox of DIR (its state stays for the next `up`)."""
-    from sandbox.daemon import stop_detached
+    from sandbox.daemon import check_pid_file, stop_detached
 
+    if stale := check_pid_file(dir)[1]:
+        console.print(f"[yellow]{stale}[/]", highlight=False)
     if stop_detached(dir):
         console.print(f"sandbox in {dir} stopped")
     else:
@@ -107,14 +172,17 @@ def sandbox_down(dir: DirOpt = Path(".sandbox")) -> None:
 
 
 @sandbox_app.command("status")
+@user_errors
 def sandbox_status(
     dir: DirOpt = Path(".sandbox"),
     as_json: Annotated[bool, typer.Option("--json", help="Print sandbox.json (secret masked)")] = False,
 ) -> None:
     """Say whether the sandbox of DIR runs, and where its endpoints are."""
-    from sandbox.daemon import running_pid
+    from sandbox.daemon import check_pid_file
 
-    pid = running_pid(dir)
+    pid, stale = check_pid_file(dir)
+    if stale:
+        err_console.print(stale, markup=False, highlight=False)
     info_path = dir / "sandbox.json"
     info = json.loads(info_path.read_text()) if info_path.exists() else {}
     masked = {k: ("********" if "secret" in k or "token" in k else v) for k, v in info.items()}
@@ -129,6 +197,7 @@ def sandbox_status(
 
 
 @app.command("demo")
+@user_errors
 def demo(
     spec: Annotated[Path | None, typer.Option(help="Spec file (default examples/sandbox.yaml)")] = None,
     dir: DirOpt = Path(".sandbox"),
@@ -142,6 +211,7 @@ def demo(
 
 
 @app.command("deploy")
+@user_errors
 def deploy_cmd(
     spec: Annotated[Path, typer.Argument(help="DeploySpec YAML or JSON file")],
     cluster_block: Annotated[
@@ -158,13 +228,9 @@ def deploy_cmd(
     ] = False,
 ) -> None:
     """Run the deploy flow with SPEC against a saved cluster block, or against a running sandbox."""
-    from core.spec import DeploySpec, SpecError
+    from core.spec import DeploySpec
 
-    try:
-        parsed = DeploySpec.from_file(spec)
-    except SpecError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    parsed = DeploySpec.from_file(spec)
     if server and not plan:
         raise typer.BadParameter("--server only goes with --plan", param_hint="--server")
     if plan:
@@ -174,6 +240,7 @@ def deploy_cmd(
 
     if (cluster_block is None) == (sandbox_dir is None):
         raise typer.BadParameter("give exactly one of --cluster-block or --sandbox-dir")
+    parsed.require_model_source(str(spec))
     if sandbox_dir is not None:
         from .sandbox_profile import read_sandbox_info, save_sandbox_blocks
 
@@ -219,6 +286,7 @@ def _key_values(values: list[str] | None, option: str) -> dict[str, str]:
 
 
 @app.command("registry-webhook")
+@user_errors
 def registry_webhook(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on")] = 8787,
@@ -278,6 +346,7 @@ def registry_webhook(
 
 
 @app.command("emit-model-event")
+@user_errors
 def emit_model_event_cmd(
     name: Annotated[str, typer.Option(help="Registered model name")],
     version: Annotated[str, typer.Option(help="Model version")],

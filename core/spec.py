@@ -10,6 +10,7 @@ prefix the model is uploaded to, ...) is derived in :class:`DerivedNames`, never
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from datetime import UTC, datetime
@@ -42,6 +43,43 @@ VERSION_POLICY = re.compile(r"^(latest(:[1-9][0-9]*)?|all|specific:[0-9]+(,[0-9]
 QUANTITY = re.compile(r"^[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|Ei|k|M|G|T|P|E|m)?$")
 VSWITCH_ID = re.compile(r"^vsw-[a-z0-9]{6,40}$")
 INSTANCE_TYPE = re.compile(r"^ecs\.[a-z0-9-]+\.[a-z0-9-]+$")
+# ECS CreateKeyPair KeyPairName: 2-128 characters, starts with a letter, letters, digits, ':', '_' and '-'
+# (https://www.alibabacloud.com/help/en/ecs/developer-reference/api-ecs-2014-05-26-createkeypair).
+KEY_PAIR_NAME = re.compile(r"[A-Za-z][A-Za-z0-9:_-]{1,127}")
+# ACK login_password: 8-30 characters, three of upper, lower, digits, specials (CreateClusterNodePoolRequest);
+# the special characters ECS accepts in an instance password (ECS RunInstances Password).
+PASSWORD_SPECIALS = "()`~!@#$%^&*-_+=|{}[]:;'<>,.?/"
+SECURITY_GROUP_ID = re.compile(r"sg-[a-z0-9]{1,40}")
+# ECS: an ENI (so an instance) joins at most 5 security groups by default; the quota can be raised to 10
+# (ECS "Limits": security groups an ENI can be added to).
+MAX_SECURITY_GROUPS = 10
+MAX_POOL_INSTANCES = 2000
+# HPA minReplicas/maxReplicas are int32 in autoscaling/v2; the project caps replicas at 1000 (= the largest pool
+# of GPU nodes it plans for); target averageValue is a Quantity the HPA controller reads as MilliValue() into an
+# int64 (pkg/controller/podautoscaler/replica_calculator.go), so a target above (2**63-1)//1000 overflows.
+MAX_TARGET_QPS = (2**63 - 1) // 1000
+# TF Serving's REST predict body: a JSON object with "instances" (row format) or "inputs" (columnar), not both
+# (https://www.tensorflow.org/tfx/serving/api_rest#request_format_2). Bodies above nginx's default
+# client_max_body_size (1m) are refused by the ingress with 413 (nginx ngx_http_core_module).
+PAYLOAD_MAX_BYTES = 1024 * 1024
+# ossfs options in the CSI driver's otherOpts: space-separated "-o name[=value]" (alibaba-cloud-csi-driver docs,
+# "otherOpts ... -o max_stat_cache_size=0 -o allow_other"): no newlines, tabs or shell metacharacters.
+OSSFS_OPTS = re.compile(r"(-o [A-Za-z0-9_.,=:/+@-]+)( -o [A-Za-z0-9_.,=:/+@-]+)*")
+# Container paths and bucket paths: printable, no whitespace or control characters.
+CLEAN_PATH = re.compile(r"/[A-Za-z0-9._~@%+=:,/-]*")
+# ingress-nginx's strict path validation for Prefix/Exact paths (internal/ingress/inspector validPathType:
+# ^/[[:alnum:]\_\-/]*$); ImplementationSpecific paths may be regexes but no whitespace or control characters.
+INGRESS_PATH_STRICT = re.compile(r"/[A-Za-z0-9_/-]*")
+INGRESS_PATH_ANY = re.compile(r"/[!-~]*")
+# distribution/reference: a name is at most 255 characters; a tag [\w][\w.-]{0,127}; a digest algorithm:hex.
+IMAGE_REF = re.compile(
+    r"[a-z0-9]+([._-][a-z0-9]+|__)*(:[0-9]+)?(/[a-z0-9]+([._-]+[a-z0-9]+)*)*"
+    r"(:[A-Za-z0-9_][A-Za-z0-9_.-]{0,127})?(@[a-z0-9]+([+._-][a-z0-9]+)*:[a-f0-9]{32,})?"
+)
+# RAM role names: 1-64 characters of letters, digits, '.' and '-' (RAM CreateRole RoleName).
+RAM_ROLE = re.compile(r"[A-Za-z0-9.-]{1,64}")
+# An OSS endpoint (host[:port], optionally with the scheme) as the CSI driver's `url` takes it.
+OSS_ENDPOINT = re.compile(r"(https?://)?[a-z0-9]([a-z0-9.-]{0,251}[a-z0-9])?(:[0-9]{1,5})?")
 
 NAME_MAX = 63
 # Kubernetes Service names are DNS-1035 labels (must start with a letter): apimachinery ValidateServiceName.
@@ -68,7 +106,7 @@ class _FieldError(ValueError):
 def _dns_label(value: str, what: str = "name") -> str:
     if len(value) > NAME_MAX:
         raise ValueError(f"{what} {value!r} is {len(value)} characters; Kubernetes allows at most {NAME_MAX}")
-    if not DNS1123_LABEL.match(value):
+    if not DNS1123_LABEL.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} must be a DNS-1123 label: lowercase letters, digits and '-', "
             "starting and ending with a letter or digit"
@@ -79,7 +117,7 @@ def _dns_label(value: str, what: str = "name") -> str:
 def _dns_subdomain(value: str, what: str = "name") -> str:
     if len(value) > 253:
         raise ValueError(f"{what} {value!r} is longer than 253 characters")
-    if not DNS1123_SUBDOMAIN.match(value):
+    if not DNS1123_SUBDOMAIN.fullmatch(value):
         raise ValueError(
             f"{what} {value!r} must be a DNS-1123 subdomain: lowercase letters, digits, '-' and '.', "
             "starting and ending with a letter or digit"
@@ -91,7 +129,7 @@ def _label_key(key: str) -> str:
     prefix, _, name = key.rpartition("/")
     if prefix:
         _dns_subdomain(prefix, "label key prefix")
-    if not name or len(name) > NAME_MAX or not LABEL_NAME.match(name):
+    if not name or len(name) > NAME_MAX or not LABEL_NAME.fullmatch(name):
         raise ValueError(
             f"label key {key!r}: the name part must be 1-63 characters of letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
@@ -100,7 +138,7 @@ def _label_key(key: str) -> str:
 
 
 def _label_value(value: str) -> str:
-    if len(value) > NAME_MAX or not LABEL_NAME.match(value):
+    if len(value) > NAME_MAX or not LABEL_NAME.fullmatch(value):
         raise ValueError(
             f"label value {value!r} must be at most 63 characters of letters, digits, '-', '_' or '.', "
             "starting and ending with a letter or digit"
@@ -219,10 +257,15 @@ SANDBOX_VALUE = "Pre-filled with the sandbox's value: set your own for a real cl
 
 
 class _Model(BaseModel):
+    # strict: a boolean is not a count and "3" is not 3 (YAML already gives numbers their types); file paths are
+    # the one lax field type (``Field(strict=False)``: a path arrives as a string). allow_inf_nan=False: .inf and
+    # .nan are refused wherever a number is expected.
     model_config = ConfigDict(
         extra="forbid",
         validate_assignment=True,
         populate_by_name=True,
+        strict=True,
+        allow_inf_nan=False,
         use_attribute_docstrings=True,
         field_title_generator=field_title,
         model_title_generator=model_title,
@@ -251,7 +294,15 @@ class Taint(_Model):
 
 class SpotPriceLimit(_Model):
     instance_type: str = Field(description="ECS instance type the limit applies to")
+    # Finite (allow_inf_nan=False); the APIs document no upper bound for SpotPriceLimit.N.PriceLimit.
     price_limit: float = Field(gt=0, description="Highest hourly price to pay for a spot instance of this type")
+
+    @field_validator("instance_type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if not INSTANCE_TYPE.fullmatch(v):
+            raise ValueError(f"{v[:80]!r} is not an ECS instance type (expected the form ecs.<family>.<size>)")
+        return v
 
 
 class NodePoolSpec(_Model):
@@ -266,8 +317,10 @@ class NodePoolSpec(_Model):
         default_factory=lambda: ["vsw-sandbox0zone0h", "vsw-sandbox0zone0i"],
         description=f"vSwitch ids (1-8) the instances are placed in; one per zone spreads spot risk. {SANDBOX_VALUE}",
     )
-    min_instances: int = Field(default=0, ge=0, le=1000, description="Auto scaling: minimum instances")
-    max_instances: int = Field(default=10, ge=0, le=1000, description="Auto scaling: maximum instances")
+    # ACK CreateClusterNodePool auto_scaling: min_instances in [0, max_instances], max_instances in
+    # [min_instances, 2000] (alibabacloud_cs20151215 CreateClusterNodePoolRequestAutoScaling).
+    min_instances: int = Field(default=0, ge=0, le=MAX_POOL_INSTANCES, description="Auto scaling: minimum instances")
+    max_instances: int = Field(default=10, ge=0, le=MAX_POOL_INSTANCES, description="Auto scaling: maximum instances")
     auto_scaling_type: Literal["cpu", "gpu", "gpushare", "spot"] = Field(
         default="gpu", description="Auto scaling type (immutable after creation)"
     )
@@ -309,12 +362,54 @@ class NodePoolSpec(_Model):
     security_group_ids: list[str] = Field(default_factory=list, description="Security groups of the instances")
     key_pair: str | None = Field(default=None, description=f"ECS key pair for login (or login_password). {SANDBOX_VALUE}")
     login_password: SecretStr | None = Field(default=None, description="Login password (or key_pair)")
-    runtime: str = Field(default="containerd", description="Container runtime")
+    # The runtimes CreateClusterNodePool's kubernetes_config.runtime names (alibabacloud_cs20151215).
+    runtime: Literal["containerd", "Sandboxed-Container.runv", "docker"] = Field(
+        default="containerd", description="Container runtime"
+    )
+
+    @field_validator("key_pair")
+    @classmethod
+    def _key_pair(cls, v: str | None) -> str | None:
+        if v is not None and (not KEY_PAIR_NAME.fullmatch(v) or v.lower().startswith(("http://", "https://"))):
+            raise ValueError(
+                f"key_pair {v[:140]!r} breaks the ECS key pair naming rule: 2-128 characters of letters, digits, "
+                "':', '_' and '-', starting with a letter"
+            )
+        return v
+
+    @field_validator("login_password")
+    @classmethod
+    def _password(cls, v: SecretStr | None) -> SecretStr | None:
+        # The value is a secret: the message describes the rule, never the value.
+        if v is None:
+            return v
+        pw = v.get_secret_value()
+        kinds = sum(
+            (any(c.isupper() for c in pw), any(c.islower() for c in pw), any(c.isdigit() for c in pw),
+             any(c in PASSWORD_SPECIALS for c in pw))
+        )
+        if not 8 <= len(pw) <= 30 or kinds < 3 or any(not (c.isascii() and c.isalnum()) and c not in
+                                                      PASSWORD_SPECIALS for c in pw):
+            raise ValueError(
+                "login_password must be 8-30 characters with at least three of: uppercase letters, lowercase "
+                f"letters, digits and the special characters {PASSWORD_SPECIALS}"
+            )
+        return v
+
+    @field_validator("security_group_ids")
+    @classmethod
+    def _security_groups(cls, v: list[str]) -> list[str]:
+        if len(v) > MAX_SECURITY_GROUPS:
+            raise ValueError(f"at most {MAX_SECURITY_GROUPS} security groups, got {len(v)}")
+        for sg in v:
+            if not SECURITY_GROUP_ID.fullmatch(sg):
+                raise ValueError(f"{sg[:80]!r} is not a security group id (sg- followed by lowercase letters/digits)")
+        return v
 
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
-        if not 1 <= len(v) <= NAME_MAX or not re.match(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", v):
+        if not 1 <= len(v) <= NAME_MAX or not re.fullmatch(r"^[A-Za-z0-9][A-Za-z0-9_-]*$", v):
             raise ValueError(
                 f"node pool name {v!r} must be 1-63 characters of letters, digits, '-' or '_', starting with a "
                 "letter or digit"
@@ -327,7 +422,7 @@ class NodePoolSpec(_Model):
         if not 1 <= len(v) <= 10:
             raise ValueError(f"must list 1 to 10 instance types, got {len(v)}")
         for t in v:
-            if not INSTANCE_TYPE.match(t):
+            if not INSTANCE_TYPE.fullmatch(t):
                 raise ValueError(f"{t!r} is not an ECS instance type (expected the form ecs.<family>.<size>)")
         if len(set(v)) != len(v):
             raise ValueError("instance types must not repeat")
@@ -339,7 +434,7 @@ class NodePoolSpec(_Model):
         if not 1 <= len(v) <= 8:
             raise ValueError(f"must list 1 to 8 vSwitch ids, got {len(v)}")
         for s in v:
-            if not VSWITCH_ID.match(s):
+            if not VSWITCH_ID.fullmatch(s):
                 raise ValueError(f"{s!r} is not a vSwitch id (expected vsw- followed by lowercase letters/digits)")
         return v
 
@@ -379,6 +474,7 @@ class ModelSpec(_Model):
     name: str = Field(default="chnsenticorp", description="Model name TF Serving serves it under")
     local_dir: Path | None = Field(
         default=None,
+        strict=False,
         description=f"Local model base directory holding one sub-directory per numeric version. {SANDBOX_VALUE}",
     )
     source_uri: str | None = Field(
@@ -391,8 +487,10 @@ class ModelSpec(_Model):
     upload_part_size: int = Field(
         default=8 * 1024 * 1024, ge=100 * 1024, le=5 * 1024**3, description="Multipart part size in bytes"
     )
+    # OSS PutObject takes at most 5 GiB; bigger files must go up in parts (OSS "PutObject" limits).
     multipart_threshold: int = Field(
-        default=16 * 1024 * 1024, ge=100 * 1024, description="Files at least this big go up in parallel parts"
+        default=16 * 1024 * 1024, ge=100 * 1024, le=5 * 1024**3,
+        description="Files at least this big go up in parallel parts",
     )
     upload_threads: int = Field(default=4, ge=1, le=64, description="Parallel part uploads per file")
 
@@ -400,7 +498,7 @@ class ModelSpec(_Model):
     @classmethod
     def _name(cls, v: str) -> str:
         # It is also the value of the pods' `modelName` label, hence the label-value rule.
-        if not re.match(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", v):
+        if not re.fullmatch(r"^[A-Za-z0-9]([A-Za-z0-9_.-]{0,61}[A-Za-z0-9])?$", v):
             raise ValueError(
                 f"model name {v!r} must be 1-63 characters of letters, digits, '_', '.' or '-', "
                 "starting and ending with a letter or digit"
@@ -410,7 +508,7 @@ class ModelSpec(_Model):
     @field_validator("version_policy")
     @classmethod
     def _policy(cls, v: str) -> str:
-        if not VERSION_POLICY.match(v):
+        if not VERSION_POLICY.fullmatch(v):
             raise ValueError(f"version policy {v!r} must be latest[:N] | all | specific:N[,N...]")
         return v
 
@@ -419,15 +517,17 @@ class ModelSpec(_Model):
     def _source(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        m = re.match(r"^oss://([^/]+)(/.*)?$", v)
+        m = re.fullmatch(r"oss://([^/]+)(/.*)?", v)
         if not m:
             raise ValueError(f"source_uri {v!r} must be oss://bucket/prefix")
-        if not OSS_BUCKET.match(m.group(1)):
+        if not OSS_BUCKET.fullmatch(m.group(1)):
             raise ValueError(f"source_uri bucket {m.group(1)!r} breaks the OSS bucket naming rules")
         return v
 
     @model_validator(mode="after")
     def _layout(self) -> ModelSpec:
+        if self.local_dir is not None and self.source_uri is not None:
+            raise _FieldError("source_uri", "set local_dir or source_uri, not both: the model has one source")
         if self.local_dir is not None:
             try:
                 check_model_layout(self.local_dir, self.versions_wanted())
@@ -487,6 +587,246 @@ def check_model_layout(base: Path, wanted: list[int] | None = None) -> list[int]
     return versions
 
 
+# --- free-form Kubernetes fragments -----------------------------------------------------------------------------
+# Checked against the Kubernetes 1.33 OpenAPI schemas that kubernetes-validate ships (the "local-strict" set, which
+# refuses unknown fields), then against the rules the API server adds that a schema cannot express.
+K8S_SCHEMA_VERSION = "1.33"
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+
+@functools.cache
+def _k8s_validator(definition: str) -> Any:
+    import jsonschema
+    import kubernetes_validate
+    from referencing import Registry, Resource
+
+    base = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
+    folder = sorted(base.glob(f"v{K8S_SCHEMA_VERSION}.*-local-strict"))[-1]
+    doc = json.loads((folder / "_definitions.json").read_text())
+    registry = Resource.from_contents(doc) @ Registry()
+    return jsonschema.Draft202012Validator({"$ref": f"{doc['$id']}#/$defs/{definition}"}, registry=registry)
+
+
+def _check_schema(value: Any, definition: str, where: str) -> None:
+    errors = sorted(_k8s_validator(definition).iter_errors(value), key=lambda e: list(map(str, e.absolute_path)))
+    if errors:
+        err = errors[0]
+        path = ".".join(str(p) for p in (where, *err.absolute_path) if str(p))
+        message = err.message if len(err.message) <= 160 else err.message[:160] + "..."
+        raise _FieldError(path, f"{message} (Kubernetes {K8S_SCHEMA_VERSION} schema of {definition.rsplit('.', 1)[-1]})")
+
+
+def _int_in(value: Any, low: int, high: int, where: str, what: str) -> None:
+    if value is not None and not (isinstance(value, int) and not isinstance(value, bool) and low <= value <= high):
+        raise _FieldError(where, f"{what} must be an integer from {low} to {high}")
+
+
+def check_toleration(toleration: Any, where: str = "") -> None:
+    """One pod toleration: the core/v1 Toleration schema plus ValidateTolerations (pkg/apis/core/validation)."""
+    _check_schema(toleration, "io.k8s.api.core.v1.Toleration", where)
+    key, op, value = toleration.get("key") or "", toleration.get("operator") or "Equal", toleration.get("value") or ""
+    effect = toleration.get("effect") or ""
+    if key:
+        try:
+            _label_key(key)
+        except ValueError as exc:
+            raise _FieldError(f"{where}.key", str(exc)) from None
+    elif op != "Exists":
+        raise _FieldError(f"{where}.operator", "operator must be Exists when key is empty")
+    if op == "Equal":
+        try:
+            _label_value(value)
+        except ValueError as exc:
+            raise _FieldError(f"{where}.value", str(exc)) from None
+    elif op == "Exists":
+        if value:
+            raise _FieldError(f"{where}.value", "value must be empty when operator is Exists")
+    else:
+        raise _FieldError(f"{where}.operator", f"operator {op[:40]!r} must be Equal or Exists")
+    if effect not in ("", "NoSchedule", "PreferNoSchedule", "NoExecute"):
+        raise _FieldError(f"{where}.effect", f"effect {effect[:40]!r} must be NoSchedule, PreferNoSchedule or NoExecute")
+    if toleration.get("tolerationSeconds") is not None:
+        if effect != "NoExecute":
+            raise _FieldError(f"{where}.effect", "effect must be NoExecute when tolerationSeconds is set")
+        _int_in(toleration["tolerationSeconds"], -INT64_MAX - 1, INT64_MAX, f"{where}.tolerationSeconds",
+                "tolerationSeconds")
+
+
+def check_hpa_behavior(behavior: Any) -> None:
+    """HPA spec.behavior: the autoscaling/v2 schema plus validateBehavior (pkg/apis/autoscaling/validation):
+    stabilizationWindowSeconds 0-3600 (MaxStabilizationWindowSeconds), selectPolicy Max|Min|Disabled, at least
+    one policy, each of type Pods|Percent with value > 0 and periodSeconds 1-1800 (MaxPeriodSeconds)."""
+    _check_schema(behavior, "io.k8s.api.autoscaling.v2.HorizontalPodAutoscalerBehavior", "")
+    for direction in ("scaleUp", "scaleDown"):
+        rules = behavior.get(direction)
+        if rules is None:
+            continue
+        _int_in(rules.get("stabilizationWindowSeconds"), 0, 3600, f"{direction}.stabilizationWindowSeconds",
+                "stabilizationWindowSeconds")
+        if rules.get("selectPolicy") not in (None, "Max", "Min", "Disabled"):
+            raise _FieldError(f"{direction}.selectPolicy", "selectPolicy must be Max, Min or Disabled")
+        policies = rules.get("policies")
+        if policies is not None and not policies:
+            raise _FieldError(f"{direction}.policies", "must specify at least one policy")
+        for i, policy in enumerate(policies or []):
+            where = f"{direction}.policies.{i}"
+            if policy.get("type") not in ("Pods", "Percent"):
+                raise _FieldError(f"{where}.type", "type must be Pods or Percent")
+            _int_in(policy.get("value"), 1, INT32_MAX, f"{where}.value", "value")
+            _int_in(policy.get("periodSeconds"), 1, 1800, f"{where}.periodSeconds", "periodSeconds")
+
+
+def check_predict_body(path: Path) -> None:
+    """A TF Serving REST ``:predict`` body: a JSON object of at most 1 MiB with "instances" or "inputs"."""
+    try:
+        if not path.is_file():
+            raise ValueError(f"payload_file {str(path)[:200]!r} does not exist or is not a regular file")
+        if path.stat().st_size > PAYLOAD_MAX_BYTES:
+            raise ValueError(
+                f"payload_file {str(path)[:200]!r} is larger than {PAYLOAD_MAX_BYTES} bytes: the ingress (nginx's "
+                "default client_max_body_size 1m) would answer 413"
+            )
+        body = json.loads(path.read_bytes())
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"payload_file {str(path)[:200]!r} cannot be read: {exc}") from None
+    except RecursionError:
+        raise ValueError(f"payload_file {str(path)[:200]!r} is nested too deeply") from None
+    except ValueError as exc:
+        if "payload_file" in str(exc):
+            raise
+        raise ValueError(f"payload_file {str(path)[:200]!r} is not JSON: {exc}") from None
+    if not isinstance(body, dict) or ("instances" in body) == ("inputs" in body):
+        raise ValueError(
+            f"payload_file {str(path)[:200]!r} is not a TF Serving predict body: a JSON object with either "
+            '"instances" (row format) or "inputs" (columnar format)'
+        )
+    if "instances" in body and not (isinstance(body["instances"], list) and body["instances"]):
+        raise ValueError(f'payload_file {str(path)[:200]!r}: "instances" must be a non-empty list')
+    if not isinstance(body.get("signature_name", ""), str):
+        raise ValueError(f'payload_file {str(path)[:200]!r}: "signature_name" must be a string')
+
+
+# --- reading spec files -------------------------------------------------------------------------------------------
+# A spec is a few KiB. Bounds on the input, its nesting and its size once YAML aliases are expanded keep a hostile
+# file (/dev/zero, "billion laughs" alias bombs, thousands of nested brackets) from exhausting memory or the stack.
+SPEC_MAX_BYTES = 1024 * 1024
+SPEC_MAX_DEPTH = 32
+SPEC_MAX_NODES = 100_000
+
+
+class _BoundedLoader(yaml.SafeLoader):
+    """PyYAML's SafeLoader with a nesting limit while composing (the composer recurses once per level)."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > SPEC_MAX_DEPTH:
+                mark = self.peek_event().start_mark
+                raise yaml.YAMLError(f"nested deeper than {SPEC_MAX_DEPTH} levels (line {mark.line + 1})")
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
+def _measure(root: yaml.Node) -> None:
+    """Refuse a node graph whose alias-expanded tree is too big or too deep, or that refers to itself.
+
+    The composer shares a node between its anchor and every alias, so ten levels of ten aliases stay small in
+    the graph but are 10^10 nodes once a consumer walks them (the "billion laughs"); the sizes are computed on the
+    graph, each node once, without recursion.
+    """
+    size: dict[int, int] = {}
+    depth: dict[int, int] = {}
+    open_nodes: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.MappingNode):
+            return [n for pair in node.value for n in pair]
+        if isinstance(node, yaml.SequenceNode):
+            return list(node.value)
+        return []
+
+    while stack:
+        node, finished = stack.pop()
+        key = id(node)
+        if finished:
+            open_nodes.discard(key)
+            kids = children(node)
+            size[key] = 1 + sum(size[id(k)] for k in kids)
+            depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
+            if size[key] > SPEC_MAX_NODES:
+                raise yaml.YAMLError(f"more than {SPEC_MAX_NODES} values once aliases are expanded (an alias bomb?)")
+            if depth[key] > SPEC_MAX_DEPTH:
+                raise yaml.YAMLError(f"nested deeper than {SPEC_MAX_DEPTH} levels once aliases are expanded")
+            continue
+        if key in size:
+            continue
+        if key in open_nodes:
+            raise yaml.YAMLError("an alias refers to a node that contains it (a recursive structure)")
+        open_nodes.add(key)
+        stack.append((node, True))
+        stack.extend((k, False) for k in children(node) if id(k) not in size)
+
+
+def load_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with the nesting and alias-expansion bounds above."""
+    loader = _BoundedLoader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _measure(node)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _json_depth_ok(data: Any) -> bool:
+    stack = [(data, 1)]
+    while stack:
+        value, level = stack.pop()
+        if level > SPEC_MAX_DEPTH:
+            return False
+        if isinstance(value, dict):
+            stack.extend((v, level + 1) for v in value.values())
+        elif isinstance(value, list):
+            stack.extend((v, level + 1) for v in value)
+    return True
+
+
+def read_spec_data(path: Path) -> Any:
+    """The parsed content of a spec file (YAML or JSON by suffix), bounded; SpecError for anything unreadable."""
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        with path.open("rb") as f:
+            raw = f.read(SPEC_MAX_BYTES + 1)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
+    if len(raw) > SPEC_MAX_BYTES:
+        raise SpecError(f"{path}: the spec is larger than {SPEC_MAX_BYTES} bytes; a deploy spec is a few KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise SpecError(f"{path}: the spec is not UTF-8 text (byte {exc.start})") from None
+    try:
+        if kind == "JSON":
+            data = json.loads(text)
+            if not _json_depth_ok(data):
+                raise ValueError(f"nested deeper than {SPEC_MAX_DEPTH} levels")
+        else:
+            data = load_yaml(text)
+    except RecursionError:
+        raise SpecError(f"{path}: not valid {kind}: nested deeper than {SPEC_MAX_DEPTH} levels") from None
+    except (ValueError, yaml.YAMLError) as exc:
+        detail = " ".join(str(exc).split())
+        raise SpecError(f"{path}: not valid {kind}: {detail[:300]}") from None
+    return data
+
+
 class StorageSpec(_Model):
     """Step 3: the OSS bucket and its PV/PVC (CSI driver ossplugin.csi.alibabacloud.com)."""
 
@@ -515,7 +855,7 @@ class StorageSpec(_Model):
     @field_validator("bucket")
     @classmethod
     def _bucket(cls, v: str) -> str:
-        if not OSS_BUCKET.match(v):
+        if not OSS_BUCKET.fullmatch(v):
             raise ValueError(
                 f"bucket {v!r} breaks the OSS bucket naming rules: 3-63 characters of lowercase letters, digits "
                 "and '-', starting and ending with a letter or digit"
@@ -530,15 +870,44 @@ class StorageSpec(_Model):
     @field_validator("capacity")
     @classmethod
     def _capacity(cls, v: str) -> str:
-        if not QUANTITY.match(v):
-            raise ValueError(f"capacity {v!r} is not a Kubernetes quantity such as 5Gi")
+        if not QUANTITY.fullmatch(v):
+            raise ValueError(f"capacity {v[:80]!r} is not a Kubernetes quantity such as 5Gi")
         return v
 
     @field_validator("path")
     @classmethod
     def _path(cls, v: str) -> str:
-        if not v.startswith("/") or ".." in PurePosixPath(v).parts:
-            raise ValueError(f"path {v!r} must be an absolute bucket path such as / or /models")
+        if len(v) > 1023 or not CLEAN_PATH.fullmatch(v) or ".." in PurePosixPath(v).parts:
+            # OSS object keys are at most 1023 bytes (OSS "Object naming conventions").
+            raise ValueError(
+                f"path {v[:80]!r} must be an absolute bucket path such as / or /models (at most 1023 characters, "
+                "no whitespace, control characters or '..')"
+            )
+        return v
+
+    @field_validator("other_opts")
+    @classmethod
+    def _other_opts(cls, v: str) -> str:
+        if v and (len(v) > 4096 or not OSSFS_OPTS.fullmatch(v)):
+            raise ValueError(
+                f"other_opts {v[:80]!r} must be ossfs options '-o name[=value]' separated by single spaces, "
+                "without newlines, tabs, quotes or shell characters"
+            )
+        return v
+
+    @field_validator("oss_url")
+    @classmethod
+    def _oss_url(cls, v: str | None) -> str | None:
+        if v is not None and not OSS_ENDPOINT.fullmatch(v):
+            raise ValueError(f"oss_url {v[:80]!r} must be an OSS endpoint host such as "
+                             "oss-cn-hangzhou-internal.aliyuncs.com (optionally with http(s)://)")
+        return v
+
+    @field_validator("rrsa_role_name")
+    @classmethod
+    def _role(cls, v: str | None) -> str | None:
+        if v is not None and not RAM_ROLE.fullmatch(v):
+            raise ValueError(f"rrsa_role_name {v[:80]!r} must be a RAM role name: 1-64 letters, digits, '.' or '-'")
         return v
 
     @field_validator("access_modes")
@@ -584,11 +953,18 @@ class ServingSpec(_Model):
     replicas: int = Field(default=1, ge=0, le=1000, description="Initial replicas (the HPA takes over)")
     tolerations: list[dict[str, Any]] = Field(default_factory=list, description="Pod tolerations")
 
+    @field_validator("tolerations")
+    @classmethod
+    def _tolerations(cls, v: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for i, toleration in enumerate(v):
+            check_toleration(toleration, str(i))
+        return v
+
     @field_validator("name")
     @classmethod
     def _name(cls, v: str) -> str:
         _dns_label(v, "serving name")
-        if not DNS1035_LABEL.match(v):
+        if not DNS1035_LABEL.fullmatch(v):
             # The Service is named after it, and Service names are DNS-1035 labels.
             raise ValueError(f"serving name {v!r} must start with a lowercase letter (it names the Service)")
         return v
@@ -617,22 +993,27 @@ class ServingSpec(_Model):
     @field_validator("image")
     @classmethod
     def _image(cls, v: str) -> str:
-        if not v or any(c.isspace() for c in v):
-            raise ValueError(f"image {v!r} must be a non-empty image reference without spaces")
+        if not v or len(v) > 512 or not IMAGE_REF.fullmatch(v):
+            raise ValueError(
+                f"image {v[:80]!r} must be an image reference name[:tag][@digest] (distribution/reference grammar)"
+            )
         return v
 
     @field_validator("cpu", "memory")
     @classmethod
     def _quantity(cls, v: str | None) -> str | None:
-        if v is not None and not QUANTITY.match(v):
+        if v is not None and not QUANTITY.fullmatch(v):
             raise ValueError(f"{v!r} is not a Kubernetes quantity")
         return v
 
     @field_validator("mount_path", "model_path")
     @classmethod
     def _abs(cls, v: str) -> str:
-        if not v.startswith("/") or ".." in PurePosixPath(v).parts:
-            raise ValueError(f"{v!r} must be an absolute container path")
+        if len(v) > 4096 or not CLEAN_PATH.fullmatch(v) or ".." in PurePosixPath(v).parts:
+            # 4096: PATH_MAX of Linux, where the container runs.
+            raise ValueError(
+                f"{v[:80]!r} must be an absolute container path (no whitespace, control characters or '..')"
+            )
         return v.rstrip("/") or "/"
 
     @model_validator(mode="after")
@@ -655,7 +1036,9 @@ class AutoscalingSpec(_Model):
 
     min_replicas: int = Field(default=1, ge=1, le=1000, description="HPA minReplicas")
     max_replicas: int = Field(default=10, ge=1, le=1000, description="HPA maxReplicas")
-    target_qps: int = Field(default=10, ge=1, description="Average QPS per replica that triggers scale-out")
+    target_qps: int = Field(
+        default=10, ge=1, le=MAX_TARGET_QPS, description="Average QPS per replica that triggers scale-out"
+    )
     metric_name: Literal["sls_ingress_qps", "sls_alb_ingress_qps"] = Field(
         default="sls_ingress_qps", description="External metric served by alibaba-cloud-metrics-adapter"
     )
@@ -663,6 +1046,13 @@ class AutoscalingSpec(_Model):
     behavior: dict[str, Any] | None = Field(
         default=None, description="HPA spec.behavior (autoscaling/v2); default: Kubernetes defaults"
     )
+
+    @field_validator("behavior")
+    @classmethod
+    def _behavior(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is not None:
+            check_hpa_behavior(v)
+        return v
 
     @model_validator(mode="after")
     def _range(self) -> AutoscalingSpec:
@@ -676,7 +1066,7 @@ class AutoscalingSpec(_Model):
     @classmethod
     def _logstore(cls, v: str) -> str:
         # Also a label value in the HPA's metric selector (sls.logstore).
-        if not SLS_LOGSTORE.match(v):
+        if not SLS_LOGSTORE.fullmatch(v):
             raise ValueError(
                 f"logstore {v!r} breaks the SLS logstore naming rules: 2-63 characters of lowercase letters, "
                 "digits, '-' and '_', starting and ending with a letter or digit"
@@ -700,18 +1090,31 @@ class IngressSpec(_Model):
     def _host(cls, v: str) -> str:
         return _dns_subdomain(v, "ingress host")
 
-    @field_validator("path")
+    @field_validator("class_name")
     @classmethod
-    def _path(cls, v: str) -> str:
-        if not v.startswith("/"):
-            raise ValueError(f"path {v!r} must start with /")
-        return v
+    def _class(cls, v: str) -> str:
+        return _dns_subdomain(v, "ingress class name")
+
+    @model_validator(mode="after")
+    def _path(self) -> IngressSpec:
+        v = self.path
+        strict = self.path_type in ("Prefix", "Exact")
+        if len(v) > 1024 or not (INGRESS_PATH_STRICT if strict else INGRESS_PATH_ANY).fullmatch(v):
+            rule = ("'/' then letters, digits, '_', '-' and '/' (ingress-nginx's rule for Prefix and Exact paths)"
+                    if strict else "'/' then printable characters without whitespace")
+            raise _FieldError("path", f"path {v[:80]!r} must be {rule}, at most 1024 characters")
+        return self
+
+
+# Bounds of the load test (it runs inside the flow, no cloud API limits it): a stage lasts at most a day, a user
+# waits at most an hour between requests, Locust starts at most as many users per second as the test has.
+DAY_S = 86400.0
 
 
 class LoadStage(_Model):
-    duration_s: float = Field(gt=0, description="Length of the stage in seconds")
+    duration_s: float = Field(gt=0, le=DAY_S, description="Length of the stage in seconds")
     users: int = Field(ge=0, le=10000, description="Concurrent users")
-    spawn_rate: float = Field(default=10, gt=0, description="Users started per second")
+    spawn_rate: float = Field(default=10, gt=0, le=10000, description="Users started per second")
 
 
 class LoadTestSpec(_Model):
@@ -726,15 +1129,24 @@ class LoadTestSpec(_Model):
         ],
         description="Step load: each stage holds its user count for its duration",
     )
-    wait_time_s: float = Field(default=1.0, ge=0, description="Pause of each user between requests")
-    payload_file: Path | None = Field(default=None, description="A :predict body to send instead of generated")
-    sample_interval_s: float = Field(default=5.0, gt=0, description="Timeline sampling period (seconds)")
+    wait_time_s: float = Field(default=1.0, ge=0, le=3600, description="Pause of each user between requests")
+    payload_file: Path | None = Field(
+        default=None, strict=False, description="A :predict body to send instead of generated"
+    )
+    sample_interval_s: float = Field(default=5.0, gt=0, le=3600, description="Timeline sampling period (seconds)")
 
     @field_validator("stages")
     @classmethod
     def _stages(cls, v: list[LoadStage]) -> list[LoadStage]:
-        if not v:
-            raise ValueError("at least one load stage is required")
+        if not 1 <= len(v) <= 100:
+            raise ValueError(f"give 1 to 100 load stages, got {len(v)}")
+        return v
+
+    @field_validator("payload_file")
+    @classmethod
+    def _payload(cls, v: Path | None) -> Path | None:
+        if v is not None:
+            check_predict_body(v)
         return v
 
 
@@ -742,7 +1154,9 @@ class VerificationSpec(_Model):
     """Step 8: what the deploy must prove."""
 
     max_error_rate: float = Field(default=0.01, ge=0, le=1, description="SLO: failed share of requests")
-    p95_ms: float = Field(default=1000, gt=0, description="SLO: p95 latency of the final stage, milliseconds")
+    p95_ms: float = Field(
+        default=1000, gt=0, le=DAY_S * 1000, description="SLO: p95 latency of the final stage, milliseconds"
+    )
     require_scale_out: bool = Field(default=True, description="Fail unless the HPA and the pool scaled out")
     require_mix: bool = Field(default=True, description="Fail unless pay-as-you-go and spot both appear")
 
@@ -765,7 +1179,7 @@ class DeploySpec(_Model):
     @field_validator("cluster_id")
     @classmethod
     def _cluster(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^c[a-z0-9]{8,40}$", v):
+        if v is not None and not re.fullmatch(r"^c[a-z0-9]{8,40}$", v):
             raise ValueError(f"cluster_id {v!r} is not an ACK cluster id (c followed by lowercase hex)")
         return v
 
@@ -836,25 +1250,30 @@ class DeploySpec(_Model):
     def from_file(cls, path: str | Path) -> DeploySpec:
         """Load from YAML or JSON (chosen by suffix; YAML is a superset of JSON so either parses)."""
         path = Path(path)
-        try:
-            text = path.read_text()
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except OSError as exc:
-            raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
-        except (ValueError, yaml.YAMLError) as exc:
-            raise SpecError(f"{path}: not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {exc}") from None
-        if data is None:
-            data = {}
+        data = read_spec_data(path)
+        if data is None or data == {}:
+            raise SpecError(f"{path}: the spec is empty; give at least the groups that differ from the defaults")
         if not isinstance(data, dict):
-            raise SpecError(f"{path}: the spec must be a mapping at the top level")
+            raise SpecError(f"{path}: the spec must be a mapping at the top level, not a {type(data).__name__}")
         # Relative local paths are relative to the spec file's folder, not to the working directory.
         base = path.parent
         for group, key in (("model", "local_dir"), ("load_test", "payload_file")):
             section = data.get(group)
             value = section.get(key) if isinstance(section, dict) else None
-            if isinstance(value, str) and value and not Path(value).is_absolute():
+            if isinstance(value, str) and value and "\0" not in value and not Path(value).is_absolute():
                 section[key] = str((base / value).resolve())
         return cls.parse(data, source=str(path))
+
+    def require_model_source(self, source: str = "spec") -> None:
+        """A deploy uploads or copies the model: exactly one of model.local_dir and model.source_uri.
+
+        (``--plan`` renders without a source, so the seed example with its FILL-IN stays plannable.)
+        """
+        if self.model.local_dir is None and self.model.source_uri is None:
+            raise SpecError(
+                f"{source}: invalid deploy spec\n  model.local_dir: set model.local_dir (a local model directory) "
+                "or model.source_uri (oss://bucket/prefix): a deploy needs exactly one model source"
+            )
 
     @classmethod
     def parse(cls, data: dict[str, Any], source: str = "spec") -> DeploySpec:
@@ -862,6 +1281,13 @@ class DeploySpec(_Model):
             return cls.model_validate(data)
         except ValidationError as exc:
             raise SpecError.from_validation(exc, source) from None
+
+
+def _printable(text: str) -> str:
+    """Control and separator characters (a key "\\x1e", a value with "\\u2028") escaped: one error, one line."""
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in text)
 
 
 class SpecError(ValueError):
@@ -875,8 +1301,8 @@ class SpecError(ValueError):
             cause = (err.get("ctx") or {}).get("error")
             if isinstance(cause, _FieldError):
                 loc.extend(cause.field.split("."))
-            field = ".".join(loc) or "(spec)"
-            msg = err["msg"].removeprefix("Value error, ")
+            field = _printable(".".join(loc)) or "(spec)"
+            msg = _printable(err["msg"].removeprefix("Value error, "))
             lines.append(f"  {field}: {msg}")
         return cls(f"{source}: invalid deploy spec\n" + "\n".join(lines))
 

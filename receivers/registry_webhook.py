@@ -58,6 +58,16 @@ TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 SIGNATURE_HEADER = "X-MLflow-Signature"
 SIGNATURE_VERSION = "v1"
 
+# A registry delivery is a few hundred bytes (MLflow's payload: entity, action, timestamp and one version's
+# fields); bodies above this are refused with 413 before they are read, and before the signature is checked.
+MAX_BODY_BYTES = 256 * 1024
+# Nesting beyond this is refused (400) rather than left to the JSON parser's recursion limit.
+MAX_JSON_DEPTH = 32
+# The freshness window: MLflow's documentation verifies deliveries with a 5-minute tolerance; more than an hour
+# would make the replay window (twice the tolerance) meaningless.
+MAX_TOLERANCE_S = 3600.0
+TIMESTAMP_DIGITS = 12  # unix seconds until the year 33658
+
 RegistryEvent = Literal["model_version.created", "model_version_alias.created", "model_version_tag.set"]
 DEFAULT_EVENT_TYPES: frozenset[str] = frozenset({"model_version.created", "model_version_alias.created"})
 
@@ -107,9 +117,13 @@ class ReceiverConfig(BaseModel):
     prefect_api_url: str = Field(description="Prefect API URL, e.g. http://127.0.0.1:4200/api")
     prefect_api_key: SecretStr | None = Field(default=None, description="Prefect Cloud API key (Bearer)")
     prefect_auth_string: SecretStr | None = Field(default=None, description="Self-hosted basic auth user:pass")
-    tolerance_s: float = Field(default=300, gt=0, description="Largest accepted |now - X-MLflow-Timestamp|")
+    tolerance_s: float = Field(
+        default=300, gt=0, le=MAX_TOLERANCE_S, allow_inf_nan=False,
+        description="Largest accepted |now - X-MLflow-Timestamp|",
+    )
     replay_ttl_s: float | None = Field(
-        default=None, gt=0, description="How long a delivery id is remembered; default twice the tolerance"
+        default=None, gt=0, le=2 * MAX_TOLERANCE_S, allow_inf_nan=False,
+        description="How long a delivery id is remembered; default twice the tolerance",
     )
     replay_file: Path | None = Field(default=None, description="Persist seen delivery ids here across restarts")
     event_types: frozenset[RegistryEvent] = Field(
@@ -283,20 +297,35 @@ def version_from_registry(name: str, version: str, tracking_uri: str | None) -> 
     return {"source": mv.source, "run_id": mv.run_id or None, "tags": dict(mv.tags or {})}
 
 
+def urlparse_scheme(source: str) -> str:
+    try:
+        return urlparse(source).scheme.lower()
+    except ValueError:
+        return ""
+
+
 # --- mapping a delivery to the event --------------------------------------------------------------------------------
 def map_delivery(body: dict[str, Any], config: ReceiverConfig) -> ModelVersionEvent | str:
     """The event to emit for one verified delivery, or the reason it is ignored (a string)."""
     entity, action = body.get("entity"), body.get("action")
+    if not isinstance(entity, str) or not isinstance(action, str):
+        raise WebhookRefused(400, "the delivery has no entity and action strings")
     kind = f"{entity}.{action}"
     data = body.get("data")
     if not isinstance(data, dict):
         raise WebhookRefused(400, "the delivery has no data object")
     if kind not in config.event_types:
-        return f"registry event {kind} does not deploy"
+        return f"registry event {kind[:200]} does not deploy"
     name, version = data.get("name"), data.get("version")
-    if not isinstance(name, str) or version in (None, ""):
-        raise WebhookRefused(400, f"{kind} without a model name and version")
-    version = str(version)
+    if isinstance(version, int) and not isinstance(version, bool):
+        version = str(version)
+    if not isinstance(name, str) or not name or not isinstance(version, str) or not version:
+        raise WebhookRefused(400, f"{kind} without a model name and version (strings)")
+    for field in ("alias", "key", "value", "source", "run_id"):
+        if data.get(field) is not None and not isinstance(data.get(field), str):
+            raise WebhookRefused(400, f"{kind}: data.{field} must be a string")
+    if data.get("tags") is not None and not isinstance(data.get("tags"), dict):
+        raise WebhookRefused(400, f"{kind}: data.tags must be an object")
     if config.models and name not in config.models:
         return f"model {name!r} is not in the allowlist"
     alias = None
@@ -322,6 +351,9 @@ def map_delivery(body: dict[str, Any], config: ReceiverConfig) -> ModelVersionEv
         except Exception as exc:  # noqa: BLE001 - the registry's error type varies; its message names the cause
             raise WebhookRefused(502, f"MLflow lookup of {name} v{version} failed: {type(exc).__name__}") from None
         source, run_id, tags = found["source"], found["run_id"], found["tags"] if tags is None else tags
+    if urlparse_scheme(str(source)) in ("models", "runs") and not config.mlflow_tracking_uri:
+        raise WebhookRefused(422, f"source {str(source)[:200]!r} is an MLflow URI and no MLflow tracking URI is "
+                                  "configured to resolve it")
     try:
         where = resolve_source(
             str(source), name=name, version=version,
@@ -329,6 +361,8 @@ def map_delivery(body: dict[str, Any], config: ReceiverConfig) -> ModelVersionEv
         )
     except SourceError as exc:
         raise WebhookRefused(422, str(exc)) from None
+    except ValueError as exc:  # urlparse refuses some strings (an unbalanced IPv6 bracket)
+        raise WebhookRefused(422, f"model source is not a path or URI: {exc}") from None
     try:
         return ModelVersionEvent(
             name=name, version=version, source=where, alias=alias, run_id=run_id or None,
@@ -392,6 +426,19 @@ def emit_model_event(
 
 
 # --- the HTTP service -----------------------------------------------------------------------------------------------
+def _too_deep(value: Any) -> bool:
+    stack = [(value, 1)]
+    while stack:
+        item, level = stack.pop()
+        if level > MAX_JSON_DEPTH:
+            return True
+        if isinstance(item, dict):
+            stack.extend((v, level + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, level + 1) for v in item)
+    return False
+
+
 def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
     """The Starlette application: ``POST /webhooks/mlflow`` and ``GET /healthz``."""
     from starlette.applications import Starlette
@@ -409,34 +456,54 @@ def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
         return JSONResponse({"status": "ok"})
 
     async def mlflow_webhook(request: Request) -> JSONResponse:
-        body = await request.body()
         delivery_id = request.headers.get(DELIVERY_HEADER, "")
         timestamp = request.headers.get(TIMESTAMP_HEADER, "")
         try:
+            body = await _bounded_body(request)
             outcome = await _handle(body, delivery_id, timestamp, request.headers.get(SIGNATURE_HEADER))
         except WebhookRefused as exc:
-            log.warning("delivery %s refused (%d): %s", delivery_id or "-", exc.status, exc.reason)
+            log.warning("delivery %r refused (%d): %s", delivery_id[:80] or "-", exc.status, exc.reason)
             return JSONResponse({"status": "refused", "reason": exc.reason}, status_code=exc.status)
         return JSONResponse(outcome)
+
+    async def _bounded_body(request: Request) -> bytes:
+        """The body, refused with 413 before it is read when its declared length is too big, or as soon as
+        the bytes received pass the limit (a chunked body declares none)."""
+        declared = request.headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+            raise WebhookRefused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                raise WebhookRefused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
+            chunks.append(chunk)
+        return b"".join(chunks)
 
     async def _handle(body: bytes, delivery_id: str, timestamp: str, signature: str | None) -> dict[str, Any]:
         if not delivery_id or not timestamp:
             raise WebhookRefused(400, f"missing {DELIVERY_HEADER} or {TIMESTAMP_HEADER}")
+        # MLflow sends str(int(time.time())): digits only. "nan", "1e9", "+1", " 1" are refused before any
+        # arithmetic (a NaN timestamp compares false with everything, so it would pass the freshness check).
+        if not (timestamp.isascii() and timestamp.isdigit() and len(timestamp) <= TIMESTAMP_DIGITS):
+            raise WebhookRefused(400, f"{TIMESTAMP_HEADER} must be unix seconds: an integer of at most "
+                                      f"{TIMESTAMP_DIGITS} digits")
         if not signature_valid(secret, delivery_id, timestamp, body, signature):
             raise WebhookRefused(401, "bad or missing signature")
-        try:
-            sent = float(timestamp)
-        except ValueError:
-            raise WebhookRefused(401, "the timestamp is not unix seconds") from None
-        if abs(time.time() - sent) > config.tolerance_s:
+        sent = int(timestamp)
+        if not abs(time.time() - sent) <= config.tolerance_s:
             raise WebhookRefused(401, f"stale delivery: timestamp outside {config.tolerance_s:g} s")
         if not guard.claim(delivery_id):
             raise WebhookRefused(409, "delivery id already seen (replay)")
         try:
             try:
                 payload = json.loads(body)
-            except ValueError:
-                raise WebhookRefused(400, "the body is not JSON") from None
+            except RecursionError:
+                raise WebhookRefused(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels") from None
+            except ValueError:  # includes UnicodeDecodeError
+                raise WebhookRefused(400, "the body is not UTF-8 JSON") from None
+            if _too_deep(payload):
+                raise WebhookRefused(400, f"the body nests deeper than {MAX_JSON_DEPTH} levels")
             if not isinstance(payload, dict):
                 raise WebhookRefused(400, "the body is not a JSON object")
             mapped = await run_in_threadpool(map_delivery, payload, config)

@@ -8,6 +8,7 @@ statement is short, so contention is negligible next to network I/O.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -16,10 +17,23 @@ from pathlib import Path
 from typing import Any
 
 
+def _private(db: Path) -> None:
+    """The database holds the AccessKey secret and the API tokens in clear: its folder is 0700 and the database,
+    with its -wal and -shm, 0600, on a new state directory and on an existing one alike. The database file is
+    created 0600 before SQLite opens it; SQLite creates -wal and -shm with the database file's own mode
+    (sqlite3 os_unix.c findCreateFileMode)."""
+    db.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(db.parent, 0o700)
+    os.close(os.open(db, os.O_RDWR | os.O_CREAT, 0o600))
+    for path in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+        if path.exists():
+            os.chmod(path, 0o600)
+
+
 class Store:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _private(self.path)
         self._lock = threading.RLock()
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.row_factory = sqlite3.Row

@@ -30,8 +30,12 @@ _HOP = {b"connection", b"keep-alive", b"proxy-connection", b"transfer-encoding",
         b"x-forwarded-port", b"x-forwarded-proto", b"x-forwarded-scheme", b"x-scheme"}
 _HIDE = {b"connection", b"keep-alive", b"transfer-encoding", b"te", b"trailer", b"upgrade", b"proxy-connection",
          b"content-length", b"server", b"date"}
-_REASONS = {404: "Not Found", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
+_REASONS = {404: "Not Found", 413: "Request Entity Too Large", 502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}
 MAX_TRIES = 3
+# nginx's client_max_body_size defaults to 1m (ngx_http_core_module), and so does ingress-nginx's proxy-body-size
+# (ConfigMap key and nginx.ingress.kubernetes.io/proxy-body-size annotation, default "1m"): a bigger request body
+# is answered 413 without reaching the upstream.
+MAX_BODY_BYTES = 1024 * 1024
 
 
 def _error_page(code: int) -> bytes:
@@ -63,12 +67,22 @@ class IngressProxy:
             await self._page(send, 404)
             return
 
-        body = b""
+        declared = dict(scope["headers"]).get(b"content-length", b"")
+        if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+            await self._page(send, 413)
+            return
+        chunks, size = [], 0
         more = True
         while more:
             msg = await receive()
-            body += msg.get("body", b"")
+            chunk = msg.get("body", b"")
+            size += len(chunk)
+            if size > MAX_BODY_BYTES:
+                await self._page(send, 413)
+                return
+            chunks.append(chunk)
             more = msg.get("more_body", False)
+        body = b"".join(chunks)
 
         status = await self._proxy(scope, send, backend, host, body)
         req_len = len(body) + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + len(scope.get("raw_path") or b"")

@@ -26,6 +26,35 @@ from .patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES
 from .resources import GROUPS, ResourceType, lookup, served
 
 log = logging.getLogger("sandbox.kube")
+
+# kube-apiserver refuses a write whose body exceeds MaxRequestBodyBytes, 3 MiB by default
+# (k8s.io/apiserver/pkg/server/config.go: MaxRequestBodyBytes = 3 * 1024 * 1024), with 413 and a Status of reason
+# RequestEntityTooLarge, "Request entity too large: limit is 3145728" (apiserver handlers/rest.go limitedReadBody,
+# apimachinery errors.NewRequestEntityTooLargeError).
+MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
+
+
+async def _limited_body(request: Request) -> bytes:
+    too_large = KubeError(413, "RequestEntityTooLarge",
+                          f"Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}")
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BODY_BYTES:
+        raise too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_REQUEST_BODY_BYTES:
+            raise too_large
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _parse(raw: bytes, yaml_ok: bool = False) -> Any:
+    """parse_body, with nesting beyond the parser's recursion limit answered as the undecodable body it is (400)."""
+    try:
+        return parse_body(raw, yaml_ok=yaml_ok)
+    except RecursionError:
+        raise bad_request("error decoding JSON body: the object is nested too deeply") from None
 JSON = "application/json"
 
 
@@ -237,8 +266,8 @@ class KubeApp:
             ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype == APPLY_PATCH_CBOR or ctype not in PATCH_TYPES:
                 raise unsupported_media_type(ctype or "(none)")
-            raw = await request.body()
-            body = parse_body(raw, yaml_ok=ctype == APPLY_PATCH)
+            raw = await _limited_body(request)
+            body = _parse(raw, yaml_ok=ctype == APPLY_PATCH)
             force = _bool(q.get("force")) if q.get("force") is not None else False
             if force and ctype != APPLY_PATCH:
                 raise bad_request("force may not be specified for non-apply patch")
@@ -280,18 +309,18 @@ class KubeApp:
     async def _body(self, request: Request) -> Any:
         ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if ctype == protobuf.CONTENT_TYPE:  # client-go sends built-in kinds so (kubectl create configmap ...)
-            return protobuf.decode(await request.body())
+            return protobuf.decode(await _limited_body(request))
         if ctype and ("protobuf" in ctype or "cbor" in ctype):
             raise unsupported_media_type(ctype)
-        raw = await request.body()
-        return parse_body(raw, yaml_ok=ctype == "application/yaml")
+        raw = await _limited_body(request)
+        return _parse(raw, yaml_ok=ctype == "application/yaml")
 
     async def _delete_options(self, request: Request) -> dict[str, Any]:
         q = request.query_params
-        raw = await request.body()
+        raw = await _limited_body(request)
         body: dict[str, Any] = {}
         if raw.strip():
-            parsed = parse_body(raw)
+            parsed = _parse(raw)
             if not isinstance(parsed, dict):
                 raise bad_request("DeleteOptions must be an object")
             body = parsed

@@ -82,3 +82,41 @@ def test_bad_speed_is_refused_before_start(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert "--speed" in res.stdout + res.stderr
     assert not (tmp_path / "sb" / "sandbox.json").exists()
+
+
+def test_a_stale_pid_of_another_live_process_is_neither_reported_nor_killed(tmp_path: Path) -> None:
+    """Issue 14: the pid file names a PID that now belongs to an unrelated process (here a `sleep`)."""
+    state = tmp_path / "sb"
+    state.mkdir()
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        (state / "sandbox.pid").write_text(str(other.pid))
+        status = run("sandbox", "status", "--dir", str(state), check=False)
+        assert status.returncode == 3, status.stdout + status.stderr
+        assert "no sandbox running" in status.stdout
+        assert "removed the stale pid file" in status.stderr and str(other.pid) in status.stderr
+        assert not (state / "sandbox.pid").exists()
+
+        (state / "sandbox.pid").write_text(str(other.pid))
+        down = run("sandbox", "down", "--dir", str(state), check=False)
+        assert down.returncode == 0, down.stdout + down.stderr
+        assert "removed the stale pid file" in down.stdout and "no sandbox running" in down.stdout
+        assert other.poll() is None, "sandbox down killed an unrelated process"
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_pid_file_from_a_process_that_reused_the_pid_is_stale(tmp_path: Path) -> None:
+    """Same PID, another start time: the pid file was written by a process that has exited."""
+    state = tmp_path / "sb"
+    state.mkdir()
+    other = subprocess.Popen(["sleep", "300"])
+    try:
+        (state / "sandbox.pid").write_text(f"{other.pid} 1")  # started at tick 1: not this process
+        down = run("sandbox", "down", "--dir", str(state), check=False)
+        assert "now belongs to another process" in down.stdout, down.stdout + down.stderr
+        assert other.poll() is None
+    finally:
+        other.kill()
+        other.wait()

@@ -191,6 +191,16 @@ def test_ingress_routing_and_nginx_errors(sb, app_ns, backend):
         assert r.status_code == 503 and "Service Temporarily Unavailable" in r.text
         # Prefix matches whole path elements: /emptyx goes to "/" (web)
         assert c.get("/emptyx", headers={"Host": HOST}).status_code == 200
+        # nginx's client_max_body_size (ingress-nginx proxy-body-size) defaults to 1m: a bigger body gets 413
+        # without reaching the upstream; 1 MiB exactly still passes
+        before = len(_Backend.seen)
+        r = c.post("/v1/models/m:predict", headers={"Host": HOST}, content=b"x" * (50 * 1024 * 1024))
+        assert r.status_code == 413 and "413 Request Entity Too Large" in r.text
+        r = c.post("/v1/models/m:predict", headers={"Host": HOST}, content=iter([b"x" * 65536] * 20))
+        assert r.status_code == 413
+        assert len(_Backend.seen) == before
+        r = c.post("/v1/models/m:predict", headers={"Host": HOST}, content=b"x" * (1024 * 1024))
+        assert r.status_code == 200 and r.json()["len"] == 1024 * 1024
     assert ingress.log.total(f"{app_ns}-web-8501") >= 2
 
 

@@ -563,3 +563,21 @@ def test_objects_and_resource_version_survive_restart(tmp_path):
         c.close()
     finally:
         sb.stop()
+
+
+def test_a_body_over_the_request_limit_is_413(core, raw, ns):
+    """kube-apiserver's MaxRequestBodyBytes (3 MiB): 413 RequestEntityTooLarge; the sandbox stored 40 MiB before."""
+    big = client.V1ConfigMap(metadata=client.V1ObjectMeta(name="too-big"), data={"blob": "x" * (4 * 1024 * 1024)})
+    with pytest.raises(ApiException) as exc:
+        core.create_namespaced_config_map(ns, big)
+    assert exc.value.status == 413
+    status = _status(exc.value)
+    assert status["reason"] == "RequestEntityTooLarge" and status["message"].endswith("limit is 3145728")
+    with pytest.raises(ApiException) as exc:
+        core.read_namespaced_config_map("too-big", ns)
+    assert exc.value.status == 404
+
+
+def test_a_body_nested_beyond_the_parser_is_400(raw, ns):
+    r = raw("POST", f"/api/v1/namespaces/{ns}/configmaps", b"[" * 200000 + b"]" * 200000)
+    assert r.status_code == 400 and r.json()["reason"] == "BadRequest"

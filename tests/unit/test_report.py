@@ -19,7 +19,7 @@ from tasks.report import publish_artifacts, write_report, write_report_files
 from tasks.timeline import TimelineSample
 from tasks.verify import Facts, NodeFact, PodFact, run_checks
 
-FAKE_SECRET = "FAKE-AccessKeySecret-9f8e7d6c5b4a"
+FAKE_SECRET = "FAKE-AkSecret-9f8e7d6c5b4a"  # a valid ECS password: 8-30 characters
 POOL = "np-report"
 T0 = 1_800_000_000.0
 

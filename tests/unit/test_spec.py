@@ -260,6 +260,7 @@ def test_from_yaml_resolves_local_dir_against_the_file(
 
 def test_from_json(tmp_path: Path, model_dir: Path) -> None:
     spec_file = tmp_path / "spec.json"
+    (tmp_path / "payload.json").write_text('{"instances": [{"text": "good"}]}')
     spec_file.write_text(
         json.dumps(
             {
@@ -300,10 +301,12 @@ def test_unreadable_files_are_spec_errors(tmp_path: Path, name: str, text: str, 
         DeploySpec.from_file(tmp_path / "missing.yaml")
 
 
-def test_empty_file_is_the_defaults(tmp_path: Path) -> None:
+@pytest.mark.parametrize("text", ["", "# nothing\n", "{}", "---\n...\n"])
+def test_an_empty_spec_file_is_refused(tmp_path: Path, text: str) -> None:
     f = tmp_path / "empty.yaml"
-    f.write_text("")
-    assert DeploySpec.from_file(f).serving.name == "bert-tfserving"
+    f.write_text(text)
+    with pytest.raises(SpecError, match="the spec is empty"):
+        DeploySpec.from_file(f)
 
 
 # ---- examples ----------------------------------------------------------------------------------------------------
@@ -419,7 +422,7 @@ def _bad_cases() -> list[tuple[str, dict[str, Any], str, str]]:
         ("rrsa without role", {"storage": {"auth": "rrsa"}}, "storage.rrsa_role_name", "rrsa needs"),
         ("bad pv name", {"storage": {"pv_name": "Model_PV"}}, "storage.pv_name", "DNS-1123"),
         ("relative bucket path", {"storage": {"path": "models"}}, "storage.path", "absolute bucket path"),
-        ("empty load stages", {"load_test": {"stages": []}}, "load_test.stages", "at least one"),
+        ("empty load stages", {"load_test": {"stages": []}}, "load_test.stages", "1 to 100"),
         ("zero-length stage", {"load_test": {"stages": [{"duration_s": 0, "users": 5}]}},
          "load_test.stages.0.duration_s", "greater than 0"),
         ("cluster id malformed", {"cluster_id": "C-210FBEDB"}, "cluster_id", "not an ACK cluster id"),
@@ -429,11 +432,133 @@ def _bad_cases() -> list[tuple[str, dict[str, Any], str, str]]:
         ("source uri not oss", {"model": {"source_uri": "s3://bucket/model"}}, "model.source_uri",
          "oss://bucket/prefix"),
         ("ingress host", {"ingress": {"host": "Test_Example.com"}}, "ingress.host", "DNS-1123 subdomain"),
-        ("ingress path", {"ingress": {"path": "api"}}, "ingress.path", "must start with /"),
+        ("ingress path", {"ingress": {"path": "api"}}, "ingress.path", "must be '/' then"),
         ("error rate over 1", {"verification": {"max_error_rate": 1.5}}, "verification.max_error_rate",
          "less than or equal to 1"),
         ("quantity cpu", {"serving": {"cpu": "four"}}, "serving.cpu", "quantity"),
+        *HOSTILE_CASES,
     ]
+
+
+_LONG = "k" * 5000
+# Issue 14: classes of malformed input that the patterns (re.match with "$", which matches before a final
+# newline), lax number parsing and unchecked free-form fields let through.
+HOSTILE_CASES: list[tuple[str, dict[str, Any], str, str]] = [
+    # a trailing newline, in every kind of name
+    *[(f"trailing newline in {field}", {group: {key: value + "\n"}}, field, rule) for field, group, key, value, rule in [
+        ("serving.name", "serving", "name", "bert-tfserving", "DNS-1123"),
+        ("serving.version", "serving", "version", "202107141745", "DNS-1123"),
+        ("serving.namespace", "serving", "namespace", "default", "DNS-1123"),
+        ("storage.bucket", "storage", "bucket", "elastic-inference-models", "bucket naming"),
+        ("storage.capacity", "storage", "capacity", "5Gi", "quantity"),
+        ("storage.pv_name", "storage", "pv_name", "model-csi-pv", "DNS-1123"),
+        ("model.version_policy", "model", "version_policy", "specific:1623831335", "latest[:N]"),
+        ("model.name", "model", "name", "chnsenticorp", "model name"),
+        ("model.source_uri", "model", "source_uri", "oss://bucket-a/models", "oss://bucket/prefix"),
+        ("autoscaling.logstore", "autoscaling", "logstore", "nginx-ingress", "naming rules"),
+        ("ingress.host", "ingress", "host", "test.example.com", "DNS-1123"),
+        ("ingress.path", "ingress", "path", "/", "without whitespace"),
+        ("node_pool.name", "node_pool", "name", "elastic-inference", "node pool name"),
+    ]],
+    ("trailing newline in cluster_id", {"cluster_id": SEED_CLUSTER + "\n"}, "cluster_id", "ACK cluster id"),
+    ("trailing newline in a label value", {"node_pool": {"labels": {"inference": "tensorflow\n"}}},
+     "node_pool.labels", "label value"),
+    ("trailing newline in an instance type", {"node_pool": {"instance_types": ["ecs.gn6i-c4g1.xlarge\n"]}},
+     "node_pool.instance_types", "not an ECS instance type"),
+    ("trailing newline in a vswitch", {"node_pool": {"vswitch_ids": ["vsw-sandbox0zone0h\n"]}},
+     "node_pool.vswitch_ids", "not a vSwitch id"),
+    ("newline in serving.cpu", {"serving": {"cpu": "4\n"}}, "serving.cpu", "quantity"),
+    # non-finite numbers
+    ("infinite stage duration", {"load_test": {"stages": [{"duration_s": float("inf"), "users": 5}]}},
+     "load_test.stages.0.duration_s", "finite number"),
+    ("infinite spawn rate", {"load_test": {"stages": [{"duration_s": 5, "users": 5, "spawn_rate": float("inf")}]}},
+     "load_test.stages.0.spawn_rate", "finite number"),
+    ("nan wait time", {"load_test": {"wait_time_s": float("nan")}}, "load_test.wait_time_s", "finite number"),
+    ("nan p95", {"verification": {"p95_ms": float("nan")}}, "verification.p95_ms", "finite number"),
+    ("infinite price limit", {"node_pool": {"spot_strategy": "SpotWithPriceLimit", "spot_price_limits": [
+        {"instance_type": "ecs.gn6i-c4g1.xlarge", "price_limit": float("inf")}]}},
+     "node_pool.spot_price_limits.0.price_limit", "finite number"),
+    ("stage of a year", {"load_test": {"stages": [{"duration_s": 31536000, "users": 5}]}},
+     "load_test.stages.0.duration_s", "less than or equal to 86400"),
+    # booleans and strings are not counts
+    ("boolean max_instances", {"node_pool": {"max_instances": True}}, "node_pool.max_instances", "valid integer"),
+    ("boolean users", {"load_test": {"stages": [{"duration_s": 5, "users": True}]}},
+     "load_test.stages.0.users", "valid integer"),
+    ("boolean gpus", {"serving": {"gpus": False}}, "serving.gpus", "valid integer"),
+    ("string replicas", {"serving": {"replicas": "3"}}, "serving.replicas", "valid integer"),
+    ("float replicas", {"autoscaling": {"max_replicas": 2.0}}, "autoscaling.max_replicas", "valid integer"),
+    ("count as boolean", {"node_pool": {"spot_instance_remedy": 1}}, "node_pool.spot_instance_remedy",
+     "valid boolean"),
+    # absurd sizes
+    ("5000-character key pair", {"node_pool": {"key_pair": _LONG}}, "node_pool.key_pair", "2-128 characters"),
+    ("key pair starting with a digit", {"node_pool": {"key_pair": "1ops"}}, "node_pool.key_pair",
+     "starting with a letter"),
+    ("1e30 target QPS", {"autoscaling": {"target_qps": 1e30}}, "autoscaling.target_qps", "valid integer"),
+    ("10**30 target QPS", {"autoscaling": {"target_qps": 10**30}}, "autoscaling.target_qps", "less than or equal"),
+    ("2001 instances", {"node_pool": {"max_instances": 2001}}, "node_pool.max_instances", "less than or equal to 2000"),
+    ("multipart threshold over 5 GiB", {"model": {"multipart_threshold": 6 * 1024**3}}, "model.multipart_threshold",
+     "less than or equal"),
+    ("weak login password", {"node_pool": {"login_password": "password"}}, "node_pool.login_password",
+     "8-30 characters"),
+    ("bad security group", {"node_pool": {"security_group_ids": ["sg-1\n"]}}, "node_pool.security_group_ids",
+     "not a security group id"),
+    ("unknown runtime", {"node_pool": {"runtime": "podman"}}, "node_pool.runtime", "containerd"),
+    ("image with a newline", {"serving": {"image": "tensorflow/serving:1.15.0-gpu\n"}}, "serving.image",
+     "image reference"),
+    # free-form Kubernetes fragments, checked against the 1.33 schemas and the API server's rules
+    ("behavior unknown field", {"autoscaling": {"behavior": {"scaleUp": {"stabilisationWindow": 5}}}},
+     "autoscaling.behavior.scaleUp", "Additional properties"),
+    ("behavior window too long", {"autoscaling": {"behavior": {"scaleDown": {"stabilizationWindowSeconds": 99999}}}},
+     "autoscaling.behavior.scaleDown.stabilizationWindowSeconds", "0 to 3600"),
+    ("behavior policy type", {"autoscaling": {"behavior": {"scaleUp": {"policies": [
+        {"type": "Nodes", "value": 1, "periodSeconds": 15}]}}}},
+     "autoscaling.behavior.scaleUp.policies.0.type", "Pods or Percent"),
+    ("behavior policy value a string", {"autoscaling": {"behavior": {"scaleUp": {"policies": [
+        {"type": "Pods", "value": "4", "periodSeconds": 15}]}}}},
+     "autoscaling.behavior.scaleUp.policies.0.value", "not of type"),
+    ("behavior period too long", {"autoscaling": {"behavior": {"scaleUp": {"policies": [
+        {"type": "Pods", "value": 4, "periodSeconds": 3600}]}}}},
+     "autoscaling.behavior.scaleUp.policies.0.periodSeconds", "1 to 1800"),
+    ("behavior select policy", {"autoscaling": {"behavior": {"scaleUp": {"selectPolicy": "Maximum"}}}},
+     "autoscaling.behavior.scaleUp.selectPolicy", "Max, Min or Disabled"),
+    ("toleration unknown field", {"serving": {"tolerations": [{"key": "gpu", "operater": "Exists"}]}},
+     "serving.tolerations.0", "Additional properties"),
+    ("toleration bad operator", {"serving": {"tolerations": [{"key": "gpu", "operator": "In"}]}},
+     "serving.tolerations.0.operator", "Equal or Exists"),
+    ("toleration seconds without NoExecute", {"serving": {"tolerations": [
+        {"key": "gpu", "operator": "Exists", "effect": "NoSchedule", "tolerationSeconds": 30}]}},
+     "serving.tolerations.0.effect", "NoExecute"),
+    ("toleration not an object", {"serving": {"tolerations": ["gpu"]}}, "serving.tolerations.0",
+     "valid dictionary"),
+    ("toleration value with a newline", {"serving": {"tolerations": [{"key": "gpu", "value": "a\n"}]}},
+     "serving.tolerations.0.value", "label value"),
+    # cross-field rules
+    ("both model sources", {"model": {"local_dir": _MODEL, "source_uri": "oss://models-src/m"}},
+     "model.source_uri", "not both"),
+    # whitespace where a path or an option list goes
+    ("space in ingress path", {"ingress": {"path": "/a b"}}, "ingress.path", "without whitespace"),
+    ("newline in a Prefix path", {"ingress": {"path": "/api\n", "path_type": "Prefix"}}, "ingress.path",
+     "ingress-nginx"),
+    ("regex in a Prefix path", {"ingress": {"path": "/api(/|$)(.*)", "path_type": "Prefix"}}, "ingress.path",
+     "ingress-nginx"),
+    ("newline in other_opts", {"storage": {"other_opts": "-o allow_other\n-o ro"}}, "storage.other_opts",
+     "ossfs options"),
+    ("shell in other_opts", {"storage": {"other_opts": "-o allow_other; rm -rf /"}}, "storage.other_opts",
+     "ossfs options"),
+    ("space in mount path", {"serving": {"mount_path": "/mo dels", "model_path": "/mo dels/tf"}},
+     "serving.mount_path", "absolute container path"),
+    ("newline in bucket path", {"storage": {"path": "/models\n"}}, "storage.path", "absolute bucket path"),
+    ("oss url with a path", {"storage": {"oss_url": "oss-cn-hangzhou.aliyuncs.com/x y"}}, "storage.oss_url",
+     "OSS endpoint"),
+    ("ingress class with newline", {"ingress": {"class_name": "nginx\n"}}, "ingress.class_name", "DNS-1123"),
+    # files that must exist and parse
+    ("payload file missing", {"load_test": {"payload_file": "/nonexistent/payload.json"}},
+     "load_test.payload_file", "does not exist"),
+    ("payload file not a predict body", {"load_test": {"payload_file": "{payload}"}}, "load_test.payload_file",
+     "not a TF Serving predict body"),
+    ("payload file not JSON", {"load_test": {"payload_file": "{not_json}"}}, "load_test.payload_file",
+     "is not JSON"),
+]
 
 
 BAD_CASES = _bad_cases()
@@ -460,7 +585,10 @@ def test_bad_spec_is_rejected_naming_the_field(
     (flat / "variables").mkdir(parents=True)
     (flat / "saved_model.pb").write_bytes(b"x")
     model = make_model(tmp_path / "model", 1623831335)
-    data = _fill(data, {_MODEL: str(model), "{flat}": str(flat)})
+    (tmp_path / "payload.json").write_text('{"text": "not under instances or inputs"}')
+    (tmp_path / "notjson.json").write_text("instances: [1]")
+    data = _fill(data, {_MODEL: str(model), "{flat}": str(flat), "{payload}": str(tmp_path / "payload.json"),
+                        "{not_json}": str(tmp_path / "notjson.json")})
     with pytest.raises(SpecError) as exc:
         DeploySpec.parse(data, source="case")
     message = str(exc.value)
@@ -495,6 +623,62 @@ def test_several_errors_are_all_reported() -> None:
 def test_valid_spec_parses_without_network(model_dir: Path, no_network: None) -> None:
     spec = DeploySpec.parse({"cluster_id": SEED_CLUSTER, "model": {"local_dir": str(model_dir)}})
     assert spec.model.local_dir == model_dir
+
+
+# ---- hostile files (issue 14) ------------------------------------------------------------------------------------
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join([f'*{chr(97 + i)}'] * 10)}]\n" for i in range(8)
+)
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "rule"),
+    [
+        ("bomb.yaml", "serving:\n  tolerations:\n" + "".join(
+            f"    - &t{i} [" + ", ".join([f"*t{i - 1}"] * 10 if i else ["{}"]) + "]\n" for i in range(9)),
+         "alias bomb"),
+        ("bomb2.yaml", ALIAS_BOMB, "alias bomb"),
+        ("deep.yaml", "a: " + "[" * 5000 + "]" * 5000 + "\n", "nested deeper than 32"),
+        ("deep.json", '{"a": ' + "[" * 100000 + "]" * 100000 + "}", "nested deeper than 32"),
+        ("deep2.json", '{"a": ' + "[" * 40 + "]" * 40 + "}", "nested deeper than 32"),
+        ("self.yaml", "serving: &s\n  tolerations: [*s]\n", "recursive structure"),
+        ("binary.yaml", "\udcff", "not UTF-8"),
+        ("list.yaml", "- 1\n- 2\n", "mapping at the top level"),
+        ("tab.yaml", "serving:\n\tname: x\n", "not valid YAML"),
+        ("dup.json", '{"serving": ', "not valid JSON"),
+        ("huge.yaml", "# " + "x" * (2 * 1024 * 1024), "larger than 1048576 bytes"),
+        ("unhashable.yaml", "? [a]\n: b\n", "not valid YAML"),
+    ],
+)
+def test_hostile_spec_files_are_refused_cleanly(tmp_path: Path, name: str, content: str, rule: str) -> None:
+    f = tmp_path / name
+    f.write_bytes(content.encode("utf-8", "surrogateescape"))
+    with pytest.raises(SpecError) as exc:
+        DeploySpec.from_file(f)
+    assert rule in str(exc.value)
+    assert str(f) in str(exc.value)
+
+
+def test_an_endless_device_is_refused_after_a_bounded_read() -> None:
+    with pytest.raises(SpecError, match="larger than 1048576 bytes"):
+        DeploySpec.from_file("/dev/zero")
+
+
+def test_anchors_and_aliases_that_stay_small_still_load(tmp_path: Path) -> None:
+    f = tmp_path / "anchors.yaml"
+    f.write_text(
+        "load_test:\n  stages:\n    - &stage {duration_s: 60, users: 5, spawn_rate: 5}\n    - *stage\n"
+        "serving:\n  version: '202107141745'\n"
+    )
+    spec = DeploySpec.from_file(f)
+    assert spec.load_test.stages[0] == spec.load_test.stages[1]
+
+
+def test_a_deploy_needs_exactly_one_model_source(tmp_path: Path, model_dir: Path) -> None:
+    DeploySpec.parse({"model": {"local_dir": str(model_dir)}}).require_model_source()
+    DeploySpec.parse({"model": {"source_uri": "oss://models-src/m"}}).require_model_source()
+    with pytest.raises(SpecError, match="model.local_dir: set model.local_dir"):
+        DeploySpec.parse({"serving": {"version": "v1"}}).require_model_source()
 
 
 # --- the spec as a form (the Prefect UI renders its JSON schema) ---------------------------------------------------
