@@ -12,11 +12,16 @@ substituted raw, the request is signed with ``Authorization: acs AK:HMAC-SHA1`` 
 (``TemporaryDurationMinutes``, ``PrivateIpAddress``), ``describe_task_info_with_options``,
 ``describe_cluster_detail_with_options``).
 
-Errors. The core SDK raises ``ServerException`` (HTTP status >= 300; code/message/request id read ONLY from the
-capitalised ``Code``/``Message``/``RequestId`` body keys, ``aliyunsdkcore/client.py``
-``_parse_error_info_from_response_body``) and ``ClientException`` (``SDK.HttpError`` for every ``IOError`` of the
-HTTP layer: refused connections, resets and timeouts, ``client.py`` ``_handle_single_request``). Both become
-:class:`AckApiError`, whose text never contains the AccessKey secret or the STS token.
+Errors. The core SDK raises ``ServerException`` (HTTP status >= 300) and ``ClientException`` (``SDK.HttpError`` for
+every ``IOError`` of the HTTP layer: refused connections, resets and timeouts, ``client.py``
+``_handle_single_request``). Both become :class:`AckApiError`, whose text never contains the AccessKey secret or
+the STS token. The core SDK reads code/message/request id ONLY from the capitalised ``Code``/``Message``/
+``RequestId`` body keys (``aliyunsdkcore/client.py`` ``_parse_error_info_from_response_body``); anything else
+becomes ``SDK.UnknownServerError`` with the message ``ServerResponseBody: <body>``. ACK is a ROA service, and the
+current SDK's ROA path reads either spelling (``alibabacloud_tea_openapi/client.py`` 0.4.6 ``Client.do_roarequest``:
+``err.get("Code") or err.get("code")``, ``Message``/``message``, ``RequestId``/``requestId``/``requestid``), so
+:func:`parse_error_body` reads the body the same way: an ACK error with only lower-case keys keeps its real code
+(a ``Throttling.User`` is then retried, an ``ErrorNodePoolNotFound`` is a 404 not-found).
 
 Retries, and why they live here. ``AcsClient(auto_retry=True)`` (the default) only retries what
 ``aliyunsdkcore/data/retry_config.json`` lists per product, and that file lists only ``ecs``: for CS the
@@ -59,6 +64,8 @@ from blocks.alibaba import AlibabaCloudCredentials
 log = logging.getLogger(__name__)
 
 API_VERSION = "2015-12-15"
+UNKNOWN_SERVER_ERROR = "SDK.UnknownServerError"
+BODY_PREFIX = "ServerResponseBody: "  # aliyunsdkcore/client.py: the message of an error body it cannot read
 PRODUCT = "CS"
 REDACTED = "******"
 # Path segments are substituted raw into the URI by the SDK: accept only what real ids look like.
@@ -198,6 +205,7 @@ class Node(_Open):
     node_status: str | None = None
     state: str | None = None
     instance_status: str | None = None
+    creation_time: str | None = None
 
 
 class TaskError(_Open):
@@ -330,10 +338,15 @@ class AckApi:
         try:
             raw = self._client.do_action_with_exception(req)
         except ServerException as exc:
+            code, message, request_id = str(exc.get_error_code()), str(exc.get_error_msg()), exc.get_request_id()
+            if code == UNKNOWN_SERVER_ERROR and message.startswith(BODY_PREFIX):
+                parsed = parse_error_body(message[len(BODY_PREFIX):])
+                if parsed is not None:
+                    code, message, request_id = parsed[0], parsed[1] or message, request_id or parsed[2]
             raise AckApiError(
-                code=str(exc.get_error_code()),
-                message=self._scrub(str(exc.get_error_msg())),
-                request_id=exc.get_request_id(),
+                code=code,
+                message=self._scrub(message),
+                request_id=request_id,
                 http_status=exc.get_http_status(),
                 action=action,
             ) from None
@@ -493,6 +506,29 @@ class AckApi:
         return self.call(
             "DescribeClusterDetail", "GET", "/clusters/[ClusterId]", {"ClusterId": self.cluster_id}
         )
+
+
+def parse_error_body(text: str) -> tuple[str, str | None, str | None] | None:
+    """(code, message, request id) of an ACK error body, read as the current SDK's ROA path reads it (either
+    spelling of each key, capitalised first); None when the body is no JSON object or names no code."""
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return None
+    if not isinstance(doc, dict):
+        return None
+
+    def pick(*keys: str) -> str | None:
+        for k in keys:
+            v = doc.get(k)
+            if isinstance(v, str | int | float) and not isinstance(v, bool) and str(v):
+                return str(v)
+        return None
+
+    code = pick("Code", "code")
+    if code is None:
+        return None
+    return code, pick("Message", "message"), pick("RequestId", "requestId", "requestid")
 
 
 def _segment(value: str, what: str) -> str:

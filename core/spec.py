@@ -1159,6 +1159,8 @@ class VerificationSpec(_Model):
     )
     require_scale_out: bool = Field(default=True, description="Fail unless the HPA and the pool scaled out")
     require_mix: bool = Field(default=True, description="Fail unless pay-as-you-go and spot both appear")
+    fail_on_unexplained_mix: bool = True
+    """Fail when the pay-as-you-go count is off the mix rule by more than the observed scale-in explains."""
 
 
 class DeploySpec(_Model):

@@ -1,10 +1,12 @@
 """The deploy flow: ACK's "elastic inference on ECS" procedure as one Prefect flow.
 
-    validate spec ─┬─ ensure_node_pool (ACK) ─┐
-                   └─ upload_model (OSS) ─────┴─ kubeconfig (ACK) ─ preflight ─ storage ─ serving ─ hpa ─ ingress
+    validate spec ─ kubeconfig (ACK) ─ preflight ─┬─ ensure_node_pool (ACK) ─┐
+                                                  └─ upload_model (OSS) ─────┴─ storage ─ serving ─ hpa ─ ingress
                       ─ smoke predict ─ load test ‖ timeline sampler ─ verify ─ report ─ fail on a failed check
 
-The node pool (minutes on ACK) and the model upload run concurrently. The flow reaches the cloud, real or
+Preflight (ACK reads, credentials, add-ons, node scaling) runs before anything is created, so a cluster that
+cannot run the procedure is told so in one message without a node pool, an upload or an object left behind. The
+node pool (minutes on ACK) and the model upload then run concurrently. The flow reaches the cloud, real or
 sandbox, only through the ``AckCluster`` block it is given (picked in the UI, or by name): endpoints, credentials
 and a cluster id.
 """
@@ -131,17 +133,18 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
             found: list[LiveVersion | None]) -> DeployResult:
     logger = get_run_logger()
     creds = cluster.credentials
-    pool_future = ensure_node_pool.submit(spec.node_pool, creds, cluster.cluster_id)
-    upload_future = upload_model.submit(spec, creds, show_progress=show_progress)
-    pool: NodePoolResult = pool_future.result()
-    upload: UploadReport = upload_future.result()
-
+    ack = cluster.ack()
     with fetch_kubeconfig(cluster) as kube:
-        preflight(kube, spec)
+        preflight(kube, spec, ack=ack, has_security_token=creds.security_token is not None)
+        pool_future = ensure_node_pool.submit(spec.node_pool, creds, cluster.cluster_id)
+        upload_future = upload_model.submit(spec, creds, show_progress=show_progress)
+        pool: NodePoolResult = pool_future.result()
+        upload: UploadReport = upload_future.result()
         with service_lock(kube, spec):
             live = find_live_version(kube, spec)
             found.append(live)
-            apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret)
+            apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret,
+                          security_token=creds.security_token)
             apply_serving(kube, spec)
             apply_autoscaling(kube, spec)
             _, endpoint = apply_ingress(kube, spec)
@@ -150,13 +153,14 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
 
             run_dir = reports_dir / safe_dir_name(run_label())
             load: LoadTestResult | None = None
-            sampler = TimelineSampler(kube, spec, pool.nodepool_id).start()
+            sampler = TimelineSampler(kube, spec, pool.nodepool_id,
+                                      instance_nodes=lambda: ack.describe_nodes(nodepool_id=pool.nodepool_id)).start()
             try:
                 if spec.load_test.enabled:
                     load = run_load_test(endpoint, spec, run_dir / "locust")
             finally:
                 timeline = sampler.stop()
-            facts = collect_facts(kube, cluster.ack(), spec, pool.nodepool_id)
+            facts = collect_facts(kube, ack, spec, pool.nodepool_id)
             verification = verify(facts, spec, load, timeline)
             files = write_report(spec, verification, endpoint, load, timeline, facts, reports_dir=reports_dir,
                                  run_name=run_dir.name, nodepool_id=pool.nodepool_id)

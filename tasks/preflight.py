@@ -1,20 +1,37 @@
-"""Preflight: is this cluster able to run the procedure? Checked before anything is applied.
+"""Preflight: is this cluster able to run the procedure? Checked before anything is created.
 
-What the later steps need from the cluster, and the ACK add-on that provides it:
+The deploy flow runs it right after fetching the kubeconfig and BEFORE the node pool, the model upload or any
+Kubernetes object (``flows/deploy.py``). What the later steps need, and where it comes from:
 
+* ACK (only when an :class:`~clients.ack.AckApi` is given): DescribeClusterDetail answers and the cluster's
+  ``state`` lets work proceed; DescribeClusterNodePools answers. These are the reads the flow needs anyway; a 403
+  from either names the RAM action to grant. Write permissions (CreateClusterNodePool...) cannot be told without
+  writing: ACK has no "can I" API, so those surface at their step.
 * Kubernetes >= 1.23 (``autoscaling/v2`` HPAs; the seed's ``v2beta1`` is gone since 1.25);
 * the namespace of the objects;
 * the IngressClass of ``ingress.class_name`` (``nginx``): the **Nginx Ingress Controller** add-on;
 * the CSIDriver ``ossplugin.csi.alibabacloud.com``: the **csi-plugin** add-on (storage);
 * the APIService ``v1beta1.external.metrics.k8s.io``, Available: **ack-alibaba-cloud-metrics-adapter**, which
-  serves ``sls_ingress_qps`` from the Ingress access logs in SLS (AliyunContainerService/alibaba-cloud-metrics-adapter).
+  serves ``sls_ingress_qps`` from the Ingress access logs in SLS (AliyunContainerService/alibaba-cloud-metrics-adapter);
+* **node scaling enabled for the cluster**: "Node pool auto scaling only takes effect after you enable it at the
+  cluster level" (ACK docs, "Enable node autoscaling": Nodes > Node Pools > Node Scaling > Enable, which also
+  authorises the AliyunCSManagedAutoScalerRole; alibabacloud.com/help/en/ack/ack-managed-and-ack-dedicated/
+  user-guide/auto-scaling-of-nodes). The ACK OpenAPI has no read of that switch (``alibabacloud_cs20151215``
+  has CreateAutoscalingConfig to write it and nothing to read it back), so preflight looks where a running
+  cluster-autoscaler shows itself: it publishes its status to the ConfigMap ``kube-system/cluster-autoscaler-
+  status`` on every loop (kubernetes/autoscaler ``cluster-autoscaler/FAQ.md``: "Check if cluster autoscaler is up
+  and running ... it periodically publishes the kube-system/cluster-autoscaler-status config map";
+  ``--write-status-configmap`` defaults to true). No ConfigMap: no autoscaler, and the pool's
+  ``auto_scaling.enable`` would grow nothing. An identity that may not read it gets a warning, not a failure;
+* credentials the OSS volume can use (:func:`tasks.storage.sts_problem`: no STS token with ``storage.auth: secret``).
 
 Namespace policy: a missing namespace is CREATED (server-side apply, labelled
-``app.kubernetes.io/managed-by=elastic-inference``) rather than reported. The spec names it, it holds nothing but
-this service's objects, creating it is idempotent, and ``kubectl apply`` users would otherwise have to run a
-``kubectl create namespace`` the procedure never mentions. ``create_namespace=False`` turns this into a check, for
-identities without cluster-scope rights; a 403 on the create says exactly that. Every missing add-on is reported
-in ONE error, each with where to install it, so a new cluster is fixed in one pass.
+``app.kubernetes.io/managed-by=elastic-inference``) rather than reported, and only once every other check passed,
+so a failed preflight creates nothing. The spec names it, it holds nothing but this service's objects, creating it
+is idempotent, and ``kubectl apply`` users would otherwise have to run a ``kubectl create namespace`` the procedure
+never mentions. ``create_namespace=False`` turns this into a check, for identities without cluster-scope rights; a
+403 on the create says exactly that. Every problem is reported in ONE error, each with its remedy, so a new cluster
+is fixed in one pass.
 """
 
 from __future__ import annotations
@@ -26,13 +43,24 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel, ConfigDict
 
+from clients.ack import AckApi, AckApiError
 from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import DeploySpec
-from tasks.storage import OSS_CSI_DRIVER
+from tasks.storage import OSS_CSI_DRIVER, sts_problem
 
 EXTERNAL_METRICS_APISERVICE = "v1beta1.external.metrics.k8s.io"
 MIN_MINOR = 23
+AUTOSCALER_STATUS = ("kube-system", "cluster-autoscaler-status")
+# DescribeClusterDetail ``state`` values in which node pools and workloads can be changed. The SDK model
+# (DescribeClusterDetailResponseBody.state) documents initial, failed, running, updating, upgrading, removing,
+# draining, scaling, inactive, unavailable, deleting, deleted, delete_failed, waiting, disconnected.
+WORKING_STATES = frozenset({"running", "updating", "upgrading", "scaling", "removing", "draining"})
+HINT_NODE_SCALING = (
+    "enable node scaling for the cluster (ACK console: Clusters > <cluster> > Nodes > Node Pools > Node Scaling > "
+    "Enable, and authorise the AliyunCSManagedAutoScalerRole when asked); without it the pool's auto scaling "
+    "adds no node and the load test would end as 'no scale-out'"
+)
 
 HINT_INGRESS = (
     "install the Nginx Ingress Controller add-on (ACK console: Clusters > <cluster> > Operations > Add-ons > "
@@ -70,6 +98,8 @@ class PreflightReport(BaseModel):
     ingress_class: str
     csi_driver: str
     external_metrics_api: str
+    node_scaling: str = "not checked"
+    cluster_state: str | None = None
 
 
 def render_namespace(spec: DeploySpec) -> dict[str, Any]:
@@ -102,34 +132,68 @@ def _version(kube: KubeClients, problems: list[str]) -> str:
     return git
 
 
-def check_cluster(kube: KubeClients, spec: DeploySpec, create_namespace: bool = True) -> PreflightReport:
-    """Every check; raises :class:`PreflightError` listing all problems, else returns the report."""
+def _ack(ack: AckApi, problems: list[str]) -> str | None:
+    """ACK's side: the cluster answers and can be worked on; the reads the flow needs are allowed."""
+    state = None
+    for action, call in (("DescribeClusterDetail", ack.describe_cluster),
+                         ("DescribeClusterNodePools", ack.describe_node_pools)):
+        try:
+            out = call()
+        except AckApiError as exc:
+            if exc.http_status == 403:
+                problems.append(f"RAM permission missing: cs:{action} on cluster {ack.cluster_id} was refused "
+                                f"({exc.code}: {exc.message}); grant it to this identity (RAM console, or the "
+                                "AliyunCSFullAccess policy) and the cluster's RBAC role")
+            elif exc.not_found:
+                problems.append(f"cluster {ack.cluster_id} not found ({exc.code}: {exc.message}): check the "
+                                "cluster id of the AckCluster block and its region")
+                return None
+            else:
+                raise
+            continue
+        if action == "DescribeClusterDetail":
+            state = str((out or {}).get("state") or "")
+            if state not in WORKING_STATES:
+                problems.append(f"cluster {ack.cluster_id} is {state or 'in no state'}: node pools and workloads "
+                                f"can be changed only while it is {'/'.join(sorted(WORKING_STATES))}")
+    return state
+
+
+def _node_scaling(kube: KubeClients, problems: list[str]) -> str:
+    ns, name = AUTOSCALER_STATUS
+    try:
+        cm = kube.get("ConfigMap", name, ns)
+    except KubeApiError as exc:
+        if exc.forbidden:
+            run_logger().warning("preflight: cannot tell whether node scaling is enabled: reading ConfigMap %s/%s "
+                                  "is forbidden for this identity", ns, name)
+            return "unknown (ConfigMap not readable)"
+        raise
+    if cm is None:
+        problems.append(f"node scaling is not enabled for the cluster (no cluster-autoscaler: ConfigMap {ns}/{name} "
+                        f"not found): {HINT_NODE_SCALING}")
+        return "disabled"
+    return "enabled (cluster-autoscaler status published)"
+
+
+def check_cluster(
+    kube: KubeClients,
+    spec: DeploySpec,
+    create_namespace: bool = True,
+    ack: AckApi | None = None,
+    has_security_token: bool = False,
+) -> PreflightReport:
+    """Every check; raises :class:`PreflightError` listing all problems, else returns the report.
+
+    Nothing is created unless every check passed (then, the namespace if missing and ``create_namespace``).
+    """
     names = spec.names
     problems: list[str] = []
+    cluster_state = _ack(ack, problems) if ack is not None else None
+    sts = sts_problem(spec, has_security_token)
+    if sts:
+        problems.append(sts)
     version = _version(kube, problems)
-
-    created = False
-    if kube.get("Namespace", names.namespace) is None:
-        if not create_namespace:
-            problems.append(
-                f"namespace {names.namespace!r} does not exist: create it (kubectl create namespace "
-                f"{names.namespace}) or let preflight create it"
-            )
-        else:
-            try:
-                kube.apply(render_namespace(spec))
-                created = True
-                run_logger().info("created namespace %s", names.namespace)
-            except KubeApiError as exc:
-                hint = (
-                    " (this identity may not create namespaces: create it as an administrator)"
-                    if (exc.forbidden)
-                    else ""
-                )
-                problems.append(
-                    f"namespace {names.namespace!r} does not exist and could not be created: "
-                    f"{exc.status} {exc.reason}: {exc.message}{hint}"
-                )
 
     cls = spec.ingress.class_name
     if kube.get("IngressClass", cls) is None:
@@ -161,6 +225,31 @@ def check_cluster(kube: KubeClients, spec: DeploySpec, create_namespace: bool = 
             )
             metrics_state = "not available"
 
+    node_scaling = _node_scaling(kube, problems)
+
+    created = False
+    if kube.get("Namespace", names.namespace) is None:
+        if not create_namespace:
+            problems.append(
+                f"namespace {names.namespace!r} does not exist: create it (kubectl create namespace "
+                f"{names.namespace}) or let preflight create it"
+            )
+        elif not problems:
+            try:
+                kube.apply(render_namespace(spec))
+                created = True
+                run_logger().info("created namespace %s", names.namespace)
+            except KubeApiError as exc:
+                hint = (
+                    " (this identity may not create namespaces: create it as an administrator)"
+                    if (exc.forbidden)
+                    else ""
+                )
+                problems.append(
+                    f"namespace {names.namespace!r} does not exist and could not be created: "
+                    f"{exc.status} {exc.reason}: {exc.message}{hint}"
+                )
+
     if problems:
         raise PreflightError(problems)
     return PreflightReport(
@@ -170,17 +259,28 @@ def check_cluster(kube: KubeClients, spec: DeploySpec, create_namespace: bool = 
         ingress_class=cls,
         csi_driver=OSS_CSI_DRIVER,
         external_metrics_api=f"{EXTERNAL_METRICS_APISERVICE} {metrics_state}",
+        node_scaling=node_scaling,
+        cluster_state=cluster_state,
     )
 
 
 @task(name="preflight", cache_policy=NO_CACHE)
-def preflight(kube: KubeClients, spec: DeploySpec, create_namespace: bool = True) -> PreflightReport:
-    """Namespace (created if missing), IngressClass, CSIDriver, external metrics API: see the module docstring."""
-    report = check_cluster(kube, spec, create_namespace=create_namespace)
+def preflight(
+    kube: KubeClients,
+    spec: DeploySpec,
+    create_namespace: bool = True,
+    ack: AckApi | None = None,
+    has_security_token: bool = False,
+) -> PreflightReport:
+    """ACK, credentials, IngressClass, CSIDriver, external metrics API, node scaling, namespace: see the module
+    docstring. Run before anything is created."""
+    report = check_cluster(kube, spec, create_namespace=create_namespace, ack=ack,
+                           has_security_token=has_security_token)
     run_logger().info(
-        "preflight passed: Kubernetes %s, namespace %s%s",
+        "preflight passed: Kubernetes %s, namespace %s%s, node scaling %s",
         report.server_version,
         report.namespace,
         " (created)" if report.namespace_created else "",
+        report.node_scaling,
     )
     return report

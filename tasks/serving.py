@@ -25,9 +25,19 @@ Differences from arena, on purpose:
   ``--model_config_file`` (exclusive with ``--model_name``/``--model_base_path``).
 * **Version policy.** arena ignores ``--version-policy`` since v0.8.9; the seed relies on it, so we write it where
   TF Serving reads it: a ``model_config_list`` text proto (``model_server_config.proto``) in the ConfigMap.
-* **Readiness probe.** arena has none; ours is ``httpGet /v1/models/<model>`` on the REST port (TF Serving's model
-  status API, ``g3doc/api_rest.md``), so that the Service and the Ingress route only to replicas that answer.
-  That endpoint answers 404 until the server manages a version of the model.
+* **Readiness probe.** arena has none; ours is ``httpGet /v1/models/<model>/metadata`` on the REST port, so that
+  the Service and the Ingress route only to replicas that can answer ``POST /v1/models/<model>:predict`` (what the
+  smoke test, Locust and clients call). Why metadata and not status (tensorflow/serving, ``model_servers/``):
+  the status API (``GET /v1/models/<m>[/versions/<v>]``, ``get_model_status_impl.cc``) answers 200 for every
+  version the servable state monitor knows, in any state (START, LOADING, AVAILABLE, UNLOADING, END, also END with
+  a load error), and 404 only for an unknown model or version, so it says nothing about serving; the metadata API
+  (``http_rest_api_handler.cc`` ``ProcessModelMetadataRequest`` -> ``servables/tensorflow/
+  get_model_metadata_impl.cc``) takes a servable handle (``core->GetServableHandle``), which exists only for an
+  AVAILABLE version: without a version, ``Latest(<m>)``, the newest AVAILABLE one, exactly the version a predict
+  without a version goes to; otherwise 404 ``Servable not found for request: Latest(<m>)``. At start-up TF Serving
+  exports its REST API only after the initial load (``server.cc``), and during a version change in a running
+  server the old version stays AVAILABLE until the new one is (``AvailabilityPreservingPolicy``), so the probe
+  passes exactly while a version serves.
 * **Requests equal limits** for every resource given (the API server would default them so anyway), and
   tolerations for the node pool's own taints are added, so the pods can land on the pool they select.
 * ``heritage`` is ``elastic-inference`` (the renderer), not ``Helm``: no Helm release exists to own these.
@@ -187,7 +197,7 @@ def render_deployment(spec: DeploySpec, include_replicas: bool = True) -> dict[s
             "failureThreshold": 30,
         },
         "readinessProbe": {
-            "httpGet": {"path": f"/v1/models/{spec.model.name}", "port": s.rest_api_port, "scheme": "HTTP"},
+            "httpGet": {"path": readiness_path(spec), "port": s.rest_api_port, "scheme": "HTTP"},
             "initialDelaySeconds": 5,
             "periodSeconds": 5,
             "timeoutSeconds": 2,
@@ -260,6 +270,11 @@ def render_service(spec: DeploySpec) -> dict[str, Any]:
 def render_serving(spec: DeploySpec, include_replicas: bool = True) -> list[dict[str, Any]]:
     """ConfigMap, Deployment, Service, in apply order."""
     return [render_config_map(spec), render_deployment(spec, include_replicas), render_service(spec)]
+
+
+def readiness_path(spec: DeploySpec) -> str:
+    """The readiness probe's path: the model's metadata, served only by an AVAILABLE version (module docstring)."""
+    return f"/v1/models/{spec.model.name}/metadata"
 
 
 # --- readiness of a Deployment (the logic of `kubectl rollout status`, kubectl/pkg/polymorphichelpers) ---------

@@ -6,7 +6,8 @@ kubernetes-sigs/alibaba-cloud-csi-driver ``examples/oss/secret.yaml`` and ``exam
 ``pkg/oss/utils.go`` for the attribute names):
 
 * a ``Secret`` (type Opaque) with ``stringData`` keys ``akId`` and ``akSecret``, referenced by the PV's
-  ``spec.csi.nodePublishSecretRef{name, namespace}``; or, with ``storage.auth: rrsa``, no Secret at all and
+  ``spec.csi.nodePublishSecretRef{name, namespace}`` (a long-lived AccessKey only: STS credentials are refused,
+  see :func:`sts_problem`); or, with ``storage.auth: rrsa``, no Secret at all and
   ``volumeAttributes.authType: rrsa`` + ``roleName`` (RAM Roles for Service Accounts);
 * a ``PersistentVolume`` with CSI driver ``ossplugin.csi.alibabacloud.com``, ``volumeHandle`` = the PV name (the
   driver requires it), ``volumeAttributes`` ``bucket``, ``url``, ``path``, ``otherOpts``, and
@@ -133,14 +134,44 @@ def render_pvc(spec: DeploySpec) -> dict[str, Any]:
     }
 
 
+def sts_problem(spec: DeploySpec, has_security_token: bool) -> str | None:
+    """Why the OSS volume cannot be given these credentials, or None.
+
+    What the OSS CSI driver reads from the Secret of ``nodePublishSecretRef`` (kubernetes-sigs/alibaba-cloud-csi-driver
+    ``pkg/oss/utils.go`` ``parseCredentialsFromSecret``): the legacy keys ``akId``/``akSecret`` as a fixed AccessKey,
+    and, only when those are absent, ``AccessKeyId``/``AccessKeySecret``/``SecurityToken``/``Expiration`` (case
+    insensitive); a ``SecurityToken`` there makes them STS credentials (csi-plugin 1.35.1 and later, commit
+    e4d3f53 "support STS.Token in nodePublishSecretRef", 2025-12-24). Older plugins read ``akId``/``akSecret`` only.
+    An STS token expires (at most hours later) and the driver rotates it only when someone rewrites the Secret
+    (``NodePublishVolume`` "token rotation": ``OssfsSecretInterceptor`` reloads it), and every pod scheduled later
+    (the HPA's scale-out, on new nodes) mounts with what the Secret holds then: a token this flow stored would have
+    expired. So the flow refuses STS credentials for ``storage.auth: secret`` and points to RRSA (``authType:
+    rrsa``: the driver gets its own short-lived credentials through the pod's service account and renews them) or
+    a RAM user's AccessKey.
+    """
+    if spec.storage.auth == "secret" and has_security_token:
+        return (
+            "storage.auth 'secret' with STS credentials (the credentials block has a security_token): the OSS "
+            "volume's Secret would hold a token that expires and that nothing renews, so pods mounting it later "
+            "(every scale-out) would fail; use storage.auth: rrsa with storage.rrsa_role_name (RAM Roles for "
+            "Service Accounts: the CSI driver obtains and renews its own credentials), or credentials of a RAM "
+            "user's AccessKey without a token"
+        )
+    return None
+
+
 def render_storage(
     spec: DeploySpec,
     oss_url: str | None,
     access_key_id: str | None,
     access_key_secret: str | SecretStr | None,
+    security_token: str | SecretStr | None = None,
 ) -> list[dict[str, Any]]:
-    """Secret (unless RRSA), PV, PVC, in apply order."""
+    """Secret (unless RRSA), PV, PVC, in apply order. STS credentials are refused (:func:`sts_problem`)."""
     out: list[dict[str, Any]] = []
+    problem = sts_problem(spec, bool(security_token))
+    if problem:
+        raise ValueError(problem)
     if spec.storage.auth == "secret":
         if not access_key_id or access_key_secret is None:
             raise ValueError("storage.auth 'secret' needs the AccessKey id and secret for the OSS Secret")
@@ -175,10 +206,12 @@ def apply_storage(
     access_key_id: str | None = None,
     access_key_secret: SecretStr | None = None,
     timeout_s: float = 300,
+    security_token: SecretStr | None = None,
 ) -> StorageResult:
     """Apply Secret + PV + PVC (server-side apply) and wait until the PVC is Bound."""
     names = spec.names
-    applied = [kube.apply(m) for m in render_storage(spec, oss_url, access_key_id, access_key_secret)]
+    manifests = render_storage(spec, oss_url, access_key_id, access_key_secret, security_token)
+    applied = [kube.apply(m) for m in manifests]
     pvc = kube.wait_for(
         "PersistentVolumeClaim",
         names.pvc,

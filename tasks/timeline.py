@@ -15,7 +15,11 @@ Each :class:`TimelineSample` holds, at ``t`` seconds from the start of sampling:
 * the Deployment's replicas and ready replicas;
 * the pool's Nodes (label ``alibabacloud.com/nodepool-id=<pool id>``) by billing, from the labels
   ``node.alibabacloud.com/spot-strategy`` / ``node.alibabacloud.com/instance-charge-type``, and by readiness
-  (condition ``Ready=True``).
+  (condition ``Ready=True``). cloud-controller-manager sets each label only when ECS returns a value, and the
+  spot-strategy label only since CCM v2.10.2 (kubernetes/cloud-provider-alibaba-cloud
+  ``pkg/controller/node/manager.go``), so a node whose labels do not settle its billing is looked up in ACK's
+  DescribeClusterNodes (the authority; ``instance_nodes``, one call per sample and only then) and otherwise
+  counted in ``nodes_billing_unknown``, never as pay-as-you-go.
 
 Every source is read on its own: a failed read (throttling, 5xx, a timeout) leaves that field None, is noted in
 ``errors`` of the sample, counted in :attr:`TimelineSampler.failures` and logged (the first few, then every tenth);
@@ -28,6 +32,7 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -38,11 +43,12 @@ from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import DeploySpec
 from tasks.autoscaling import metric_selector
-from tasks.cost import billing_of
+from tasks.cost import SPOT_STRATEGIES, billing_of
 
 NODEPOOL_LABEL = "alibabacloud.com/nodepool-id"
 SPOT_LABEL = "node.alibabacloud.com/spot-strategy"
 CHARGE_LABEL = "node.alibabacloud.com/instance-charge-type"
+INSTANCE_ID_LABEL = "alibabacloud.com/ecs-instance-id"
 
 
 class TimelineSample(BaseModel):
@@ -59,6 +65,7 @@ class TimelineSample(BaseModel):
     nodes_pay_as_you_go: int | None = None
     nodes_spot: int | None = None
     nodes_subscription: int | None = None
+    nodes_billing_unknown: int | None = None
     nodes_pay_as_you_go_ready: int | None = None
     nodes_spot_ready: int | None = None
     errors: list[str] = Field(default_factory=list)
@@ -72,25 +79,51 @@ def node_ready(node: dict[str, Any]) -> bool:
     return False
 
 
-def node_billing(node: dict[str, Any]) -> str:
+def node_instance_id(node: dict[str, Any]) -> str | None:
+    """The ECS instance id of a Node: ACK's label, else ``spec.providerID`` (``<region>.<instance id>``)."""
     labels = (node.get("metadata") or {}).get("labels") or {}
-    return billing_of(labels.get(CHARGE_LABEL), labels.get(SPOT_LABEL))
+    iid = labels.get(INSTANCE_ID_LABEL)
+    provider = (node.get("spec") or {}).get("providerID") or ""
+    if not iid and provider:
+        iid = provider.rsplit(".", 1)[-1].rsplit("/", 1)[-1] or None
+    return iid
 
 
-def node_counts(nodes: list[dict[str, Any]]) -> dict[str, int]:
+def label_billing(node: dict[str, Any]) -> str | None:
+    """Billing as the CCM labels tell it, or None when they do not settle it (a label is missing)."""
+    labels = (node.get("metadata") or {}).get("labels") or {}
+    charge, strategy = labels.get(CHARGE_LABEL), labels.get(SPOT_LABEL)
+    if strategy in SPOT_STRATEGIES or charge == "PrePaid":
+        return billing_of(charge, strategy)
+    if charge is None or strategy is None:
+        return None
+    return billing_of(charge, strategy)
+
+
+def node_billing(node: dict[str, Any], ack_billing: dict[str, str] | None = None) -> str:
+    """``spot`` | ``pay-as-you-go`` | ``subscription`` from the labels, else from DescribeClusterNodes
+    (``ack_billing``: instance id -> billing), else ``unknown``."""
+    known = label_billing(node)
+    if known is not None:
+        return known
+    return (ack_billing or {}).get(node_instance_id(node) or "", "unknown")
+
+
+def node_counts(nodes: list[dict[str, Any]], ack_billing: dict[str, str] | None = None) -> dict[str, int]:
     """The node fields of a sample from the pool's Node objects."""
     out = {
         "nodes_total": len(nodes), "nodes_ready": 0, "nodes_pay_as_you_go": 0, "nodes_spot": 0,
-        "nodes_subscription": 0, "nodes_pay_as_you_go_ready": 0, "nodes_spot_ready": 0,
+        "nodes_subscription": 0, "nodes_billing_unknown": 0, "nodes_pay_as_you_go_ready": 0, "nodes_spot_ready": 0,
     }
     for n in nodes:
         ready = node_ready(n)
-        billing = node_billing(n)
-        key = {"pay-as-you-go": "nodes_pay_as_you_go", "spot": "nodes_spot"}.get(billing, "nodes_subscription")
+        billing = node_billing(n, ack_billing)
+        key = {"pay-as-you-go": "nodes_pay_as_you_go", "spot": "nodes_spot",
+               "subscription": "nodes_subscription"}.get(billing, "nodes_billing_unknown")
         out[key] += 1
         if ready:
             out["nodes_ready"] += 1
-            if key != "nodes_subscription":
+            if key in ("nodes_pay_as_you_go", "nodes_spot"):
                 out[key + "_ready"] += 1
     return out
 
@@ -156,7 +189,11 @@ class TimelineSampler:
         nodepool_id: str | None,
         interval_s: float | None = None,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
+        instance_nodes: Callable[[], list[Any]] | None = None,
     ) -> None:
+        """``instance_nodes``: DescribeClusterNodes of the pool (items with ``instance_id``,
+        ``instance_charge_type``, ``spot_strategy``), asked only for nodes whose labels do not settle the billing."""
+        self.instance_nodes = instance_nodes
         self.kube = kube
         self.spec = spec
         self.names = spec.names
@@ -217,7 +254,15 @@ class TimelineSampler:
             self._note(errors, "Deployment", exc)
         if self.nodepool_id:
             try:
-                fields.update(node_counts(list_pool_nodes(self.kube, self.nodepool_id)))
+                nodes = list_pool_nodes(self.kube, self.nodepool_id)
+                ack_billing = None
+                if self.instance_nodes is not None and any(label_billing(n) is None for n in nodes):
+                    try:
+                        ack_billing = {i.instance_id: billing_of(i.instance_charge_type, i.spot_strategy)
+                                       for i in self.instance_nodes()}
+                    except Exception as exc:
+                        self._note(errors, "DescribeClusterNodes", exc)
+                fields.update(node_counts(nodes, ack_billing))
             except Exception as exc:
                 self._note(errors, "nodes", exc)
         sample = TimelineSample(

@@ -1,9 +1,13 @@
 """ACK OpenAPI errors: the codes the sandbox returns, and their JSON shape.
 
-Shape (DESIGN §3): ``{"code", "message", "requestId", "Code", "Message", "RequestId"}`` - the current SDK family
-reads either spelling, the classic ``aliyunsdkcore`` reads ONLY the capitalised keys
-(``aliyunsdkcore/client.py`` ``_parse_error_info_from_response_body``; anything else becomes
-``SDK.UnknownServerError``).
+Shape: ``{"code", "message", "requestId"}`` (lower-case keys only) with the ``x-acs-request-id`` header. ACK is a
+ROA (RESTful) service and its error bodies use lower-case keys: the current SDK's ROA path reads ``code``,
+``message``, ``requestId`` (and ``requestid``) beside the RPC spellings (``alibabacloud_tea_openapi/client.py``
+``Client.do_roarequest``), and the issue's audit of real ACK answers found lower-case ``code``. No verbatim ACK
+error body was found in public sources (reference/alibaba-apis.md), so the sandbox does NOT add the capitalised
+RPC keys as well: emitting both would hide from tests that the classic ``aliyunsdkcore`` reads ONLY ``Code``/
+``Message``/``RequestId`` (``aliyunsdkcore/client.py`` ``_parse_error_info_from_response_body``) and reports an
+ACK error as ``SDK.UnknownServerError`` with the body in its message (``tasks/ack_api.py`` reads the body itself).
 
 Where each code comes from:
 
@@ -13,9 +17,8 @@ Confirmed from public sources
     (``IsExpectedErrors(err, ["ErrorNodePoolNotFound", ...])``) and yunion cloudpods' aliyun driver.
     ``InvalidAccessKeyId.NotFound`` (404, "Specified access key is not found.") - an SDK doc comment showing the
     POP gateway's 404 body. ``SignatureDoesNotMatch`` (400, "Specified signature is not matched with our
-    calculation.") - ``aliyunsdkcore/client.py`` special-cases HTTP 400 + this code and splits the message on
-    ``':'`` (so the message MUST contain a colon: the sandbox appends ``server string to sign is:<sts>``, as POP
-    does). ``InvalidTimeStamp.Expired`` (400) and ``SignatureNonceUsed`` (400) - POP common errors seen in several
+    calculation.") - the message carries ``server string to sign is:<sts>``, as POP does (``aliyunsdkcore``
+    special-cases HTTP 400 + a capitalised ``Code`` of this value and splits the message on ``':'``). ``InvalidTimeStamp.Expired`` (400) and ``SignatureNonceUsed`` (400) - POP common errors seen in several
     client error maps. ``OperationDenied.NoStock`` - ECS's out-of-stock code, used in task errors.
     ``InvalidParameter`` (400) - POP's generic code; ACK field errors were seen as ``InvalidParameter.<Field>``
     (e.g. ``InvalidParameter.Management``), the sandbox uses plain ``InvalidParameter`` with the field path at the
@@ -58,10 +61,7 @@ def json_response(status: int, body: Any, request_id: str) -> Response:
 
 
 def error_response(err: AckError, request_id: str) -> Response:
-    body = {
-        "code": err.code, "message": err.message, "requestId": request_id,
-        "Code": err.code, "Message": err.message, "RequestId": request_id,
-    }
+    body = {"code": err.code, "message": err.message, "requestId": request_id}
     return json_response(err.status, body, request_id)
 
 
@@ -80,8 +80,7 @@ def injected_error(kind: str, status: int) -> tuple[int, list[tuple[bytes, bytes
     code, msg = _THROTTLED if kind == "throttle" else _5XX[status]
     st = 400 if kind == "throttle" else status
     rid = new_request_id()
-    body = json.dumps({"code": code, "message": msg, "requestId": rid,
-                       "Code": code, "Message": msg, "RequestId": rid}, separators=(",", ":")).encode()
+    body = json.dumps({"code": code, "message": msg, "requestId": rid}, separators=(",", ":")).encode()
     return st, [(b"content-type", b"application/json;charset=utf-8"), (b"x-acs-request-id", rid.encode())], body
 
 

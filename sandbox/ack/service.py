@@ -12,6 +12,7 @@ cluster-autoscaler's). Changes are announced on the bus topic ``"ack"``.
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +29,7 @@ from .auth import Verifier
 from .errors import AckError, error_response, injected_error, json_response, new_request_id
 from .protocol import read_request
 from .routes import AckApi
-from .state import AckState
+from .state import AckState, _redact
 
 if TYPE_CHECKING:
     from ..kube.service import KubeService
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sandbox.ack")
 
 METHODS = ["GET", "POST", "PUT", "DELETE", "PATCH", "HEAD", "OPTIONS"]
+JOURNAL_SIZE = 500
 
 
 class AckService(Service):
@@ -47,6 +49,10 @@ class AckService(Service):
         self.state = AckState(ctx.store, ctx.clock, ctx.identity, fleet, self.timings)
         self.api = AckApi(self.state, kube, ctx.endpoints)
         self.verifier = Verifier(ctx.accounts.secret_for)
+        # The last requests as the API saw them (action, query, JSON bodies both ways): what a test holds against
+        # the official SDK models (tests/contract). In memory only; bodies of CreateClusterNodePool may hold a
+        # login_password, redacted here.
+        self.journal: deque[dict[str, Any]] = deque(maxlen=JOURNAL_SIZE)
 
     # ---- HTTP ------------------------------------------------------------------------------------------------
     def app(self) -> Any:
@@ -59,6 +65,7 @@ class AckService(Service):
             status, body = await self.api.dispatch(req)
             if req.method != "GET":
                 self.ctx.bus.notify("ack")
+            self._record(req, status, body)
             return json_response(status, body, rid)
         except AckError as err:
             return error_response(err, rid)
@@ -74,6 +81,17 @@ class AckService(Service):
 
     def fault_error(self, kind: str, status: int, method: str, host: str) -> tuple[int, list, bytes]:
         return injected_error(kind, status)
+
+    def _record(self, req: Any, status: int, body: Any) -> None:
+        action = self.api.operation(req.method, req.path)
+        if action is None:
+            return
+        try:
+            sent = _redact(req.json(required=False)) if req.body.strip() else None
+        except AckError:
+            return
+        self.journal.append({"action": action, "method": req.method, "path": req.path, "query": dict(req.query),
+                             "body": sent, "status": status, "response": body})
 
     # ---- lifecycle -------------------------------------------------------------------------------------------
     async def start(self) -> None:

@@ -22,16 +22,13 @@ Node pool state (``status.state``), driven by the simulated clock:
 - ``updating`` for ``nodepool_update`` seconds after ModifyClusterNodePool;
 - ``deleting`` after DeleteClusterNodepool until its instances are released and ``nodepool_delete`` has passed,
   then the pool is gone (404 ``ErrorNodePoolNotFound``);
-- ``active`` otherwise. A pool that cannot reach its size (stock) is ``active`` with a condition saying why.
+- ``active`` otherwise, also when the pool cannot reach its size (stock): the task fails with the reason.
 
-``status.conditions`` carries ONE sandbox condition, type ``InstanceMix`` (ACK's own condition types are not
-documented; this one is the sandbox's):
-
-- ``status=True, reason=AsConfigured`` - the pool holds the pay-as-you-go/spot mix its policy asks for;
-- ``status=False, reason=CompensatedWithOnDemand`` - pay-as-you-go instances stand in for spot ones because spot
-  stock or price ruled spot out (``compensate_with_on_demand=true``); the message names the types and counts;
-- ``status=False, reason=InsufficientStock`` - the pool is below its desired size (the message says by how many
-  and why, e.g. ``compensate_with_on_demand=false``); ESS retries every ``ess_shortfall_retry`` seconds.
+``status.conditions`` carries nothing of the sandbox's own: ACK documents the item shape (``type``, ``status``,
+``reason``, ``message``, ``last_transition_time``; ``DescribeClusterNodePoolDetailResponseBodyStatusConditions``)
+but no condition type, and no public code emits a mix or stock condition, so the pool's mix is visible only as
+ACK shows it (DescribeClusterNodes: each instance's ``instance_charge_type``/``spot_strategy``) and a shortfall
+only as the task's error and the node counts. Other components may add conditions through ``extra_conditions``.
 
 Tasks (DescribeTaskInfo): every mutating call returns a ``task_id``; the task is ``running`` until the pool has
 converged (``success``) or the scaling group reports a shortfall with nothing left in flight (``fail``, error
@@ -46,8 +43,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from ..fleet import catalogue, mix
-from ..fleet.models import IN_FLIGHT, GroupSpec, Instance, ScalingGroup
+from ..fleet import catalogue
+from ..fleet.models import IN_FLIGHT, GroupSpec, Instance
 from ..fleet.service import FleetService
 from ..store import Store
 from . import errors
@@ -223,7 +220,11 @@ class AckState:
         pools = self._pools()
         if name:
             pools = [p for p in pools if p["spec"]["nodepool_info"]["name"] == name]
-        return [self.render_pool(p) for p in pools]
+        out = [self.render_pool(p) for p in pools]
+        for item in out:
+            # DescribeClusterNodePoolsResponseBodyNodepoolsStatus has no conditions (the detail's status has)
+            item["status"].pop("conditions", None)
+        return out
 
     def scale_pool(self, nodepool_id: str, body: Any) -> dict[str, Any]:
         req = parse(ScaleNodePool, body)
@@ -409,36 +410,10 @@ class AckState:
             "offline_nodes": 0,
             "removing_nodes": sum(1 for i in insts if i.status == "Stopping"),
             "failed_nodes": 0,
-            "conditions": self._conditions(p, insts, group) + [c for f in self.extra_conditions for c in f(np_id)],
+            "conditions": [c for f in self.extra_conditions for c in f(np_id)],
         }
         spec.pop("count", None)
         return spec
-
-    def _conditions(self, p: dict[str, Any], insts: list[Instance], g: ScalingGroup | None) -> list[dict[str, Any]]:
-        if g is None:
-            return []
-        live = [i for i in insts if i.status != "Stopping"]
-        od = sum(1 for i in live if not i.spot)
-        spot = len(live) - od
-        comp = [i for i in live if i.launch_reason == mix.REASON_COMPENSATION]
-        base, pct = g.spec.policy(self.fleet.state.zones).effective_base_percentage()
-        want_od = mix.on_demand_target(len(live), base, pct)
-        counts = (f"{od} pay-as-you-go and {spot} spot instance(s) of {g.desired} desired; the rule asks for "
-                  f"{want_od} pay-as-you-go at this size")
-        if g.shortfall is not None:
-            return [{"type": "InstanceMix", "status": "False", "reason": "InsufficientStock",
-                     "message": f"{g.desired - len([i for i in live if i.reclaim_at is None])} instance(s) short of "
-                                f"the desired size: {'; '.join(g.shortfall.notes)}. {counts}.",
-                     "last_transition_time": self.clock.iso(g.shortfall.at)}]
-        if comp:
-            types = sorted({i.instance_type for i in comp})
-            return [{"type": "InstanceMix", "status": "False", "reason": "CompensatedWithOnDemand",
-                     "message": f"{len(comp)} pay-as-you-go instance(s) ({', '.join(types)}) replace spot "
-                                f"instances: {'; '.join(g.compensation_notes) or 'spot capacity unavailable'}. "
-                                f"{counts}.",
-                     "last_transition_time": self.clock.iso(min(i.created for i in comp))}]
-        return [{"type": "InstanceMix", "status": "True", "reason": "AsConfigured",
-                 "message": f"{counts}.", "last_transition_time": self.clock.iso(p["updated"])}]
 
     def render_task(self, task_id: str) -> dict[str, Any]:
         t = self._task(task_id)

@@ -1,5 +1,8 @@
 """The cluster-autoscaler (``name = "autoscaler"``, no HTTP endpoint): scales ACK auto-scaling node pools.
 
+It runs only when the cluster's node scaling is enabled (sandbox option ``node_scaling``, default on:
+:mod:`sandbox.cluster_profile`); off, as on a real cluster where nobody enabled it, nothing scales the pools.
+
 A loop every ``ca_scan`` simulated seconds (``--scan-interval``), following upstream's ``StaticAutoscaler.RunOnce``
 (kubernetes/autoscaler ``cluster-autoscaler/core/static_autoscaler.go``) in a reduced form; the pure parts are in
 :mod:`sandbox.autoscaler.simulate`.
@@ -59,6 +62,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from ..cluster_profile import node_scaling_enabled
 from ..context import SandboxContext
 from ..fleet.models import IN_FLIGHT, ScalingGroup
 from ..kube.errors import KubeError
@@ -127,6 +131,11 @@ class AutoscalerService(Service):
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
+        if not node_scaling_enabled(self.ctx):
+            # ACK's cluster-level node scaling is off (sandbox option ``node_scaling``): no autoscaler runs, so
+            # auto-scaling pools keep their size and no status ConfigMap is written (sandbox.cluster_profile).
+            log.info("node scaling is disabled for the cluster: the cluster-autoscaler does not run")
+            return
         self.ack.add_pool_conditions(self.pool_conditions)
         self.spawn(self._run(), name="cluster-autoscaler")
 

@@ -10,7 +10,7 @@ cloud-controller-manager + ack-node-problem-detector + the node lifecycle and po
   instance-type`` + beta, ``topology.kubernetes.io/region|zone`` + ``failure-domain.beta``), ACK's
   (``alibabacloud.com/nodepool-id``, ``node.alibabacloud.com/nodepool-id``, ``node.alibabacloud.com/instance-charge-type``,
   ``node.alibabacloud.com/spot-strategy`` -- CCM constants ``LabelNodePoolID``, ``LabelInstanceChargeType``,
-  ``LabelSpotStrategy``; ``ack.aliyun.com=<cluster id>``, ``alibabacloud.com/ecs-instance-id``,
+  ``LabelSpotStrategy``, the last only with CCM >= v2.10.2 (sandbox option ``ccm_version``); ``ack.aliyun.com=<cluster id>``, ``alibabacloud.com/ecs-instance-id``,
   ``k8s.aliyun.com=true``), GPU nodes the ACK GPU device plugin's ``aliyun.accelerator/nvidia_name|count|mem``;
   then the pool's ``kubernetes_config`` labels and taints (from the ESS group's ``node_template``).
 - Capacity from the instance type (``sandbox.fleet.catalogue``): cpu, memory (less what the kernel keeps), pods 64
@@ -31,6 +31,7 @@ import hashlib
 import ipaddress
 from typing import Any
 
+from ..cluster_profile import ccm_sets_spot_label
 from ..fleet import catalogue
 from ..kube.errors import KubeError
 from .base import Controller
@@ -126,10 +127,14 @@ class NodeController(Controller):
             "topology.diskplugin.csi.alibabacloud.com/zone": inst.zone,
             "alibabacloud.com/nodepool-id": inst.pool_id, "node.alibabacloud.com/nodepool-id": inst.pool_id,
             "alibabacloud.com/ecs-instance-id": inst.instance_id,
-            "node.alibabacloud.com/instance-charge-type": inst.instance_charge_type,
-            "node.alibabacloud.com/spot-strategy": inst.spot_strategy,
             "ack.aliyun.com": self.cluster_id, "k8s.aliyun.com": "true",
         }
+        # CCM sets each billing label only when ECS returns a value, the spot-strategy one only since v2.10.2
+        # (sandbox option ``ccm_version``, :mod:`sandbox.cluster_profile`).
+        if inst.instance_charge_type:
+            labels["node.alibabacloud.com/instance-charge-type"] = inst.instance_charge_type
+        if inst.spot_strategy and ccm_sets_spot_label(self.ctx):
+            labels["node.alibabacloud.com/spot-strategy"] = inst.spot_strategy
         t = catalogue.get(inst.instance_type)
         if t and t.gpus:
             gname, gmem = GPU_NAMES.get(t.gpu_model or "", ((t.gpu_model or "GPU").replace(" ", "-"), 16384))

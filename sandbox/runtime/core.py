@@ -64,7 +64,13 @@ class ServerCore:
         return v, st.servable
 
     def status(self, model: str, version: int | None, label: str | None = None) -> dict[str, Any]:
-        v = self.resolve(model, version, label)
+        """``GetModelStatusImpl::GetModelStatusWithModelSpec``: 200 for every version the state monitor knows, in
+        whatever state (START, LOADING, AVAILABLE, UNLOADING, END), each with its ``status`` (``error_code`` as the
+        ``tensorflow.error.Code`` name, ``error_message``; ``StatusProto`` json_names, printed with
+        ``always_print_fields_with_no_presence``, ``http_rest_api_util.cc`` ``ToJsonString``); NOT_FOUND only for a
+        version or a model it does not know. A label is not resolved there (only ``has_version()`` is looked at),
+        so ``/labels/<l>`` answers every version, as TF Serving does."""
+        v = version
         known = self.models.get(model, {})
         if v is not None:
             if v not in known:

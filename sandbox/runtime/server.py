@@ -67,6 +67,7 @@ TF_VERSION = "1.15.0"
 HEAD_LINES = 300
 TAIL_LINES = 2000
 MIN_POLL_REAL = 0.2  # real seconds: the file system source never polls faster than this (CPU guard at high speed)
+MIN_WATCH_REAL = 2.0  # real seconds between the polls of a started server (many pods poll; TF's default is 1 s)
 
 
 class ServerLog:
@@ -302,7 +303,9 @@ class ModelServer:
                               f"Exporting HTTP/REST API at:localhost:{flags.rest_api_port} ...")
         self.started = True
         self.changed()
-        await asyncio.Event().wait()  # serve until stopped
+        # serve until stopped; the file system source goes on polling and the manager loads new versions and
+        # unloads the ones no longer aspired (every state of the status API is reachable in a running server)
+        await asyncio.gather(asyncio.Event().wait(), *(self._watch(m, flags) for m in config.models))
 
     async def _read_config(self, flags: ServerFlags) -> ModelServerConfig | None:
         if not flags.model_config_file:
@@ -353,6 +356,49 @@ class ModelServer:
             if poll_sim == 0:
                 await asyncio.Event().wait()  # polled once: nothing more will come
             await asyncio.sleep(max(MIN_POLL_REAL, self.clock.real_seconds(poll_sim)))
+
+    async def _watch(self, model: ModelConfig, flags: ServerFlags) -> None:
+        """After startup: TF Serving's ``FileSystemStoragePathSource`` keeps polling every
+        ``--file_system_poll_wait_seconds`` and the ``AspiredVersionsManager`` reconciles, with the default
+        ``AvailabilityPreservingPolicy`` (``core/availability_preserving_policy.cc``): new aspired versions are
+        loaded first (START, LOADING, then AVAILABLE or END with the load error) and a version no longer aspired is
+        unloaded (UNLOADING, then END) only while another aspired version is AVAILABLE. A failed load of a new
+        version leaves the old one serving."""
+        poll_sim = float(flags.file_system_poll_wait_seconds)
+        if poll_sim <= 0:
+            return
+        while True:
+            await asyncio.sleep(max(MIN_WATCH_REAL, self.clock.real_seconds(poll_sim)))
+            try:
+                children = await asyncio.to_thread(self.fs.children, model.base_path)
+            except FileNotFoundError:
+                continue
+            aspired, _ = select_versions(model.version_policy, children)
+            if not aspired:
+                continue
+            known = self.core.models.get(model.name, {})
+            new = {v: c for v, c in aspired.items() if v not in known}
+            if new:
+                await asyncio.gather(*(self._load(model, v, f"{model.base_path.rstrip('/')}/{c}", flags)
+                                       for v, c in new.items()))
+            if any(self.core.models[model.name][v].state == "AVAILABLE" for v in aspired
+                   if v in self.core.models.get(model.name, {})):
+                for v, st in sorted(self.core.models.get(model.name, {}).items()):
+                    if v not in aspired and st.state == "AVAILABLE":
+                        await self._unload(model, v)
+
+    async def _unload(self, model: ModelConfig, version: int) -> None:
+        st = self.core.version_state(model.name, version)
+        st.state = "UNLOADING"
+        self.log.info("tensorflow_serving/core/loader_harness.cc:95",
+                      f"Quiescing servable version {sid(model.name, version)}")
+        await self.clock.sleep(self.timings.get("tfserving_unload", 0.0))
+        self.log.info("tensorflow_serving/core/loader_harness.cc:118",
+                      f"Unloading servable version {sid(model.name, version)}")
+        st.servable = None
+        st.state = "END"
+        self.log.info("tensorflow_serving/core/loader_harness.cc:126",
+                      f"Done unloading servable version {sid(model.name, version)}")
 
     async def _load(self, model: ModelConfig, version: int, path: str, flags: ServerFlags) -> None:
         st = self.core.version_state(model.name, version)

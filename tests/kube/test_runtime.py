@@ -25,6 +25,7 @@ import pytest
 from aliyunsdkcore.client import AcsClient
 from aliyunsdkcore.request import CommonRequest
 from kubernetes import client, config
+from tfserving_schema import parse_model_status, render_model_status  # tests/tfserving_schema.py
 
 from core.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
 from core.spec import DeploySpec
@@ -190,13 +191,15 @@ def test_pod_becomes_ready_and_serves_the_rest_api(env, ns):
         assert h.get(f"/v1/models/{MODEL}").json() == {"model_version_status": [
             {"version": str(DEFAULT_VERSION), "state": "AVAILABLE", "status": {"error_code": "OK",
                                                                                "error_message": ""}}]}
+        r = h.get(f"/v1/models/{MODEL}/versions/{DEFAULT_VERSION}")
+        assert render_model_status(parse_model_status(r.text)) == r.json()  # TF Serving's proto, no extra field
         assert h.get(f"/v1/models/{MODEL}/versions/{DEFAULT_VERSION}").status_code == 200
         r = h.get(f"/v1/models/{MODEL}/versions/7")
         assert (r.status_code, r.json()) == (404, {"error": f"Could not find version 7 of model {MODEL}"})
         r = h.get("/v1/models/nope")
         assert (r.status_code, r.json()) == (404, {"error": "Could not find any versions of model nope"})
-        r = h.get(f"/v1/models/{MODEL}/labels/stable")
-        assert (r.status_code, r.json()) == (400, {"error": "Unrecognized servable version label: stable"})
+        # the status API does not resolve labels (get_model_status_impl.cc looks at has_version() only): all versions
+        assert h.get(f"/v1/models/{MODEL}/labels/stable").json() == h.get(f"/v1/models/{MODEL}").json()
         assert h.get("/v1/models").json() == {"error": "Missing model name in request."}
         assert h.get("/v2/health").status_code == 404
 
@@ -285,7 +288,7 @@ def test_a_wrong_model_path_or_version_policy_never_becomes_ready_and_the_log_sa
     # what the kubelet's readiness probe sees: the REST port refuses connections
     server = env.runtime.server(ns, pods["path"])
     ok, message = server.probe(server.spec.container["readinessProbe"])
-    assert not ok and message.endswith(f":8501/v1/models/{MODEL}\": dial tcp {server.spec.pod_ip}:8501: connect: "
+    assert not ok and message.endswith(f":8501/v1/models/{MODEL}/metadata\": dial tcp {server.spec.pod_ip}:8501: connect: "
                                        "connection refused")
 
 
@@ -323,3 +326,61 @@ def test_requests_beyond_the_concurrency_limit_queue_so_latency_grows(env, ns):
     # one slot: the k-th request waits k-1 service times (mean ~5.5 of them); ten slots: ~1 (client and server
     # share this process, so both carry the same per-request overhead on top)
     assert queued > 1.5 * parallel, (queued, parallel)
+
+
+# ---- issue 12 (4): a version change inside a running server, as TF Serving answers it ------------------------------
+def test_status_answers_200_in_every_state_and_only_metadata_tells_available(env, ns):
+    """TF Serving keeps polling the base path: a new version is loaded (START, LOADING, then AVAILABLE or END with
+    the load error), the old one unloaded once the new one is AVAILABLE. The status API answers 200 for a version in
+    any state; only the metadata API (the readiness probe) needs an AVAILABLE version."""
+    spec = env.spec(ns, name="versions", gpus=0, model={"version_policy": "latest"})
+    pod = env.deploy(spec)
+    wait_for(lambda: env.ready(ns, pod), "the serving pod to be Ready", timeout=90)
+    bucket = oss2.Bucket(oss2.Auth(env.info["access_key_id"], env.info["access_key_secret"]),
+                         env.info["oss_endpoint"], "elastic-inference-models")
+    bad, good = DEFAULT_VERSION + 1, DEFAULT_VERSION + 2
+    ok = {"error_code": "OK", "error_message": ""}
+    try:
+        bucket.put_object(f"tensorflow/{bad}/notes.txt", b"not a model")
+        with httpx.Client(base_url=env.rest(ns, pod), timeout=10) as h:
+            def states() -> dict[str, tuple[str, dict]]:
+                r = h.get(f"/v1/models/{MODEL}")
+                assert r.status_code == 200, r.text
+                # the GetModelStatusResponse of TF Serving's protos, printed as TF Serving prints it
+                assert render_model_status(parse_model_status(r.text)) == r.json()
+                return {v["version"]: (v["state"], v["status"]) for v in r.json()["model_version_status"]}
+
+            wait_for(lambda: states().get(str(bad), ("",))[0] == "END", "the broken version to end", timeout=90)
+            st = states()
+            assert st[str(DEFAULT_VERSION)] == ("AVAILABLE", ok)
+            assert st[str(bad)][1]["error_code"] == "NOT_FOUND"
+            assert "does not appear to contain a SavedModel bundle" in st[str(bad)][1]["error_message"]
+            # the version-specific status is 200 for a version that cannot serve: no readiness probe
+            r = h.get(f"/v1/models/{MODEL}/versions/{bad}")
+            assert r.status_code == 200 and r.json()["model_version_status"][0]["state"] == "END"
+            r = h.get(f"/v1/models/{MODEL}/versions/{bad}/metadata")
+            assert (r.status_code, r.json()) == (
+                404, {"error": f"Servable not found for request: Specific({MODEL}, {bad})"})
+            assert h.get(f"/v1/models/{MODEL}/metadata").json()["model_spec"]["version"] == str(DEFAULT_VERSION)
+            assert env.ready(ns, pod)  # the old version serves: still Ready
+            loading = f"Loading servable version {{name: {MODEL} version: {bad}}}"  # it went through LOADING
+            wait_for(lambda: loading in env.logs(ns, pod), "the broken version's load in the log")
+
+            # a good version: loaded, then the old one is unloaded (UNLOADING -> END, status OK)
+            for obj in oss2.ObjectIterator(bucket, prefix=f"tensorflow/{DEFAULT_VERSION}/"):
+                bucket.copy_object("elastic-inference-models", obj.key,
+                                   obj.key.replace(f"/{DEFAULT_VERSION}/", f"/{good}/", 1))
+            wait_for(lambda: states().get(str(DEFAULT_VERSION), ("",))[0] == "END", "the old version to be unloaded",
+                     timeout=90)
+            st = states()
+            assert list(st) == [str(good), str(bad), str(DEFAULT_VERSION)]  # newest first
+            assert st[str(good)] == ("AVAILABLE", ok) and st[str(DEFAULT_VERSION)] == ("END", ok)
+            assert h.get(f"/v1/models/{MODEL}/metadata").json()["model_spec"]["version"] == str(good)
+            done = f"Done unloading servable version {{name: {MODEL} version: {DEFAULT_VERSION}}}"
+            wait_for(lambda: done in env.logs(ns, pod), "the unload in the log")  # the log is written behind
+            assert env.ready(ns, pod)
+    finally:
+        for v in (bad, good):
+            keys = [o.key for o in oss2.ObjectIterator(bucket, prefix=f"tensorflow/{v}/")]
+            if keys:
+                bucket.batch_delete_objects(keys)

@@ -377,3 +377,40 @@ def test_preflight_lists_every_missing_addon_in_one_error(fresh_sandbox):
         )
         assert f"APIService {name} not found" in problems[1]
         assert "ack-alibaba-cloud-metrics-adapter" in problems[1]
+
+
+# --- preflight: issue 12 (node scaling, STS, ACK, one message, nothing created) ------------------------------------
+def test_preflight_checks_ack_and_reports_node_scaling(clients, sandbox_info):
+    from blocks.alibaba import AlibabaCloudCredentials
+    from clients.ack import AckApi
+
+    creds = AlibabaCloudCredentials(access_key_id=sandbox_info["access_key_id"],
+                                    access_key_secret=sandbox_info["access_key_secret"],
+                                    region_id=sandbox_info["region"], cs_endpoint=sandbox_info["cs_endpoint"])
+    spec = make_spec(sandbox_info, "default")
+    wait_for(lambda: clients.get("ConfigMap", "cluster-autoscaler-status", "kube-system") is not None,
+             "the cluster-autoscaler status ConfigMap", timeout=30)
+    report = check_cluster(clients, spec, ack=AckApi(creds, sandbox_info["cluster_id"]))
+    assert report.cluster_state == "running"
+    assert report.node_scaling.startswith("enabled")
+
+
+def test_preflight_names_node_scaling_off_and_sts_credentials_in_one_message_and_creates_nothing(tmp_path):
+    """With ACK's cluster-level node scaling off (sandbox option) the pool's auto scaling grows nothing: preflight
+    says so before anything is created, together with every other problem (here: STS credentials for the OSS
+    Secret, issue 12 item 3)."""
+    from sandbox.runner import Sandbox
+
+    with Sandbox(tmp_path / "sb", speed=50.0, options={"node_scaling": False}) as sb:
+        info = sb.info
+        with KubeClients.from_kubeconfig_file(info["kubeconfig"]) as k:
+            ns = "n-" + uuid.uuid4().hex[:6]
+            spec = make_spec(info, ns)
+            with pytest.raises(PreflightError) as err:
+                check_cluster(k, spec, has_security_token=True)
+            problems = err.value.problems
+            assert len(problems) == 2, problems
+            assert "STS credentials" in problems[0] and "storage.auth: rrsa" in problems[0]
+            assert "node scaling is not enabled for the cluster" in problems[1]
+            assert "cluster-autoscaler-status" in problems[1] and "Node Scaling > Enable" in problems[1]
+            assert k.get("Namespace", ns) is None  # a failed preflight creates nothing

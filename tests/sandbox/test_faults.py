@@ -148,6 +148,24 @@ def test_half_5xx_rate_is_survived_by_the_project_retries(info):
     assert admin(info, "GET", "/faults").json()["counters"]["oss"]["errors"] == 0
 
 
+def test_ack_throttling_with_a_lower_case_body_is_retried(info, caplog):
+    """Issue 12 (6): ACK's error body has lower-case ``code``; the classic SDK alone would call it
+    SDK.UnknownServerError and the throttled calls (HTTP 400 Throttling.User) would not be retried."""
+    r = admin(info, "PUT", "/faults", content="seed: 5\nack: {throttle_rate: 0.5}\n")
+    assert r.status_code == 200, r.text
+    api = ack_api(info, max_attempts=15, backoff=0.01, backoff_max=0.02)
+    caplog.set_level("WARNING", logger="clients.ack")
+    try:
+        for _ in range(10):
+            assert api.describe_cluster()["cluster_id"] == info["cluster_id"]
+        counters = admin(info, "GET", "/faults").json()["counters"]["cs"]
+        assert counters["throttled"] > 0, counters
+        retried = [rec.getMessage() for rec in caplog.records if "retrying" in rec.getMessage()]
+        assert retried and all("Throttling.User" in m and "HTTP 400" in m for m in retried), retried[:3]
+    finally:
+        assert admin(info, "PUT", "/faults", content="").status_code == 200
+
+
 def test_admin_endpoint_requires_a_token_and_names_bad_fields(info):
     assert admin(info, "GET", "/faults", token="nope").status_code == 401
     assert httpx.get(info["admin_endpoint"] + "/faults").status_code == 401

@@ -225,3 +225,62 @@ def test_a_timeout_says_what_was_last_seen(tmp_path):
         text = str(err.value)
         assert "np-slow" in text and "state=initial" in text and "total=0" in text
         assert "state=running" in text  # the create task is still running
+
+
+# --- issue 12: a cluster whose CCM predates the spot-strategy label and whose node scaling is off -------------------
+def test_old_ccm_labels_and_node_scaling_off(tmp_path):
+    """CCM before v2.10.2 sets no ``node.alibabacloud.com/spot-strategy`` label: the mix check takes the billing from
+    DescribeClusterNodes and passes; with the cluster's node scaling off a pending pod grows the pool by nothing."""
+    import time
+
+    from clients.kube import KubeClients
+    from sandbox.runner import Sandbox
+    from tasks.timeline import list_pool_nodes, node_counts
+    from tasks.verify import Facts, check_mix, node_fact
+
+    with Sandbox(tmp_path / "sb", speed=50.0, options={"ccm_version": "v2.9.0", "node_scaling": False}) as sb:
+        c, cluster_id = _creds_of(sb)
+        api = AckApi(c, cluster_id)
+        spec = pool_spec("np-oldccm", instance_types=["ecs.gn6i-c4g1.xlarge"], min_instances=3, max_instances=6,
+                         on_demand_percentage_above_base=30)
+        pool = ensure_node_pool.fn(spec, c, cluster_id, **WAIT)
+        with KubeClients.from_kubeconfig_file(sb.info["kubeconfig"]) as kube:
+            nodes = wait_for(lambda: (lambda ns: ns if len(ns) == 3 else None)(list_pool_nodes(kube, pool.nodepool_id)),
+                             "3 pool nodes")
+            for n in nodes:
+                labels = n["metadata"]["labels"]
+                assert "node.alibabacloud.com/spot-strategy" not in labels
+                assert labels["node.alibabacloud.com/instance-charge-type"] == "PostPaid"
+            ack_nodes = api.describe_nodes(pool.nodepool_id)
+            facts = Facts(collected_at="", nodepool_id=pool.nodepool_id, pods=[],
+                          nodes=[node_fact(n) for n in nodes], ack_nodes=ack_nodes)
+            c_mix = check_mix(facts, "spot", 0, 30, True)
+            assert c_mix.passed, c_mix
+            assert "3 node(s) without the CCM billing labels" in c_mix.detail
+            billing = {i.instance_id: ("spot" if i.spot_strategy != "NoSpot" else "pay-as-you-go") for i in ack_nodes}
+            counts = node_counts(nodes, billing)
+            assert counts["nodes_billing_unknown"] == 0 and counts["nodes_spot"] == 2
+            assert node_counts(nodes)["nodes_pay_as_you_go"] == 0  # never guessed from a missing label
+
+            # node scaling off: 4 pods of 3 CPUs on three 4-CPU nodes, one stays Pending and nothing scales
+            kube.apply({
+                "apiVersion": "apps/v1", "kind": "Deployment",
+                "metadata": {"name": "hungry", "namespace": "default"},
+                "spec": {"replicas": 4, "selector": {"matchLabels": {"app": "hungry"}},
+                         "template": {"metadata": {"labels": {"app": "hungry"}},
+                                      "spec": {"nodeSelector": {"alibabacloud.com/nodepool-id": pool.nodepool_id},
+                                               "containers": [{"name": "c", "image": "nginx:1.25",
+                                                               "resources": {"requests": {"cpu": "3"}}}]}}},
+            })
+
+            def pending():
+                pods = kube.list("Pod", "default", label_selector="app=hungry").get("items") or []
+                return [p for p in pods if not (p.get("spec") or {}).get("nodeName")] if len(pods) == 4 else None
+            wait_for(pending, "a pending pod")
+            clock = sb.ctx.clock
+            start = clock.now()
+            while clock.now() - start < 120:  # 12 autoscaler scan intervals of simulated time
+                time.sleep(0.1)
+            assert len(pending()) == 1
+            assert len(api.describe_nodes(pool.nodepool_id)) == 3
+            assert kube.get("ConfigMap", "cluster-autoscaler-status", "kube-system") is None

@@ -291,7 +291,8 @@ def test_container_runs_tf_serving_with_arena_env_probes_and_gpus() -> None:
     assert "NVIDIA_VISIBLE_DEVICES" not in env
     assert c["livenessProbe"]["tcpSocket"] == {"port": 8500}
     assert (c["livenessProbe"]["initialDelaySeconds"], c["livenessProbe"]["failureThreshold"]) == (30, 30)
-    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models/chnsenticorp"
+    # metadata, not status: only an AVAILABLE version answers it (issue 12, item 4)
+    assert c["readinessProbe"]["httpGet"]["path"] == "/v1/models/chnsenticorp/metadata"
     assert c["readinessProbe"]["httpGet"]["port"] == 8501
     assert c["resources"] == {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}
 
@@ -420,6 +421,16 @@ def test_secret_auth_without_keys_is_refused_before_anything_is_sent() -> None:
         render_storage(seed(), URL, None, None)
     with pytest.raises(ValueError, match="oss_url"):
         render_pv(seed())
+
+
+def test_sts_credentials_are_refused_for_the_oss_secret_and_rrsa_is_recommended() -> None:
+    """Issue 12 (3): the CSI driver takes akId/akSecret as a fixed key (a token beside them is ignored) and, since
+    csi-plugin 1.35.1, SecurityToken only under AccessKeyId/AccessKeySecret with nobody renewing it: refuse."""
+    with pytest.raises(ValueError, match="STS credentials") as err:
+        render_storage(seed(), URL, AK_ID, SECRET, security_token="sts-token-value")
+    assert "storage.auth: rrsa" in str(err.value) and "sts-token-value" not in str(err.value)
+    manifests = render_storage(VARIANTS["rrsa"](), URL, None, None, security_token="sts-token-value")
+    assert [m["kind"] for m in manifests] == ["PersistentVolume", "PersistentVolumeClaim"]  # RRSA: fine
 
 
 def test_redaction_keeps_only_what_is_asked() -> None:

@@ -152,24 +152,47 @@ def test_mix_accepts_floor_or_ceil_and_says_which(spots, rule):
 
 def test_mix_fails_for_a_wrong_ratio():
     c = check_mix(pool_facts([True, True, True, True]), "spot", 0, 30, True)
-    assert not c.passed and "short of the rule" in c.detail and "not both kinds" in c.detail
+    assert not c.passed and "deviation -1, unexplained" in c.detail and "not both kinds" in c.detail
+    assert "short of the rule (floor 1 for N=4); spot, newest first: i-0 (n0)" in c.detail
     c = check_mix(pool_facts([False, False, False, True]), "spot", 0, 30, True)
-    assert not c.passed and "above the rule, unexplained" in c.detail
-    assert "no InstanceMix CompensatedWithOnDemand condition" in c.detail
+    assert not c.passed and "deviation +1, unexplained: 1 pay-as-you-go instance(s) above the rule" in c.detail
+    assert "i-0 (n0), i-1 (n1), i-2 (n2)" in c.detail  # which instances, by name
+    # compensation cannot be confirmed without ESS: said so, still unexplained
+    assert "ESS DescribeScalingActivities" in c.detail
 
 
-def test_extra_pay_as_you_go_is_accepted_only_as_compensation():
+def test_a_pool_condition_explains_nothing():
+    """Issue 12 (1): no ACK condition documents compensation; a pool condition no longer excuses a deviation."""
     cond = NodePoolCondition(type="InstanceMix", status="False", reason="CompensatedWithOnDemand",
                              message="spot stock exhausted in cn-hangzhou-h")
-    facts = pool_facts([False, False, False, True], conditions=[cond])
-    c = check_mix(facts, "spot", 0, 30, True)
+    c = check_mix(pool_facts([False, False, False, True], conditions=[cond]), "spot", 0, 30, True)
+    assert not c.passed and "unexplained" in c.detail
+
+
+def _sizes(*counts: int) -> list[TimelineSample]:
+    return [TimelineSample(t=float(i), timestamp="", unix=float(i), nodes_total=n) for i, n in enumerate(counts)]
+
+
+def test_mix_drift_after_scale_in_is_explained_by_the_timeline():
+    """Issue 12 (7): the autoscaler removed 2 of 6 instances (by id, ESS RemoveInstances): up to 2 off the rule."""
+    facts = pool_facts([False, False, False, True])  # N=4, 30%: 1 or 2 pay-as-you-go; 3 is +1
+    c = check_mix(facts, "spot", 0, 30, True, timeline=_sizes(2, 6, 6, 4))
     assert c.passed, c
-    assert "(rule: compensation)" in c.actual
-    assert "compensation: 1 extra pay-as-you-go" in c.detail and "spot stock exhausted" in c.detail
-    c = check_mix(facts, "spot", 0, 30, compensate_with_on_demand=False)
-    assert not c.passed and "compensate_with_on_demand is off" in c.detail
-    other = NodePoolCondition(type="InstanceMix", status="True", reason="AsConfigured")
-    assert not check_mix(pool_facts([False, False, False, True], conditions=[other]), "spot", 0, 30, True).passed
+    assert "(rule: drift)" in c.actual and "deviation +1, explained" in c.detail
+    assert "shrank from 6 to 4" in c.detail
+    # a deviation larger than the shrink stays unexplained
+    facts = pool_facts([False, False, False, False, True])  # N=5: 1 or 2; 4 is +2
+    c = check_mix(facts, "spot", 0, 30, True, timeline=_sizes(2, 6, 5))
+    assert not c.passed and "deviation +2, unexplained" in c.detail and "shrank by 1, less than 2" in c.detail
+
+
+def test_the_spec_decides_whether_an_unexplained_deviation_fails():
+    facts = pool_facts([False, False, False, True])
+    c = check_mix(facts, "spot", 0, 30, True, fail_on_unexplained=False)
+    assert c.passed and "(rule: unexplained deviation)" in c.actual
+    assert "deviation +1, unexplained (not failed: verification.fail_on_unexplained_mix is false)" in c.detail
+    spec = DeploySpec.model_validate({"verification": {"fail_on_unexplained_mix": False}})
+    assert spec.verification.fail_on_unexplained_mix is False
 
 
 def test_mix_requires_both_kinds_unless_told_otherwise():
@@ -202,6 +225,19 @@ def test_mix_notes_instances_not_registered_yet():
     facts.nodes.pop()
     c = check_mix(facts, "spot", 0, 30, True)
     assert c.passed and "not registered as nodes yet: i-2" in c.detail
+
+
+def test_label_less_nodes_are_not_a_disagreement():
+    """Issue 12 (2): CCM before v2.10.2 sets no spot-strategy label; ECS may return no charge type."""
+    facts = pool_facts([False, True, True])
+    for nf in facts.nodes:
+        del nf.labels["node.alibabacloud.com/spot-strategy"]
+    del facts.nodes[0].labels["node.alibabacloud.com/instance-charge-type"]
+    c = check_mix(facts, "spot", 0, 30, True)
+    assert c.passed, c
+    assert "3 node(s) without the CCM billing labels" in c.detail and "billing taken from DescribeClusterNodes" in c.detail
+    facts.nodes[1].labels["node.alibabacloud.com/instance-charge-type"] = "PrePaid"  # present and wrong: fails
+    assert not check_mix(facts, "spot", 0, 30, True).passed
 
 
 def test_on_demand_pool():
@@ -267,11 +303,24 @@ def test_node_fact_and_counts_from_node_objects():
     nodes = [obj("a", False, True), obj("b", True, True), obj("c", True, False)]
     assert node_counts(nodes) == {
         "nodes_total": 3, "nodes_ready": 2, "nodes_pay_as_you_go": 1, "nodes_spot": 2, "nodes_subscription": 0,
-        "nodes_pay_as_you_go_ready": 1, "nodes_spot_ready": 1}
+        "nodes_billing_unknown": 0, "nodes_pay_as_you_go_ready": 1, "nodes_spot_ready": 1}
     assert node_fact(obj("x", True, True, provider="cn-hangzhou.i-abc")).instance_id == "i-abc"
     nf = node_fact(obj("y", True, True, labels={"alibabacloud.com/ecs-instance-id": "i-lab",
                                                   "topology.kubernetes.io/zone": "cn-hangzhou-h"}))
     assert (nf.instance_id, nf.zone, nf.ready) == ("i-lab", "cn-hangzhou-h", True)
+
+
+def test_timeline_does_not_count_label_less_nodes_as_pay_as_you_go():
+    """Issue 12 (2): without the spot-strategy label the billing comes from DescribeClusterNodes, else unknown."""
+    def obj(name, iid, labels):
+        return {"metadata": {"name": name, "labels": {"alibabacloud.com/ecs-instance-id": iid, **labels}},
+                "spec": {}, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    charge = {"node.alibabacloud.com/instance-charge-type": "PostPaid"}
+    nodes = [obj("a", "i-a", charge), obj("b", "i-b", {}), obj("c", "i-c", {**charge, "node.alibabacloud.com/spot-strategy": "NoSpot"})]
+    counts = node_counts(nodes)
+    assert (counts["nodes_pay_as_you_go"], counts["nodes_spot"], counts["nodes_billing_unknown"]) == (1, 0, 2)
+    counts = node_counts(nodes, {"i-a": "spot", "i-b": "spot"})
+    assert (counts["nodes_pay_as_you_go"], counts["nodes_spot"], counts["nodes_billing_unknown"]) == (1, 2, 0)
 
 
 def test_metric_sum_parses_quantities():
