@@ -11,7 +11,8 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	@# --no-compile: modules are byte-compiled when first imported (190 s -> 105 s for this install here)
-	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev]'
+	@# the tensorflow extra: the real-model tests serve SavedModels with TensorFlow (`make demo` does not need it)
+	$(BIN)/python -m pip install --quiet --no-compile -e '.[dev,tensorflow]'
 	@$(BIN)/python -c 'import crcmod._crcfunext' || (echo "crcmod's C extension did not build: CRC-64 would be ~100x slower" && exit 1)
 	@touch $(STAMP)
 

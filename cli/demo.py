@@ -2,6 +2,11 @@
 
 Starts a sandbox (``.sandbox/``), generates the demo model where ``examples/sandbox.yaml`` expects it, saves the
 Prefect blocks for the sandbox, runs the deploy flow, prints what it did, and stops the sandbox unless ``keep``.
+
+``--model DIR`` rehearses with the user's own model instead: ``DIR`` is a TF Serving model base directory
+(``DIR/<version>/saved_model.pb``); every version found is served (policy ``latest`` unless ``--version-policy``),
+under ``--model-name`` (default: the spec's). A SavedModel is executed by real TensorFlow in the sandbox, which
+needs the extra: ``pip install 'elastic-inference[tensorflow]'``.
 """
 
 from __future__ import annotations
@@ -58,6 +63,33 @@ def ensure_demo_model(spec_path: Path) -> Path:
     return base
 
 
+def spec_with_model(spec_path: Path, model_dir: Path, model_name: str | None = None,
+                    version_policy: str = "latest") -> Any:
+    """The spec of ``spec_path`` with its model replaced by the user's ``model_dir`` (checked like any spec)."""
+    import yaml
+
+    from core.spec import DeploySpec
+
+    data = yaml.safe_load(spec_path.read_text()) or {}
+    model = data.setdefault("model", {})
+    model["local_dir"] = str(Path(model_dir).expanduser().resolve())
+    model["version_policy"] = version_policy
+    if model_name:
+        model["name"] = model_name
+    return DeploySpec.parse(data, source=f"{spec_path} with --model {model_dir}")
+
+
+def require_tensorflow_for(model_dir: Path) -> None:
+    """A SavedModel needs TensorFlow where the sandbox runs: say how to install it before anything starts."""
+    import importlib.util
+
+    from core.spec import SpecError
+
+    if any(Path(model_dir).expanduser().glob("*/saved_model.pb*")) and importlib.util.find_spec("tensorflow") is None:
+        raise SpecError(f"--model {model_dir} holds a TensorFlow SavedModel: the sandbox serves it with real TensorFlow, "
+                         "which is not installed here; install the extra: pip install 'elastic-inference[tensorflow]'")
+
+
 def _prefect_env() -> None:
     # With no Prefect server configured, Prefect starts a temporary one in this process; on a busy 2-core
     # machine its default 20 s start-up timeout is too short.
@@ -71,6 +103,9 @@ def run_demo(
     speed: float = 10.0,
     keep: bool = False,
     console: Console | None = None,
+    model: Path | None = None,
+    model_name: str | None = None,
+    version_policy: str = "latest",
 ) -> Any:
     console = console or Console()
     _prefect_env()
@@ -79,9 +114,15 @@ def run_demo(
 
     from .sandbox_profile import save_sandbox_blocks
 
-    model_dir = ensure_demo_model(spec_path)
-    console.print(f"[bold]demo model[/] {model_dir}")
-    spec = DeploySpec.from_file(spec_path)
+    if model is not None:
+        require_tensorflow_for(model)
+        spec = spec_with_model(spec_path, model, model_name, version_policy)
+        console.print(f"[bold]your model[/] {spec.model.local_dir} (served as {spec.model.name!r}, "
+                      f"versions: {spec.model.version_policy})")
+    else:
+        model_dir = ensure_demo_model(spec_path)
+        console.print(f"[bold]demo model[/] {model_dir}")
+        spec = DeploySpec.from_file(spec_path)
     with running_sandbox(state_dir, speed, keep) as info:
         console.print(
             f"[bold]sandbox[/] {state_dir} — ACK {info['cs_endpoint']}, OSS {info['oss_endpoint']}, "

@@ -203,11 +203,24 @@ def demo(
     dir: DirOpt = Path(".sandbox"),
     speed: Annotated[float, typer.Option(help="Sandbox speed (simulated seconds per real second)")] = 10.0,
     keep: Annotated[bool, typer.Option("--keep", help="Leave the sandbox running afterwards")] = False,
+    model: Annotated[Path | None, typer.Option(
+        help="Rehearse with your own model: a TF Serving base directory (DIR/<version>/saved_model.pb); "
+             "SavedModels need pip install 'elastic-inference[tensorflow]'")] = None,
+    model_name: Annotated[str | None, typer.Option(help="With --model: the name to serve it under")] = None,
+    version_policy: Annotated[str, typer.Option(help="With --model: latest[:N] | all | specific:N[,N...]")]
+        = "latest",
 ) -> None:
     """Start a sandbox, run the whole deploy flow on it, print what happened, stop the sandbox."""
+    from core.spec import SpecError
+
     from .demo import DEFAULT_SPEC, run_demo
 
-    run_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console)
+    try:
+        run_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console, model=model,
+                 model_name=model_name, version_policy=version_policy)
+    except SpecError as exc:
+        console.print(f"[red]{exc}[/]")
+        raise typer.Exit(2) from None
 
 
 @app.command("deploy")

@@ -4,7 +4,9 @@
   ``names.model_oss_prefix + <relative path>``; a ``source_uri: oss://bucket/prefix`` becomes the same keys, copied
   from the source objects.
 - **decide**: a file is skipped when the object exists with the same size and the same CRC-64/ECMA
-  (``x-oss-hash-crc64ecma``, which OSS computes on every write) as the local file (or the source object).
+  (``x-oss-hash-crc64ecma``, which OSS computes on every write) as the local file (or the source object); a local
+  file that the upload manifest (:mod:`tasks.model_manifest`) shows unchanged since it was uploaded, next to an
+  object that is unchanged too, is skipped without being read.
 
 Nothing here talks to OSS: listings come in as arguments, so every function can be tested on plain data.
 """
@@ -55,6 +57,7 @@ class UploadPlan(_Shape):
 class RemoteObject(_Shape):
     size: int
     crc64: int | None
+    etag: str | None = None
 
 
 class FileResult(_Shape):
@@ -65,6 +68,9 @@ class FileResult(_Shape):
     bytes_sent: int = Field(description="Payload bytes this run transferred for the file")
     crc64: int | None = Field(default=None, description="CRC-64/ECMA of the object")
     seconds: float
+    skipped_by: Literal["manifest", "crc64"] | None = Field(
+        default=None, description="How a skipped file was found unchanged: the local manifest (stat + the "
+        "object's ETag, nothing read) or the file's CRC-64 against the object's")
 
 
 class UploadReport(_Shape):

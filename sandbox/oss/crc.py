@@ -2,8 +2,9 @@
 
 Parameters follow ``oss2.utils.Crc64`` (oss2 2.19.1 ``utils.py``): polynomial ``0x142F0E1EBA9EA3693``, reflected,
 ``initCrc=0`` and ``xorOut=0xFFFFFFFFFFFFFFFF`` in crcmod's terms (the catalogue's CRC-64/XZ; check value of
-``b"123456789"`` is 11051210869376104954). The byte-wise CRC runs in crcmod's C extension; importing this module fails
-when the extension is missing, because a pure-Python CRC is about a hundred times slower.
+``b"123456789"`` is 11051210869376104954). It runs in ``fastcrc`` (Rust, table slicing: ~4 GB/s here, where crcmod's
+byte-wise C extension manages 0.2-0.4 GB/s and was the largest single cost of every upload into the sandbox); it
+releases the GIL, so parts hashed in worker threads run in parallel.
 
 ``combine(crc_a, crc_b, len_b)`` gives the CRC of ``A || B`` from the CRCs of both halves (the zlib ``crc32_combine``
 construction over GF(2)); the zero-byte operators for every power of two are computed once, so combining the parts of
@@ -12,15 +13,16 @@ a multipart upload costs a few hundred integer operations per part instead of re
 
 from __future__ import annotations
 
-import crcmod
-import crcmod._crcfunext  # noqa: F401  - fail loudly if the C extension is not available
+import fastcrc
 
-_POLY = 0x142F0E1EBA9EA3693
 _REFLECTED_POLY = 0xC96C5795D7870F42
 _XOROUT = 0xFFFFFFFFFFFFFFFF
 
-crc64 = crcmod.mkCrcFun(_POLY, initCrc=0, rev=True, xorOut=_XOROUT)
-"""``crc64(data, crc=0) -> int``: continue a CRC over ``data`` (pass the previous value to stream)."""
+
+
+def crc64(data: bytes | memoryview, crc: int = 0) -> int:
+    """Continue a CRC over ``data`` (pass the previous value to stream; 0 to start)."""
+    return fastcrc.crc64.xz(data, crc)
 
 
 def _times(mat: list[int], vec: int) -> int:

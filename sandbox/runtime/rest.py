@@ -16,6 +16,7 @@ The public behaviour is documented in ``tensorflow_serving/g3doc/api_rest.md``.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 from typing import Any
@@ -23,7 +24,17 @@ from urllib.parse import unquote
 
 from .capacity import Capacity, Overloaded
 from .core import ServerCore
-from .tensors import ApiError, check_shapes, invalid, make_response, parse_body, parse_predict
+from .tensors import (
+    ApiError,
+    check_shapes,
+    invalid,
+    make_classify_response,
+    make_regress_response,
+    make_response,
+    parse_body,
+    parse_classify_regress,
+    parse_predict,
+)
 
 _PREDICT = re.compile(r"/v1/models/([^/:]+)(?:(?:/versions/(\d+))|(?:/labels/([^/:]+)))?:(classify|regress|predict)",
                       re.IGNORECASE)
@@ -126,7 +137,7 @@ class RestApi:
         method = m.group(4).lower()
         if method == "predict":
             return await self.predict(name, version, label, body)
-        return self.classify_regress(method, name, version, label, body)
+        return await self.classify_regress(method, name, version, label, body)
 
     def _signature(self, servable: Any, sig_name: str) -> dict[str, Any]:
         sigs = servable.signature_def()
@@ -155,36 +166,36 @@ class RestApi:
         try:
             async with self.capacity.serve(batch):
                 try:
-                    outputs = servable.run(sig_name or "serving_default", tensors)
+                    if getattr(servable, "blocking", False):  # real TensorFlow: off the sandbox's event loop
+                        outputs = await asyncio.to_thread(servable.run, sig_name or "serving_default", tensors)
+                    else:
+                        outputs = servable.run(sig_name or "serving_default", tensors)
                 except ValueError as e:
                     raise invalid(str(e)) from None
         except Overloaded as e:
             raise ApiError("RESOURCE_EXHAUSTED", str(e)) from None
         return make_response(fmt, outputs, sig.get("outputs") or {})
 
-    def classify_regress(self, method: str, name: str, version: int | None, label: str | None,
-                         body: bytes) -> dict[str, Any]:
+    async def classify_regress(self, method: str, name: str, version: int | None, label: str | None,
+                               body: bytes) -> dict[str, Any]:
+        """``:classify``/``:regress``: tf.Example input to a signature of the matching method (a SavedModel's)."""
         doc = parse_body(body)
-        from .tensors import debug_string
-
-        if "signature_name" in doc and not isinstance(doc["signature_name"], str):
-            raise invalid(f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be a "
-                          "string value.")
-        examples = doc.get("examples")
-        if "examples" not in doc:
-            raise invalid(f"JSON Value: {debug_string(doc)} When method is classify, key 'examples' is expected and "
-                          "was not found")
-        if not isinstance(examples, list):
-            raise invalid(f"JSON Value: {debug_string(doc)} Expecting 'examples' value to be an list/array")
-        if not examples:
-            raise invalid(f"JSON Value: {debug_string(doc)} 'examples' value is an empty array")
+        sig_name, context, examples = parse_classify_regress(doc, method)
         _, servable = self.core.handle(name, version, label)
-        sig_name = doc.get("signature_name") or "serving_default"
+        sig_name = sig_name or "serving_default"
         sig = servable.signature_def().get(sig_name)
         if sig is None:
             raise invalid(f"No signature was found with the name: {sig_name}")
         want, what = (CLASSIFY_METHOD, "classification") if method == "classify" else (REGRESS_METHOD, "regression")
         if sig.get("method_name") != want:
             raise invalid(f"Expected {what} signature method_name to be {want}. Was: {sig.get('method_name')}")
-        raise ApiError("UNIMPLEMENTED", f"{method} on tf.Example input is not implemented by the sandbox's model "
-                                        f"server ({servable.kind} servable)")
+        run = getattr(servable, method, None)
+        if run is None:
+            raise ApiError("UNIMPLEMENTED", f"{method} on tf.Example input is not implemented by the sandbox's "
+                                            f"model server ({servable.kind} servable)")
+        try:
+            async with self.capacity.serve(len(examples)):
+                results = await asyncio.to_thread(run, sig_name, examples, context)
+        except Overloaded as e:
+            raise ApiError("RESOURCE_EXHAUSTED", str(e)) from None
+        return make_classify_response(results) if method == "classify" else make_regress_response(results)

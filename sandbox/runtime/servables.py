@@ -5,8 +5,9 @@ pod's cache under the sandbox state directory (what ossfs' page cache + TensorFl
 
 - ``model.json`` with ``format: elastic-inference-demo/v1`` -> :class:`core.demo_model.DemoModel` (pure Python);
   only the files the model reads are copied (manifest, variables index, the data shards holding tensors, assets);
-- ``saved_model.pb`` / ``saved_model.pbtxt`` -> ``tf.saved_model.load`` when ``import tensorflow`` works; otherwise
-  the load fails with a message saying that TensorFlow is not installed in the sandbox;
+- ``saved_model.pb`` / ``saved_model.pbtxt`` -> :class:`.savedmodel.SavedModelServable` (real TensorFlow, the
+  optional extra ``elastic-inference[tensorflow]``) after copying every file of the version; without TensorFlow
+  the load fails with a message saying how to install it;
 - neither -> the error TF Serving 1.15's SavedModel loader gives for a directory without a SavedModel.
 
 Every servable offers ``signature_def()`` (the map in TF Serving's metadata JSON shape) and
@@ -52,34 +53,6 @@ class DemoServable:
         return self.model.predict(inputs)
 
 
-class SavedModelServable:  # pragma: no cover - needs TensorFlow, which the sandbox does not install
-    kind = "saved_model"
-
-    def __init__(self, loaded: Any, tf: Any) -> None:
-        self.loaded = loaded
-        self.tf = tf
-
-    def signature_def(self) -> dict[str, Any]:
-        out: dict[str, Any] = {}
-        for name, fn in self.loaded.signatures.items():
-            def info(spec: Any, key: str) -> dict[str, Any]:
-                dims = [{"size": str(d if d is not None else -1), "name": ""} for d in spec.shape.as_list()]
-                return {"dtype": "DT_" + spec.dtype.name.upper(), "name": f"{key}:0",
-                        "tensor_shape": {"dim": dims, "unknown_rank": False}}
-            ins = fn.structured_input_signature[1]
-            outs = fn.structured_outputs
-            out[name] = {"inputs": {k: info(v, k) for k, v in ins.items()},
-                         "outputs": {k: info(v, k) for k, v in outs.items()},
-                         "method_name": "tensorflow/serving/predict"}
-        return out
-
-    def run(self, signature_name: str, inputs: dict[str, Any]) -> dict[str, Any]:
-        fn = self.loaded.signatures[signature_name]
-        spec = fn.structured_input_signature[1]
-        feed = {k: self.tf.constant(v, dtype=spec[k].dtype) for k, v in inputs.items()}
-        return {k: v.numpy().tolist() for k, v in fn(**feed).items()}
-
-
 def _copy(fs: PodFS, src: str, dst: Path) -> None:
     dst.parent.mkdir(parents=True, exist_ok=True)
     tmp = dst.with_name(dst.name + ".part")
@@ -99,19 +72,7 @@ def load_version(fs: PodFS, version_path: str, cache_dir: Path) -> Servable:
     """Copy the version to ``cache_dir`` and load it (blocking: run it in a thread)."""
     files = version_files(fs, version_path)
     if "saved_model.pb" in files or "saved_model.pbtxt" in files:
-        try:
-            import tensorflow as tf  # type: ignore[import-not-found]
-        except ImportError:
-            raise LoadError(
-                f"Unimplemented: {version_path} is a TensorFlow SavedModel, and TensorFlow is not installed in the "
-                "sandbox: the sandbox's model server executes the elastic-inference-demo/v1 format natively and a "
-                "SavedModel only where `import tensorflow` works") from None
-        for rel in files:  # pragma: no cover - needs TensorFlow
-            _copy(fs, f"{version_path}/{rel}", cache_dir / rel)
-        try:  # pragma: no cover
-            return SavedModelServable(tf.saved_model.load(str(cache_dir), tags=["serve"]), tf)
-        except Exception as e:  # noqa: BLE001  # pragma: no cover
-            raise LoadError(f"Internal: {e}") from None
+        return _load_saved_model(fs, version_path, files, cache_dir)
     if "model.json" not in files:
         raise LoadError("Not found: Specified file path does not appear to contain a SavedModel bundle (should have "
                         f"a file called `saved_model.pb`)\nSpecified file path: {version_path}")
@@ -145,3 +106,29 @@ def load_version(fs: PodFS, version_path: str, cache_dir: Path) -> Servable:
         return DemoServable(DemoModel.load(cache_dir))
     except (ModelFormatError, KeyError, ValueError, OSError) as e:
         raise LoadError(f"Data loss: {e}") from None
+
+
+TF_MISSING = ("Unimplemented: {path} is a TensorFlow SavedModel, and TensorFlow is not installed where the sandbox "
+              "runs: install the extra (pip install 'elastic-inference[tensorflow]') to serve SavedModels; without "
+              "it the sandbox's model server executes only the elastic-inference-demo/v1 format")
+
+
+def _load_saved_model(fs: PodFS, version_path: str, files: dict[str, int], cache_dir: Path) -> Servable:
+    try:
+        from .savedmodel import SavedModelServable, import_tensorflow
+
+        tf = import_tensorflow()
+    except ImportError:
+        raise LoadError(TF_MISSING.format(path=version_path)) from None
+    try:
+        for rel in sorted(files):
+            _copy(fs, f"{version_path}/{rel}", cache_dir / rel)
+    except FileNotFoundError as e:
+        raise LoadError(f"Not found: {e}; No such file or directory") from None
+    try:
+        return SavedModelServable(cache_dir, tf)
+    except LookupError as e:  # no MetaGraphDef tagged "serve"
+        raise LoadError(f"Not found: {e.args[0]}") from None
+    except Exception as e:  # noqa: BLE001 - whatever TensorFlow says about a broken SavedModel is the load error
+        message = getattr(e, "message", None) or str(e)
+        raise LoadError(f"Data loss: {version_path}: {type(e).__name__}: {message}") from None

@@ -315,3 +315,95 @@ def make_response(fmt: str, outputs: dict[str, Any], out_infos: dict[str, dict[s
     if len(cast) == 1:
         return {"predictions": next(iter(cast.values()))}
     return {"predictions": [{k: v[i] for k, v in cast.items()} for i in range(batch)]}
+
+
+# ---- classify / regress: JSON -> tf.Example features (``FillClassifyRegressRequestFromJson``) ------------------------
+_FLOAT32_MAX_INT = (1 << 24) - 1
+_FLOAT32_MAX = 3.4028234663852886e38
+
+
+def _add_feature_value(val: Any, name: str, feature: list[Any]) -> None:
+    """``AddValueToFeature``: ``feature`` is ``[kind, values]`` (kind None until the first value fixes it)."""
+    def kind(want: str) -> None:
+        if feature[0] not in (None, want):
+            raise invalid(f"Unexpected element type in feature: {name} expecting type: {feature[0]}")
+        feature[0] = want
+
+    if val is None or isinstance(val, list) or (isinstance(val, dict) and not _is_b64(val)):
+        raise invalid(f"Feature: {name} has element with unexpected JSON type: {json_type(val)}")
+    if isinstance(val, bool):
+        kind("int64")
+        feature[1].append(1 if val else 0)
+    elif isinstance(val, dict):
+        kind("bytes")
+        import base64
+        import binascii
+
+        try:
+            feature[1].append(base64.b64decode(val["b64"], validate=True))
+        except (binascii.Error, ValueError):
+            raise invalid("Unable to base64 decode") from None
+    elif isinstance(val, str):
+        kind("bytes")
+        feature[1].append(val.encode("utf-8"))
+    elif isinstance(val, float):
+        kind("float")
+        if math.isfinite(val) and abs(val) > _FLOAT32_MAX:
+            raise invalid(f"Cannot convert JSON value: {debug_string(val)} to float without loss of precision.")
+        feature[1].append(val)
+    else:
+        kind("int64")
+        if val >= 2**63:
+            raise invalid(f"Feature: {name} has uint64 element. Only int64 is supported.")
+        if val < -(2**63):
+            raise _type_error(val, "DT_INT64")
+        feature[1].append(val)
+
+
+def _is_b64(val: Any) -> bool:
+    return isinstance(val, dict) and set(val) == {"b64"} and isinstance(val["b64"], str)
+
+
+def example_from_json(val: Any) -> dict[str, tuple[str, list[Any]]]:
+    """``MakeExampleFromJsonObject``: ``{feature: (kind bytes|float|int64, values)}``."""
+    if not isinstance(val, dict):
+        raise invalid(f"Example must be JSON object but got JSON {json_type(val)}")
+    out: dict[str, tuple[str, list[Any]]] = {}
+    for name, content in val.items():
+        feature: list[Any] = [None, []]
+        for v in content if isinstance(content, list) else [content]:
+            _add_feature_value(v, name, feature)
+        out[name] = (feature[0] or "bytes", feature[1])
+    return out
+
+
+def parse_classify_regress(doc: dict[str, Any], method: str) -> tuple[str, dict[str, Any] | None, list[Any]]:
+    """(signature name, context example or None, examples) of a ``:classify``/``:regress`` body."""
+    if "signature_name" in doc and not isinstance(doc["signature_name"], str):
+        raise invalid(f"JSON Value: {debug_string(doc)} not formatted correctly. 'signature_name' key must be a "
+                      "string value.")
+    context = example_from_json(doc["context"]) if "context" in doc else None
+    if "examples" not in doc:
+        # upstream says "When method is classify" for both methods (one template for the two requests)
+        raise invalid(f"JSON Value: {debug_string(doc)} When method is classify, key 'examples' is expected and "
+                      "was not found")
+    examples = doc["examples"]
+    if not isinstance(examples, list):
+        raise invalid(f"JSON Value: {debug_string(doc)} Expecting 'examples' value to be an list/array")
+    if not examples:
+        raise invalid(f"JSON Value: {debug_string(doc)} 'examples' value is an empty array")
+    return doc.get("signature_name", ""), context, [example_from_json(e) for e in examples]
+
+
+def make_classify_response(results: list[list[tuple[str, float]]]) -> dict[str, Any]:
+    """``MakeJsonFromClassificationResult``: ``{"results": [[[label, score], ...], ...]}``."""
+    if not results:
+        raise invalid("Cannot convert empty ClassificationResults to JSON")
+    return {"results": [[[label, float32(score)] for label, score in row] for row in results]}
+
+
+def make_regress_response(values: list[float]) -> dict[str, Any]:
+    """``MakeJsonFromRegressionResult``: ``{"results": [value, ...]}``."""
+    if not values:
+        raise invalid("Cannot convert empty RegressionResults to JSON")
+    return {"results": [float32(v) for v in values]}

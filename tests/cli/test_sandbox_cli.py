@@ -120,3 +120,14 @@ def test_a_pid_file_from_a_process_that_reused_the_pid_is_stale(tmp_path: Path) 
     finally:
         other.kill()
         other.wait()
+
+
+def test_demo_with_a_model_dir_holding_no_model_is_refused_before_any_sandbox_starts(tmp_path: Path) -> None:
+    empty = tmp_path / "mine"
+    (empty / "1").mkdir(parents=True)
+    state = tmp_path / "sb"
+    r = run("demo", "--model", str(empty), "--dir", str(state), check=False)
+    assert r.returncode == 2, r.stdout + r.stderr
+    out = " ".join(r.stdout.split())  # rich wraps long lines
+    assert "local_dir" in out and "mine/1' is empty" in out, out
+    assert not (state / "sandbox.json").exists()

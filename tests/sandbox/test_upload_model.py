@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import secrets
 import socket
 import threading
@@ -371,3 +372,124 @@ def test_a_file_that_keeps_failing_fails_the_task_naming_it(creds, model, tmp_pa
     assert "variables.data-00000-of-00001" in str(err.value)
     assert err.value.code == "RequestError"
     assert link.cuts >= 2  # tried, and tried again
+
+
+# ---- the upload manifest: unchanged models cost O(files) ---------------------------------------------------------
+def test_an_unchanged_rerun_is_decided_by_the_manifest_and_a_changed_file_or_object_still_goes_up(
+        creds, model, tmp_path):
+    bucket = _bucket_name("manifest")
+    spec = _spec(model, bucket)
+    prefix = spec.names.model_oss_prefix
+    ck = tmp_path / "ck"
+    upload_model.fn(spec, creds, checkpoint_dir=ck)
+    manifests = list((ck / "manifests").glob("*.json"))
+    assert len(manifests) == 1 and manifests[0].stat().st_mode & 0o077 == 0
+    assert creds.access_key_secret.get_secret_value() not in manifests[0].read_text()
+
+    again = upload_model.fn(spec, creds, checkpoint_dir=ck)
+    assert again.bytes_sent == 0 and {f.skipped_by for f in again.files} == {"manifest"}
+
+    # a rewritten file (new mtime) is checked by its CRC-64 and sent; an untouched one stays decided by the manifest
+    vocab = model / "1623831335/assets/vocab.txt"
+    vocab.write_text(vocab.read_text().replace("[MASK]", "[MASQ]"))
+    # an object changed in the bucket behind our back (same size): its new ETag gives it away
+    index_key = prefix + "1623831335/variables/variables.index"
+    b = creds.get_oss_bucket(bucket)
+    original = b.get_object(index_key).read()
+    b.put_object(index_key, bytes(reversed(original)))
+    third = upload_model.fn(spec, creds, checkpoint_dir=ck)
+    by_key = {f.key: f for f in third.files}
+    assert by_key[prefix + "1623831335/assets/vocab.txt"].action == "uploaded"
+    assert by_key[index_key].action == "uploaded"
+    assert b.get_object(index_key).read() == original
+    assert third.files_uploaded == 2
+    assert {f.skipped_by for f in third.files if f.action == "skipped"} == {"manifest"}
+
+    # a file touched without a change: verified by its CRC-64 once (nothing sent), then by the manifest again
+    model_json = model / "1623831335/model.json"
+    os.utime(model_json, ns=(model_json.stat().st_atime_ns, model_json.stat().st_mtime_ns + 1_000_000))
+    fourth = upload_model.fn(spec, creds, checkpoint_dir=ck)
+    assert fourth.bytes_sent == 0
+    assert {f.key: f.skipped_by for f in fourth.files}[prefix + "1623831335/model.json"] == "crc64"
+    assert {f.skipped_by for f in upload_model.fn(spec, creds, checkpoint_dir=ck).files} == {"manifest"}
+
+
+# ---- resume across a restart of the service ----------------------------------------------------------------------
+def _creds_of(info: dict) -> AlibabaCloudCredentials:
+    return AlibabaCloudCredentials(access_key_id=info["access_key_id"], access_key_secret=info["access_key_secret"],
+                                   region_id=info["region"], oss_endpoint=info["oss_endpoint"])
+
+
+def _interrupt_after(parts: int, part: int):
+    class Interrupted(Exception):
+        pass
+
+    def hook(key: str, done: int, total: int) -> None:
+        if key.endswith("variables.data-00000-of-00001") and done >= parts * part:
+            raise Interrupted(f"stopped at {done} bytes")
+
+    return Interrupted, hook
+
+
+def test_an_upload_interrupted_by_a_sandbox_restart_resumes_sending_only_the_missing_parts(fresh_sandbox, tmp_path):
+    from sandbox.runner import Sandbox
+
+    model = tmp_path / "chnsenticorp"
+    part, size = 1 * MiB, 12 * MiB
+    generate_demo_model(model, size_bytes=size, shard_bytes=size)
+    big = model / "1623831335/variables/variables.data-00000-of-00001"
+    bucket = _bucket_name("restart")
+    spec = _spec(model, bucket, upload_part_size=part, multipart_threshold=4 * MiB, upload_threads=1)
+    key = spec.names.model_oss_prefix + "1623831335/variables/variables.data-00000-of-00001"
+    ck = tmp_path / "ck"
+    Interrupted, stop_after_five = _interrupt_after(5, part)
+    with pytest.raises(Interrupted):
+        upload_model.fn(spec, _creds_of(fresh_sandbox.info), checkpoint_dir=ck, progress_hook=stop_after_five,
+                        file_workers=1)
+    old_endpoint = fresh_sandbox.info["oss_endpoint"]
+    fresh_sandbox.stop()
+
+    again = Sandbox(fresh_sandbox.state_dir, speed=50.0)
+    info = again.start()
+    try:
+        assert info["oss_endpoint"] != old_endpoint  # new ports
+        creds = _creds_of(info)
+        b = creds.get_oss_bucket(bucket)
+        (upload,) = list(oss2.MultipartUploadIterator(b))
+        assert len(list(oss2.PartIterator(b, key, upload.upload_id))) >= 5  # what the server holds
+        reported: list[int] = []
+        report = upload_model.fn(spec, creds, checkpoint_dir=ck, file_workers=1,
+                                 progress_hook=lambda k, done, total: reported.append(done) if k == key else None)
+        result = next(f for f in report.files if f.key == key)
+        assert result.action == "uploaded" and result.bytes_sent == size - 5 * part
+        assert reported[0] == 5 * part  # oss2 started from the parts on the server
+        assert b.head_object(key).server_crc == crc64_file(big)
+        assert list(oss2.MultipartUploadIterator(b)) == []
+        assert not list(ck.rglob("*--*"))
+    finally:
+        again.stop()
+
+
+def test_the_multipart_upload_of_an_abandoned_checkpoint_is_aborted(creds, model, tmp_path):
+    part, size = 1 * MiB, 12 * MiB
+    generate_demo_model(model, size_bytes=size, shard_bytes=size)
+    big = model / "1623831335/variables/variables.data-00000-of-00001"
+    bucket = _bucket_name("orphan")
+    spec = _spec(model, bucket, upload_part_size=part, multipart_threshold=4 * MiB, upload_threads=1)
+    ck = tmp_path / "ck"
+    Interrupted, stop_after_five = _interrupt_after(5, part)
+    with pytest.raises(Interrupted):
+        upload_model.fn(spec, creds, checkpoint_dir=ck, progress_hook=stop_after_five, file_workers=1)
+    b = creds.get_oss_bucket(bucket)
+    (stale,) = list(oss2.MultipartUploadIterator(b))
+    # the file changes before the re-run: its checkpoint cannot be resumed
+    data = bytearray(big.read_bytes())
+    data[:8] = b"changed!"
+    big.write_bytes(bytes(data))
+    report = upload_model.fn(spec, creds, checkpoint_dir=ck)
+    key = spec.names.model_oss_prefix + "1623831335/variables/variables.data-00000-of-00001"
+    assert next(f for f in report.files if f.key == key).bytes_sent == size
+    assert b.head_object(key).server_crc == crc64_file(big)
+    assert list(oss2.MultipartUploadIterator(b)) == []  # the stale upload was aborted, not left behind
+    with pytest.raises(oss2.exceptions.NoSuchUpload):
+        list(oss2.PartIterator(b, key, stale.upload_id))

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from sandbox.runtime.flags import CommandError, parse_flags, server_argv, usage
 from sandbox.runtime.model_config import (
@@ -219,3 +221,43 @@ def test_body_errors_and_responses():
     two = make_response("row", {"a": [1, 2], "b": [[1.0], [2.0]]}, {})
     assert two == {"predictions": [{"a": 1, "b": [1.0]}, {"a": 2, "b": [2.0]}]}
     assert float32(0.1) == 0.1 and float32(1 / 3) == 0.333333343
+
+
+# ---- classify / regress bodies (json_tensor.cc FillClassifyRegressRequestFromJson) ---------------------------------
+def test_examples_become_typed_features_as_tf_serving_builds_them():
+    from sandbox.runtime.tensors import parse_classify_regress
+
+    sig, context, examples = parse_classify_regress(
+        {"signature_name": "s", "context": {"lang": "en"},
+         "examples": [{"x": [1.0, 2.5], "n": 3, "flag": True, "raw": {"b64": "AAE="}, "tags": ["a", "b"]}]},
+        "classify")
+    assert sig == "s" and context == {"lang": ("bytes", [b"en"])}
+    assert examples == [{"x": ("float", [1.0, 2.5]), "n": ("int64", [3]), "flag": ("int64", [1]),
+                         "raw": ("bytes", [b"\x00\x01"]), "tags": ("bytes", [b"a", b"b"])}]
+    for body, message in (
+        ({"examples": [{"x": [1.0, "a"]}]}, "Unexpected element type in feature: x expecting type: float"),
+        ({"examples": [{"x": [[1.0]]}]}, "Feature: x has element with unexpected JSON type: Array"),
+        ({"examples": [{"x": None}]}, "Feature: x has element with unexpected JSON type: Null"),
+        ({"examples": [{"x": 2**63}]}, "Feature: x has uint64 element. Only int64 is supported."),
+        ({"examples": ["x"]}, "Example must be JSON object but got JSON String"),
+        ({"examples": [{"x": {"b64": "%%"}}]}, "Unable to base64 decode"),
+    ):
+        with pytest.raises(ApiError) as e:
+            parse_classify_regress(body, "classify")
+        assert (e.value.code, e.value.message) == ("INVALID_ARGUMENT", message)
+
+
+_JSON = st.recursive(st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+                     lambda c: st.lists(c, max_size=3) | st.dictionaries(st.text(max_size=6), c, max_size=3),
+                     max_leaves=12)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["examples", "context", "signature_name", "other"]), _JSON, max_size=4))
+def test_any_classify_body_parses_or_fails_with_invalid_argument(doc):
+    from sandbox.runtime.tensors import parse_classify_regress
+
+    try:
+        parse_classify_regress(doc, "regress")
+    except ApiError as e:
+        assert e.code == "INVALID_ARGUMENT" and e.message
