@@ -32,6 +32,12 @@ sandbox's TF-Serving-compatible runtime executes natively (no numpy). On disk (`
 Offsets are byte offsets into the shard; bytes in a shard not covered by a tensor are padding (random bytes, so a
 big demo model does not compress away) and are never read.
 
+An optional ``"serving"`` object in ``model.json`` describes how this version behaves when served, as a property of
+the model (a bigger or badly exported graph is slower; a numerically broken one fails some requests):
+``{"extra_latency_ms": 120.0, "error_rate": 0.2}`` (each absent field is 0). The sandbox's runtime holds the replica
+for ``extra_latency_ms`` more per request and fails that share of predict requests the way TF Serving answers a
+failed Session run (see ``sandbox/runtime/servables.py``). A model without the object behaves as before.
+
 The computation (``predict``): embedding lookup of ``input_ids``, mean-pool over positions where ``input_mask`` is
 1, a dense layer ``pooled @ kernel + bias``, softmax → ``probabilities`` ``[batch, 2]``. ``segment_ids`` are
 validated (shape, values 0/1) as BERT's are, and otherwise unused.
@@ -118,13 +124,17 @@ def generate_demo_model(
     size_bytes: int | None = None,
     seed: int = 0,
     shard_bytes: int = DEFAULT_SHARD_BYTES,
+    extra_latency_ms: float = 0.0,
+    error_rate: float = 0.0,
 ) -> Path:
     """Write the demo model to ``<base_dir>/<version>/`` and return that version directory.
 
     ``size_bytes``: make the variables data (all shards together) this many bytes, padding with random bytes and
     splitting into shards of at most ``shard_bytes`` (the tensors always fit in the first shard). Without it the
     model is just its weights (about 2.7 MB). Same ``seed`` → same weights (padding is seeded too).
+    ``extra_latency_ms`` / ``error_rate``: a slower or failing version (the ``serving`` object of ``model.json``).
     """
+    serving = serving_behaviour({"extra_latency_ms": extra_latency_ms, "error_rate": error_rate})
     vdir = Path(base_dir) / str(int(version))
     (vdir / "variables").mkdir(parents=True, exist_ok=True)
     (vdir / "assets").mkdir(exist_ok=True)
@@ -181,12 +191,33 @@ def generate_demo_model(
         "labels": LABELS,
         "variables_index": INDEX_FILE,
     }
+    if any(serving.values()):
+        manifest["serving"] = serving
     (vdir / "model.json").write_text(json.dumps(manifest, indent=1) + "\n")
     return vdir
 
 
 class ModelFormatError(ValueError):
     """The version directory is not a demo model this code can read."""
+
+
+def serving_behaviour(serving: Any) -> dict[str, float]:
+    """The ``serving`` object checked: ``extra_latency_ms`` >= 0 and ``error_rate`` in [0, 1] (ValueError names the
+    field and the rule)."""
+    if serving is None:
+        serving = {}
+    if not isinstance(serving, dict):
+        raise ModelFormatError(f"serving: must be an object, got {type(serving).__name__}")
+    unknown = sorted(set(serving) - {"extra_latency_ms", "error_rate"})
+    if unknown:
+        raise ModelFormatError(f"serving: unknown field(s) {unknown}; known: extra_latency_ms, error_rate")
+    out: dict[str, float] = {}
+    for key, low, high in (("extra_latency_ms", 0.0, math.inf), ("error_rate", 0.0, 1.0)):
+        v = serving.get(key, 0.0)
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
+            raise ModelFormatError(f"serving.{key}: {v!r} must be a number in [{low:g}, {high:g}]")
+        out[key] = float(v)
+    return out
 
 
 class DemoModel:
@@ -202,6 +233,9 @@ class DemoModel:
         self.embeddings = tensors["embeddings"]
         self.kernel = tensors["dense/kernel"]
         self.bias = tensors["dense/bias"]
+        serving = serving_behaviour(manifest.get("serving"))
+        self.extra_latency_ms = serving["extra_latency_ms"]
+        self.error_rate = serving["error_rate"]
 
     @classmethod
     def load(cls, version_dir: str | Path) -> DemoModel:

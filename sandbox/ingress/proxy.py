@@ -11,7 +11,13 @@ nginx semantics followed (ingress-nginx defaults, ``nginx.tmpl``):
   ``X-Forwarded-For``/``-Host``/``-Port``/``-Proto``/``-Scheme``, ``X-Scheme``; hop-by-hop headers dropped; the
   upstream's ``Server`` and ``Date`` hidden (``proxy_hide_header`` defaults);
 - every request that matched a route is logged for SLS under its ``proxy_upstream_name`` with ``request_time``
-  (first byte in to last byte out) and ``request_length``.
+  (first byte in to last byte out), ``request_length`` and ``status``;
+- canaries: the location's upstream may hand the request to its first alternative (canary) upstream
+  (:meth:`.routes.Backend.choose`, ``balancer.lua`` ``get_balancer``). As in ingress-nginx, ``$proxy_upstream_name``
+  stays the location's (main) upstream and ``$proxy_alternative_upstream_name`` names the canary that served the
+  request (empty otherwise): ``nginx.tmpl`` sets the former per location, ``balancer.lua`` only the latter. ACK's
+  SLS ingress log has both fields (SLS "Kubernetes Nginx Ingress access log fields", help.aliyun.com/zh/sls/
+  log-fields-20: ``proxy_alternative_upstream_name`` "when present, proxy_upstream_name can usually be ignored").
 """
 
 from __future__ import annotations
@@ -84,10 +90,11 @@ class IngressProxy:
             more = msg.get("more_body", False)
         body = b"".join(chunks)
 
-        status = await self._proxy(scope, send, backend, host, body)
+        chosen = backend.choose(scope["headers"])
+        status = await self._proxy(scope, send, chosen, host, body)
         req_len = len(body) + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + len(scope.get("raw_path") or b"")
-        self.svc.log.record(backend.upstream, time.perf_counter() - t0, req_len)
-        del status
+        self.svc.log.record(backend.upstream, time.perf_counter() - t0, req_len, status=status,
+                            alternative=chosen.upstream if chosen is not backend else "")
 
     async def _proxy(self, scope, send, backend, host: bytes, body: bytes) -> int:
         eps = backend.endpoints

@@ -13,12 +13,25 @@ from ``upstreamName()``: ``{namespace}-{service}-{port}`` with the backend's ser
   regex annotations. Longest path wins; Exact before Prefix on equal paths.
 - Endpoints: the ready ``addresses`` of the Service's Endpoints subsets, on the port whose name equals the Service
   port's name (the single port when unnamed). ``notReadyAddresses`` are never used.
+- Canary Ingresses (``nginx.ingress.kubernetes.io/canary: "true"``, :mod:`.canary`) add no route of their own
+  (``createServers`` skips them). As ``mergeAlternativeBackends`` does, each path of a canary is merged into the
+  main location of the same host, path and pathType, as an *alternative backend of the main location's upstream*
+  (so it applies wherever that upstream is the primary); the canary's ``spec.defaultBackend`` merges into the
+  catch-all server's locations. A canary with no matching main location is dropped ("unable to find real backend
+  for alternative backend ... Deleting"), and none is merged at all when no non-canary Ingress exists
+  (``nonCanaryIngressExists``). A canary whose Service is the main location's own is not merged ("alternative
+  upstream ... is primary upstream in Other Ingress"). Several canaries on one upstream: each is appended to
+  ``AlternativeBackends`` in Ingress order (``sortIngressSlice``: creationTimestamp), and the Lua balancer only ever
+  uses the first ("TODO: support traffic shaping for n > 1 alternative backends"), so the oldest canary wins; the
+  traffic-shaping policy lives on the canary's upstream (``createUpstreams``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
+
+from . import canary as canary_rules
 
 INGRESS_CLASS = "nginx"
 
@@ -31,6 +44,23 @@ class Backend:
     upstream: str  # proxy_upstream_name
     endpoints: list[tuple[str, int]] = field(default_factory=list)
     rr: int = 0  # round-robin cursor (mutated by the data plane)
+    alternatives: list[Backend] = field(default_factory=list)  # canary upstreams merged into this one
+    policy: canary_rules.TrafficShapingPolicy | None = None  # set when this upstream is a canary's
+
+    def choose(self, headers: list[tuple[bytes, bytes]], randint=None) -> Backend:
+        """The upstream this request goes to: the first alternative when its policy says so, else this one.
+
+        ``balancer.lua`` keeps a balancer only for upstreams with endpoints (``sync_backend``): a main upstream
+        without endpoints answers 503 whatever its canary (``get_balancer`` returns nil before looking at
+        alternatives), and a canary without endpoints is skipped ("no alternative balancer for backend").
+        """
+        if not self.alternatives or not self.endpoints:
+            return self
+        alt = self.alternatives[0]
+        if alt.policy is None or not alt.endpoints:
+            return self
+        args = () if randint is None else (randint,)
+        return alt if canary_rules.route_to_canary(alt.policy, headers, *args) else self
 
 
 @dataclass(frozen=True)
@@ -74,6 +104,8 @@ class RouteTable:
         for rules in [*self.hosts.values(), *self.wildcards.values(), self.catch_all]:
             for r in rules:
                 seen[id(r.backend)] = r.backend
+                for alt in r.backend.alternatives:
+                    seen[id(alt)] = alt
         if self.default_backend:
             seen[id(self.default_backend)] = self.default_backend
         return list(seen.values())
@@ -153,8 +185,13 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
     table = RouteTable()
     seen: set[tuple[str, str, str]] = set()
     ordered = sorted(ingresses, key=lambda i: (i["metadata"].get("creationTimestamp") or "", i["metadata"]["name"]))
+    canaries: list[tuple[dict[str, Any], canary_rules.TrafficShapingPolicy]] = []
     for ing in ordered:
         if not is_nginx_ingress(ing, default_class) or (ing["metadata"].get("deletionTimestamp")):
+            continue
+        policy = canary_rules.parse(ing["metadata"].get("annotations"))
+        if policy is not None:
+            canaries.append((ing, policy))
             continue
         ns = ing["metadata"].get("namespace", "default")
         spec = ing.get("spec") or {}
@@ -180,4 +217,55 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
                     table.hosts.setdefault(host, []).append(pr)
     for rules in [*table.hosts.values(), *table.wildcards.values(), table.catch_all]:
         rules.sort(key=lambda r: (-len(r.path), r.path_type != "Exact"))
+    if len(canaries) < sum(1 for i in ordered if is_nginx_ingress(i, default_class)
+                           and not i["metadata"].get("deletionTimestamp")):
+        for ing, policy in canaries:
+            _merge_canary(table, ing, policy, backend)
     return table
+
+
+def _merge(primary: Backend, alt: Backend) -> bool:
+    """``mergeAlternativeBackend`` (+ the ``altEqualsPri`` check of its caller): False when not merged."""
+    if alt.upstream == primary.upstream:
+        return False
+    if all(a.upstream != alt.upstream for a in primary.alternatives):
+        primary.alternatives.append(alt)
+    return True
+
+
+def _server_rules(table: RouteTable, host: str) -> list[PathRule] | None:
+    if not host:
+        return table.catch_all
+    if host.startswith("*."):
+        return table.wildcards.get(host[1:])
+    return table.hosts.get(host)
+
+
+def _merge_canary(table: RouteTable, ing: dict[str, Any], policy: canary_rules.TrafficShapingPolicy,
+                  backend) -> None:
+    """``mergeAlternativeBackends`` for one canary Ingress; the canary's upstream gets its traffic-shaping policy."""
+    ns = ing["metadata"].get("namespace", "default")
+    spec = ing.get("spec") or {}
+    dref = _backend_ref(spec.get("defaultBackend"))
+    if dref:
+        alt = backend(ns, dref)
+        alt.policy = policy
+        for r in table.catch_all:
+            if not _merge(r.backend, alt):
+                break
+    for rule in spec.get("rules") or []:
+        rules = _server_rules(table, (rule.get("host") or "").lower())
+        if rules is None:
+            continue  # "cannot merge alternative backend ... into hostname ... that does not exist"
+        for p in ((rule.get("http") or {}).get("paths") or []):
+            ref = _backend_ref(p.get("backend"))
+            if ref is None:
+                continue
+            alt = backend(ns, ref)
+            alt.policy = policy
+            path, ptype = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
+            for r in rules:
+                if r.backend.upstream == alt.upstream:
+                    break  # the canary's Service is the primary of another location: not merged
+                if r.path == path and r.path_type == ptype:
+                    _merge(r.backend, alt)

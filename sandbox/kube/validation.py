@@ -320,7 +320,36 @@ def _job(obj: dict, old: dict | None) -> list[dict[str, str]]:
     return causes + _pod_spec(tmpl.get("spec") or {}, "spec.template.spec")
 
 
+_LEASE_STRATEGIES = ("OldestEmulationVersion",)
+
+
+def _lease(obj: dict, old: dict | None) -> list[dict[str, str]]:
+    """``pkg/apis/coordination/validation`` ``ValidateLeaseSpec`` (Lease has no defaults)."""
+    spec = obj.get("spec") or {}
+    causes = []
+    duration, transitions = spec.get("leaseDurationSeconds"), spec.get("leaseTransitions")
+    if duration is not None and duration <= 0:
+        causes.append(field_cause("spec.leaseDurationSeconds", f"Invalid value: {duration}: must be greater than 0"))
+    if transitions is not None and transitions < 0:
+        causes.append(field_cause("spec.leaseTransitions", f"Invalid value: {transitions}: must be greater than or "
+                                  "equal to 0"))
+    strategy = spec.get("strategy")
+    if strategy is not None:
+        if "/" not in strategy and strategy not in _LEASE_STRATEGIES:
+            causes.append(field_cause("spec.strategy.strategy", f"Unsupported value: {json.dumps(strategy)}: "
+                                      'supported values: "OldestEmulationVersion"', "FieldValueNotSupported"))
+        elif "/" in strategy and not (QUALIFIED_NAME.match(strategy.rsplit("/", 1)[1])
+                                      and DNS1123_SUBDOMAIN.match(strategy.rsplit("/", 1)[0])):
+            causes.append(field_cause("spec.strategy.strategy", f"Invalid value: {json.dumps(strategy)}: must be a "
+                                      "qualified name"))
+    if spec.get("preferredHolder") and not strategy:
+        causes.append(field_cause("spec.preferredHolder", "Forbidden: may only be specified if `strategy` is defined",
+                                  "FieldValueForbidden"))
+    return causes
+
+
 SEMANTIC = {
+    "leases.coordination.k8s.io": _lease,
     "jobs.batch": _job,
     "deployments.apps": _workload,
     "replicasets.apps": _workload,

@@ -81,7 +81,8 @@ class Capacity:
         return (s.service_time_ms + s.per_instance_ms * max(0, batch - 1)) / 1000.0
 
     @asynccontextmanager
-    async def serve(self, batch: int = 1):
+    async def serve(self, batch: int = 1, extra_seconds: float = 0.0):
+        """Hold a slot for the service time (+ ``extra_seconds``: a slower model version) around the work."""
         if self.settings.max_queue and self.waiting >= self.settings.max_queue and self._sem.locked():
             raise Overloaded(f"the request queue is full ({self.waiting} waiting)")
         self.waiting += 1
@@ -93,7 +94,7 @@ class Capacity:
         started = time.monotonic()
         try:
             yield
-            left = self.service_seconds(batch) - (time.monotonic() - started)
+            left = self.service_seconds(batch) + extra_seconds - (time.monotonic() - started)
             if left > 0:
                 await asyncio.sleep(left)
         finally:

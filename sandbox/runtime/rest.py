@@ -24,6 +24,7 @@ from urllib.parse import unquote
 
 from .capacity import Capacity, Overloaded
 from .core import ServerCore
+from .servables import RunError
 from .tensors import (
     ApiError,
     check_shapes,
@@ -164,7 +165,7 @@ class RestApi:
         check_shapes(tensors, inputs)
         batch = max((len(t) for t in tensors.values() if isinstance(t, list)), default=1)
         try:
-            async with self.capacity.serve(batch):
+            async with self.capacity.serve(batch, getattr(servable, "extra_service_seconds", 0.0)):
                 try:
                     if getattr(servable, "blocking", False):  # real TensorFlow: off the sandbox's event loop
                         outputs = await asyncio.to_thread(servable.run, sig_name or "serving_default", tensors)
@@ -172,6 +173,8 @@ class RestApi:
                         outputs = servable.run(sig_name or "serving_default", tensors)
                 except ValueError as e:
                     raise invalid(str(e)) from None
+                except RunError as e:
+                    raise ApiError(e.code, e.message) from None
         except Overloaded as e:
             raise ApiError("RESOURCE_EXHAUSTED", str(e)) from None
         return make_response(fmt, outputs, sig.get("outputs") or {})

@@ -11,12 +11,19 @@ pod's cache under the sandbox state directory (what ossfs' page cache + TensorFl
 - neither -> the error TF Serving 1.15's SavedModel loader gives for a directory without a SavedModel.
 
 Every servable offers ``signature_def()`` (the map in TF Serving's metadata JSON shape) and
-``run(signature_name, inputs) -> outputs`` on named tensors given as nested Python lists.
+``run(signature_name, inputs) -> outputs`` on named tensors given as nested Python lists; ``run`` raises
+:class:`RunError` for a failed computation, which the REST API answers as TF Serving does: the Session run's status
+passed through ``MakeJsonFromStatus`` (``{"error": "<message>"}``) with ``ToHTTPStatusCode`` of its code
+(tensorflow/serving ``model_servers/http_rest_api_handler.cc``, ``http_server.cc``: INTERNAL -> 500).
+
+A demo model's ``serving`` object (``core.demo_model``) is applied here: ``extra_service_seconds`` (the replica is
+held that much longer per request) and ``error_rate`` (that share of runs fail with INTERNAL).
 """
 
 from __future__ import annotations
 
 import json
+import random
 import shutil
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -32,6 +39,15 @@ class LoadError(Exception):
     """A version that cannot be loaded; ``str()`` is the status text (``<Code>: <message>``)."""
 
 
+class RunError(Exception):
+    """A failed computation: ``code`` is the TF status code name (``INTERNAL`` ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 class Servable(Protocol):
     kind: str
 
@@ -43,14 +59,20 @@ class Servable(Protocol):
 class DemoServable:
     kind = "demo"
 
-    def __init__(self, model: DemoModel) -> None:
+    def __init__(self, model: DemoModel, rng: random.Random | None = None) -> None:
         self.model = model
+        self.extra_service_seconds = model.extra_latency_ms / 1000.0
+        self._rng = rng or random.Random()
 
     def signature_def(self) -> dict[str, Any]:
         return self.model.signature()
 
     def run(self, signature_name: str, inputs: dict[str, Any]) -> dict[str, Any]:
-        return self.model.predict(inputs)
+        outputs = self.model.predict(inputs)
+        if self.model.error_rate and self._rng.random() < self.model.error_rate:
+            raise RunError("INTERNAL", "{{node probabilities}} the model's computation failed (this demo model "
+                           f"version declares serving.error_rate {self.model.error_rate:g})")
+        return outputs
 
 
 def _copy(fs: PodFS, src: str, dst: Path) -> None:
