@@ -211,16 +211,10 @@ def demo(
         = "latest",
 ) -> None:
     """Start a sandbox, run the whole deploy flow on it, print what happened, stop the sandbox."""
-    from core.spec import SpecError
-
     from .demo import DEFAULT_SPEC, run_demo
 
-    try:
-        run_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console, model=model,
-                 model_name=model_name, version_policy=version_policy)
-    except SpecError as exc:
-        console.print(f"[red]{exc}[/]")
-        raise typer.Exit(2) from None
+    run_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console, model=model,
+             model_name=model_name, version_policy=version_policy)
 
 
 @app.command("deploy")

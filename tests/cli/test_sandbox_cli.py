@@ -128,6 +128,5 @@ def test_demo_with_a_model_dir_holding_no_model_is_refused_before_any_sandbox_st
     state = tmp_path / "sb"
     r = run("demo", "--model", str(empty), "--dir", str(state), check=False)
     assert r.returncode == 2, r.stdout + r.stderr
-    out = " ".join(r.stdout.split())  # rich wraps long lines
-    assert "local_dir" in out and "mine/1' is empty" in out, out
+    assert "local_dir" in r.stderr and "mine/1' is empty" in r.stderr, r.stdout + r.stderr
     assert not (state / "sandbox.json").exists()

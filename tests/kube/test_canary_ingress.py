@@ -59,7 +59,7 @@ def versions(sandbox):
     def resolve(ip: str, port: int):
         return addr.get(ip) if port == 8501 else None
 
-    ingress = sandbox.ctx.services["ingress"]
+    ingress = sandbox.services.ingress
     ingress.add_resolver(resolve)
     yield ips
     ingress.remove_resolver(resolve)
@@ -258,7 +258,7 @@ def test_access_log_keys_canary_traffic_like_ack(app, host, net, http, sandbox, 
     _until(http, "stable", "main route installed")
     net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(canary_by_header="X-Canary")))
     _until(http, "canary", "canary merged", headers={"X-Canary": "always"})
-    log = sandbox.ctx.services["ingress"].log
+    log = sandbox.services.ingress.log
     main, canary = f"{app}-stable-8501", f"{app}-canary-8501"
     before_main, before_alt = log.total(main), log.total(canary, "proxy_alternative_upstream_name")
     for _ in range(30):
