@@ -71,7 +71,7 @@ class Cluster:
     def kube(self) -> KubeClients:
         """Kubernetes clients over a fresh temporary kubeconfig (held in memory only); close them after use."""
         text, _ = self.user_kubeconfig()
-        return KubeClients.from_kubeconfig_text(text)
+        return KubeClients.from_kubeconfig_text(text).renewing(lambda: self.user_kubeconfig()[0])
 
     def oss_url(self, spec: DeploySpec) -> str:
         """See :func:`resolve_oss_url`; a cluster always has credentials, so there is always an answer."""

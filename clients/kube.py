@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -52,6 +53,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
 from clients.logs import run_logger
+from clients.waiting import poll_until
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,9 @@ log = logging.getLogger(__name__)
 FIELD_MANAGER = "elastic-inference"
 APPLY_PATCH = "application/apply-patch+yaml"
 RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+Propagation = Literal["Foreground", "Background", "Orphan"]
 
 
 class Kind(NamedTuple):
@@ -351,6 +356,27 @@ class KubeClients:
         self.attempts = attempts
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
+        self._renew: Callable[[], str] | None = None
+        self._renew_lock = threading.Lock()
+
+    def renewing(self, fetch: Callable[[], str]) -> KubeClients:
+        """Fetch a new kubeconfig with ``fetch()`` when the API server answers 401 (an ACK temporary kubeconfig
+        expires after its ``TemporaryDurationMinutes``; a rollout with long analysis windows outlives it), then
+        retry the call once with it. The kubeconfig stays in memory."""
+        self._renew = fetch
+        return self
+
+    def _renewed(self, failed_client: k8s.ApiClient) -> bool:
+        """Swap in a client from a fresh kubeconfig (once per expired one, whichever thread sees the 401 first)."""
+        if self._renew is None:
+            return False
+        with self._renew_lock:
+            if self.api_client is failed_client:
+                fresh = KubeClients.from_kubeconfig_text(self._renew())
+                old, self.api_client, self._apis = self.api_client, fresh.api_client, {}
+                old.close()
+                run_logger().info("the kubeconfig expired: fetched a new one")
+        return True
 
     # ---- construction ----------------------------------------------------------------------------------------
     @classmethod
@@ -408,9 +434,11 @@ class KubeClients:
 
     # ---- raw calls -------------------------------------------------------------------------------------------
     def _call(
-        self, action: str, fn: Callable[..., Any], *args: Any, hide: Iterable[str] = (), **kwargs: Any
+        self, action: str, fn: Callable[..., Any], *args: Any, hide: Iterable[str] = (), renewed: bool = False,
+        **kwargs: Any,
     ) -> Any:
-        """Call a typed API method, read the raw JSON answer, retry what is worth retrying."""
+        """Call a typed API method, read the raw JSON answer, retry what is worth retrying (and a 401 once with a
+        fresh kubeconfig, see :meth:`renewing`)."""
         retrying = Retrying(
             retry=retry_if_exception(_retryable),
             stop=stop_after_attempt(self.attempts),
@@ -425,6 +453,7 @@ class KubeClients:
             ),
         )
         hide = list(hide)
+        client = self.api_client
         try:
             for attempt in retrying:
                 with attempt:
@@ -435,6 +464,10 @@ class KubeClients:
                         resp.release_conn()
                     return json.loads(data) if data else {}
         except ApiException as exc:
+            api = getattr(fn, "__self__", None)
+            if exc.status == 401 and api is not None and not renewed and self._renewed(client):
+                again = getattr(self.api(type(api)), fn.__name__)
+                return self._call(action, again, *args, hide=hide, renewed=True, **kwargs)
             raise KubeApiError.from_api_exception(action, exc, hide) from None
         except (urllib3.exceptions.HTTPError, ConnectionError) as exc:
             raise KubeApiError(action, None, type(exc).__name__, _short(exc)).redacted(hide) from None
@@ -471,6 +504,44 @@ class KubeClients:
         args = (meta["name"], meta.get("namespace"), manifest) if k.namespaced else (meta["name"], manifest)
         return self._call(f"REPLACE {_where(k.kind, meta['name'], meta.get('namespace'))}",
                           self._method("replace", k), *args)
+
+    def delete(
+        self,
+        kind: str,
+        name: str,
+        namespace: str | None,
+        propagation: Propagation = "Background",
+        timeout_s: float = 300.0,
+    ) -> Literal["deleted", "absent"]:
+        """DELETE one object and wait until it is gone (finalizers done); ``absent`` when it did not exist."""
+        k = kind_of(kind)
+        where = _where(k.kind, name, namespace)
+        args = (name, namespace) if k.namespaced else (name,)
+        try:
+            self._call(f"DELETE {where}", self._method("delete", k), *args,
+                       body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation})
+        except KubeApiError as exc:
+            if exc.not_found:
+                return "absent"
+            raise
+        left: list[dict[str, Any] | None] = []
+
+        def gone() -> bool | None:
+            left[:] = [self.get(k.kind, name, namespace)]
+            return True if left[0] is None else None
+
+        if poll_until(gone, timeout_s, interval=0.1, max_interval=2.0) is None:
+            meta = (left[0] or {}).get("metadata") or {}
+            state = (f"deletionTimestamp {meta.get('deletionTimestamp')}, finalizers {meta.get('finalizers') or []}"
+                     if meta.get("deletionTimestamp") else "not being deleted")
+            raise TimeoutError(f"{where} still there after {timeout_s:.0f}s: {state}")
+        return "deleted"
+
+    def scale(self, name: str, namespace: str, replicas: int) -> dict[str, Any]:
+        """PATCH a Deployment's ``scale`` subresource (what ``kubectl scale`` does)."""
+        return self._call(f"SCALE {_where('Deployment', name, namespace)} to {replicas}",
+                          self.api(k8s.AppsV1Api).patch_namespaced_deployment_scale, name, namespace,
+                          body={"spec": {"replicas": replicas}})
 
     def list(self, kind: str, namespace: str | None = None, **selectors: Any) -> dict[str, Any]:
         """The list object (``items`` + ``metadata.resourceVersion``); ``label_selector``/``field_selector``."""

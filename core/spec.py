@@ -11,6 +11,7 @@ prefix the model is uploaded to, ...) is derived in :class:`DerivedNames`, never
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from datetime import UTC, datetime
@@ -1163,6 +1164,77 @@ class VerificationSpec(_Model):
     """Fail when the pay-as-you-go count is off the mix rule by more than the observed scale-in explains."""
 
 
+# An HTTP header field name is an RFC 9110 token; ingress-nginx matches canary-by-header on it.
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+MAX_CANARY_STEPS = 20
+
+
+class RolloutSpec(_Model):
+    """How a new version replaces a live one (a deploy whose host and path already serve a version)."""
+
+    strategy: Literal["canary", "blue-green"] = Field(
+        default="canary",
+        description="canary: stress test the new version alone, then shift user traffic in steps; blue-green: "
+        "stress test it alone, then switch all traffic at once and keep the old version through a bake window",
+    )
+    steps: list[int] = Field(
+        default_factory=lambda: [10, 30, 60],
+        description="Canary weights (percent of user traffic) held one after another before promotion",
+    )
+    step_seconds: float = Field(default=60, gt=0, le=DAY_S, description="Analysis window of each step, seconds")
+    bake_seconds: float = Field(
+        default=60, ge=0, le=DAY_S, description="blue-green: how long the old version stays ready after the switch"
+    )
+    drain_seconds: float = Field(
+        default=30, ge=0, le=3600,
+        description="After traffic leaves a version: how long its replicas stay for requests in flight",
+    )
+    max_error_rate: float | None = Field(
+        default=None, ge=0, le=1,
+        description="Roll back when the new version fails more than this share of requests (default: the "
+        "verification SLO)",
+    )
+    max_p95_ms: float | None = Field(
+        default=None, gt=0, le=DAY_S * 1000,
+        description="Roll back when the new version's p95 latency exceeds this, ms (default: the verification SLO)",
+    )
+    min_requests: int = Field(
+        default=20, ge=1, le=10_000_000, description="Requests a step must see for its analysis to count"
+    )
+    analysis_rps: float = Field(
+        default=5, gt=0, le=1000, description="Requests per second the analysis sends to the new version"
+    )
+    keep_versions: int = Field(
+        default=2, ge=1, le=20,
+        description="Versions kept after a promotion, the live one included (retired ones at zero replicas)",
+    )
+    header: str = Field(
+        default="X-Canary",
+        description="Header that selects the new version (its value is the serving version) for the isolated "
+        "stress test and the analysis",
+    )
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[int]) -> list[int]:
+        if not 1 <= len(v) <= MAX_CANARY_STEPS:
+            raise ValueError(f"give 1 to {MAX_CANARY_STEPS} canary steps, got {len(v)}")
+        if any(not 1 <= w <= 100 for w in v):
+            raise ValueError(f"canary weights are percentages from 1 to 100, got {v}")
+        if any(b <= a for a, b in itertools.pairwise(v)):
+            raise ValueError(f"canary weights must increase step by step, got {v}")
+        return v
+
+    @field_validator("header")
+    @classmethod
+    def _header(cls, v: str) -> str:
+        if not _HEADER_NAME.fullmatch(v):
+            raise ValueError(f"header {v!r} is not an HTTP header name (1-64 token characters, RFC 9110)")
+        if v.lower() in ("host", "content-length", "content-type", "cookie", "connection", "transfer-encoding"):
+            raise ValueError(f"header {v!r} is a header HTTP itself uses; pick a name of your own")
+        return v
+
+
 class DeploySpec(_Model):
     """Every parameter of one elastic inference deploy."""
 
@@ -1177,6 +1249,7 @@ class DeploySpec(_Model):
     ingress: IngressSpec = Field(default_factory=IngressSpec)
     load_test: LoadTestSpec = Field(default_factory=LoadTestSpec)
     verification: VerificationSpec = Field(default_factory=VerificationSpec)
+    rollout: RolloutSpec = Field(default_factory=RolloutSpec)
 
     @field_validator("cluster_id")
     @classmethod
@@ -1322,6 +1395,7 @@ class DerivedNames(BaseModel):
     model_config_file: str
     hpa: str
     ingress: str
+    canary_ingress: str
     pv: str
     pvc: str
     volume_handle: str
@@ -1351,8 +1425,10 @@ class DerivedNames(BaseModel):
             service=fullname,
             model_config_map=truncate_name(f"{fullname}-cm"),
             model_config_file="/tfserving/config/model.config",
-            hpa=truncate_name(f"{s.name}-hpa"),
+            # Each version is its own release with its own HPA (DESIGN.md section 5), so the HPA carries the release.
+            hpa=truncate_name(f"{release}-hpa"),
             ingress=s.name,
+            canary_ingress=truncate_name(f"{s.name}-canary"),
             pv=spec.storage.pv_name,
             pvc=spec.storage.pvc_name,
             volume_handle=spec.storage.pv_name,

@@ -29,8 +29,9 @@ from clients.cluster import Cluster, resolve_cluster
 from clients.kube import KubeClients
 from clients.lease import LeaseLock, acquire
 from core.spec import DeploySpec, form_title
+from flows.rollout import RolloutFailed, RolloutReport, prepare_canary, progress, rolled_back_on_failure
 from tasks.autoscaling import apply_autoscaling
-from tasks.ingress import IngressEndpoint, apply_ingress
+from tasks.ingress import IngressEndpoint, apply_ingress, wait_for_address
 from tasks.live import LiveVersion, RunKind, classify_run, find_live_version
 from tasks.loadtest import LoadTestResult, run_load_test
 from tasks.model import upload_model
@@ -43,6 +44,7 @@ from tasks.smoke import SmokeResult, smoke_predict
 from tasks.storage import apply_storage
 from tasks.timeline import TimelineSampler
 from tasks.verify import VerificationReport, collect_facts, raise_if_failed, verify
+from tasks.versions import recover
 
 
 class DeployResult(BaseModel):
@@ -52,6 +54,8 @@ class DeployResult(BaseModel):
     upload: UploadReport
     run_kind: RunKind = "first-deploy"
     live_before: LiveVersion | None = None
+    recovered: list[str] = []
+    rollout: RolloutReport | None = None
     endpoint: IngressEndpoint | None = None
     smoke: SmokeResult | None = None
     load_test: LoadTestResult | None = None
@@ -76,7 +80,7 @@ def fetch_kubeconfig(cluster: Cluster) -> KubeClients:
     """ACK DescribeClusterUserKubeconfig: a kubeconfig with a temporary token, held in memory only."""
     text, expiration = cluster.user_kubeconfig()
     get_run_logger().info("kubeconfig for cluster %s (expires %s)", cluster.cluster_id, expiration)
-    return KubeClients.from_kubeconfig_text(text)
+    return KubeClients.from_kubeconfig_text(text).renewing(lambda: cluster.user_kubeconfig()[0])
 
 
 @flow(
@@ -131,7 +135,6 @@ def deploy(
 
 def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir: Path,
             found: list[LiveVersion | None]) -> DeployResult:
-    logger = get_run_logger()
     creds = cluster.credentials
     ack = cluster.ack()
     with fetch_kubeconfig(cluster) as kube:
@@ -141,35 +144,68 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
         pool: NodePoolResult = pool_future.result()
         upload: UploadReport = upload_future.result()
         with service_lock(kube, spec):
+            recovered = recover(kube, spec)
             live = find_live_version(kube, spec)
             found.append(live)
+            kind = classify_run(spec, live)
             apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret,
                           security_token=creds.security_token)
             apply_serving(kube, spec)
-            apply_autoscaling(kube, spec)
-            _, endpoint = apply_ingress(kube, spec)
-            smoke = smoke_predict(endpoint, spec)
-            logger.info("serving at %s (Host: %s)", endpoint.url, endpoint.host)
-
-            run_dir = reports_dir / safe_dir_name(run_label())
-            load: LoadTestResult | None = None
-            sampler = TimelineSampler(kube, spec, pool.nodepool_id,
-                                      instance_nodes=lambda: ack.describe_nodes(nodepool_id=pool.nodepool_id)).start()
-            try:
-                if spec.load_test.enabled:
-                    load = run_load_test(endpoint, spec, run_dir / "locust")
-            finally:
-                timeline = sampler.stop()
-            facts = collect_facts(kube, ack, spec, pool.nodepool_id)
-            verification = verify(facts, spec, load, timeline)
-            files = write_report(spec, verification, endpoint, load, timeline, facts, reports_dir=reports_dir,
-                                 run_name=run_dir.name, nodepool_id=pool.nodepool_id)
+            rollout: RolloutReport | None = None
+            if kind != "replace-live":
+                apply_autoscaling(kube, spec)
+                _, endpoint = apply_ingress(kube, spec)
+                proof = _prove(kube, ack, spec, pool, endpoint, reports_dir)
+            else:  # a rollout: users stay on the live version until the new one has proved itself
+                assert live is not None
+                endpoint = wait_for_address(kube, spec, live.ingress)
+                with rolled_back_on_failure(kube, spec, live) as stage:
+                    target = prepare_canary(kube, spec, live, endpoint)
+                    stage("isolated stress test")
+                    proof = _prove(kube, ack, spec, pool, target, reports_dir)
+                    if not proof.verification.passed:
+                        failed = "; ".join(f"{c.name}: {c.detail}" for c in proof.verification.failed)
+                        raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
+                                                           f"{proof.files.directory})")
+                    stage("traffic shift")
+                    rollout = progress(kube, spec, live, endpoint)
+    verification, files = proof.verification, proof.files
     raise_if_failed(verification, where=str(files.directory))
     return DeployResult(
-        cluster_id=cluster.cluster_id, run_kind=classify_run(spec, live), live_before=live, node_pool=pool,
-        nodes=cluster.ack().describe_nodes(nodepool_id=pool.nodepool_id),
-        upload=upload, endpoint=endpoint, smoke=smoke, load_test=load, verification=verification, report=files,
+        cluster_id=cluster.cluster_id, run_kind=kind, live_before=live, node_pool=pool,
+        nodes=cluster.ack().describe_nodes(nodepool_id=pool.nodepool_id), recovered=recovered, rollout=rollout,
+        upload=upload, endpoint=endpoint, smoke=proof.smoke, load_test=proof.load, verification=verification,
+        report=files,
     )
+
+
+class Proof(BaseModel):
+    smoke: SmokeResult
+    load: LoadTestResult | None
+    verification: VerificationReport
+    files: ReportFiles
+
+
+def _prove(kube: KubeClients, ack: Any, spec: DeploySpec, pool: NodePoolResult, target: IngressEndpoint,
+           reports_dir: Path) -> Proof:
+    """Smoke predict, the stress test with the timeline sampled, the checks, the report: all through ``target``
+    (the production ingress; with the canary header in a rollout)."""
+    smoke = smoke_predict(target, spec)
+    get_run_logger().info("serving at %s (Host: %s)", target.url, target.host)
+    run_dir = reports_dir / safe_dir_name(run_label())
+    load: LoadTestResult | None = None
+    sampler = TimelineSampler(kube, spec, pool.nodepool_id,
+                              instance_nodes=lambda: ack.describe_nodes(nodepool_id=pool.nodepool_id)).start()
+    try:
+        if spec.load_test.enabled:
+            load = run_load_test(target, spec, run_dir / "locust")
+    finally:
+        timeline = sampler.stop()
+    facts = collect_facts(kube, ack, spec, pool.nodepool_id)
+    verification = verify(facts, spec, load, timeline)
+    files = write_report(spec, verification, target, load, timeline, facts, reports_dir=reports_dir,
+                         run_name=run_dir.name, nodepool_id=pool.nodepool_id)
+    return Proof(smoke=smoke, load=load, verification=verification, files=files)
 
 
 def summarize(result: DeployResult) -> dict[str, Any]:
@@ -183,6 +219,13 @@ def summarize(result: DeployResult) -> dict[str, Any]:
         "upload": result.upload.summary(),
         "run": result.run_kind + (f" (live before: {result.live_before})" if result.live_before else ""),
     }
+    if result.recovered:
+        out["recovered"] = "; ".join(result.recovered)
+    if result.rollout:
+        r = result.rollout
+        steps = ", ".join(f"{s.stats.step} {s.stats.weight}% {s.stats.requests} req {s.stats.failures} failed "
+                          f"p95 {s.stats.p95_ms or 0:.0f} ms" for s in r.steps)
+        out["rollout"] = f"{r.strategy}: {r.decision} ({r.reason}); {steps}"
     if result.endpoint:
         out["endpoint"] = f"{result.endpoint.url} (Host: {result.endpoint.host})"
     if result.load_test:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, Field
 
 from blocks import AckClusterRef
 from clients.cluster import resolve_cluster
-from clients.kube import KubeApiError, KubeClients, kind_of
+from clients.kube import KubeClients, Propagation
 from clients.logs import run_logger
 from clients.waiting import poll_until
 from core.spec import DeploySpec, form_title
@@ -30,8 +30,6 @@ from tasks.live import LiveUsage, LiveVersion, classify_run, find_live_version, 
 from tasks.model import delete_model as delete_model_task
 from tasks.nodepool import delete_node_pool
 from tasks.serving import selector as serving_selector
-
-Propagation = Literal["Foreground", "Background", "Orphan"]
 
 
 class StepResult(BaseModel):
@@ -112,47 +110,11 @@ def _wait(check: Any, timeout_s: float, what: str) -> None:
         raise TimeoutError(f"{what} still there after {timeout_s:.0f}s: {left[0]}")
 
 
-def _pending_state(obj: dict[str, Any] | None) -> str | None:
-    if obj is None:
-        return None
-    meta = obj.get("metadata") or {}
-    fins = meta.get("finalizers") or []
-    return f"deletionTimestamp {meta.get('deletionTimestamp')}, finalizers {fins}" if meta.get(
-        "deletionTimestamp") else "not being deleted"
-
-
-def delete_object(
-    kube: KubeClients,
-    kind: str,
-    name: str,
-    namespace: str | None,
-    propagation: Propagation = "Background",
-    timeout_s: float = 300.0,
-) -> Literal["deleted", "absent"]:
-    """DELETE one object and wait until it is gone; ``absent`` when it did not exist (404)."""
-    k = kind_of(kind)
-    where = f"{kind} {namespace}/{name}" if namespace else f"{kind} {name}"
-    args = (name, namespace) if k.namespaced else (name,)
-    try:
-        kube._call(  # KubeClients has no delete helper; _call gives its retries and error mapping
-            f"DELETE {where}",
-            getattr(kube.api(k.api), f"delete_{k.suffix}"),
-            *args,
-            body={"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": propagation},
-        )
-    except KubeApiError as exc:
-        if exc.not_found:
-            return "absent"
-        raise
-    _wait(lambda: _pending_state(kube.get(kind, name, namespace)), timeout_s, where)
-    return "deleted"
-
-
 @task(name="teardown-object", cache_policy=NO_CACHE)
 def delete_object_task(
     kube: KubeClients, kind: str, name: str, namespace: str | None, propagation: Propagation, timeout_s: float
 ) -> str:
-    outcome = delete_object(kube, kind, name, namespace, propagation, timeout_s)
+    outcome = kube.delete(kind, name, namespace, propagation, timeout_s)
     run_logger().info("%s %s: %s", kind, name, outcome)
     return outcome
 
@@ -199,7 +161,7 @@ def teardown(
     kube: KubeClients | None = None
     try:
         text, result.kubeconfig_expires = cluster.user_kubeconfig()
-        kube = KubeClients.from_kubeconfig_text(text)
+        kube = KubeClients.from_kubeconfig_text(text).renewing(lambda: cluster.user_kubeconfig()[0])
     except Exception as exc:
         result.steps.append(StepResult(step="kubeconfig", outcome="failed", detail=_short(exc)))
         logger.error("cannot reach the cluster: %s", _short(exc))

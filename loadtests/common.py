@@ -23,6 +23,7 @@ from typing import Any
 # Environment variables the locustfile reads (the task sets them).
 ENV_MODEL = "EI_MODEL"
 ENV_HOST_HEADER = "EI_HOST_HEADER"
+ENV_EXTRA_HEADERS = "EI_EXTRA_HEADERS"  # JSON object of more request headers (the canary selector)
 ENV_STAGES_FILE = "EI_STAGES_FILE"
 ENV_STAGES = "EI_STAGES"  # the same JSON inline (when no file is given)
 ENV_PAYLOAD_FILE = "EI_PAYLOAD_FILE"

@@ -7,6 +7,7 @@ Configuration (environment variables; ``-H`` gives the Ingress address, e.g. ``h
 
 ``EI_MODEL``         model name (``/v1/models/{EI_MODEL}``), required
 ``EI_HOST_HEADER``   Host header of the Ingress rule (e.g. ``test.example.com``); none when empty
+``EI_EXTRA_HEADERS`` JSON object of more headers for every request (the header that selects a canary)
 ``EI_STAGES_FILE``   JSON list of ``{duration_s, users, spawn_rate}`` (or ``EI_STAGES``, the same JSON inline)
 ``EI_PAYLOAD_FILE``  a ``:predict`` body to send instead of the one built from the model's signature
 ``EI_WAIT_TIME``     pause of each user between requests in seconds (default 1)
@@ -30,6 +31,7 @@ from typing import Any, ClassVar
 from locust import FastHttpUser, LoadTestShape, constant, task
 
 from loadtests.common import (
+    ENV_EXTRA_HEADERS,
     ENV_HOST_HEADER,
     ENV_MODEL,
     ENV_PAYLOAD_FILE,
@@ -49,6 +51,7 @@ MODEL = os.environ.get(ENV_MODEL, "")
 if not MODEL:
     raise SystemExit(f"{ENV_MODEL} is required (the model name TF Serving serves)")
 HOST_HEADER = os.environ.get(ENV_HOST_HEADER, "")
+EXTRA_HEADERS: dict[str, str] = {str(k): str(v) for k, v in json.loads(os.environ.get(ENV_EXTRA_HEADERS) or "{}").items()}
 PAYLOAD_FILE = os.environ.get(ENV_PAYLOAD_FILE, "")
 SIGNATURE = os.environ.get(ENV_SIGNATURE) or None
 STAGE_LOG = os.environ.get(ENV_STAGE_LOG, "")
@@ -98,7 +101,7 @@ class TFServingUser(FastHttpUser):
     body: ClassVar[bytes | None] = None
 
     def _headers(self, json_body: bool = False) -> dict[str, str]:
-        h = {"Accept": "application/json"}
+        h = {"Accept": "application/json", **EXTRA_HEADERS}
         if HOST_HEADER:
             h["Host"] = HOST_HEADER
         if json_body:

@@ -73,7 +73,18 @@ def render_hpa(spec: DeploySpec) -> dict[str, Any]:
 
 @task(name="autoscaling", cache_policy=NO_CACHE)
 def apply_autoscaling(kube: KubeClients, spec: DeploySpec) -> ApplyResult:
-    """Apply the HPA. Nothing to wait for: it acts as soon as the external metric answers."""
+    """Apply the HPA. Nothing to wait for: it acts as soon as the external metric answers.
+
+    Two HPAs on one Deployment fight (the HPA controller refuses both: ``AmbiguousSelector``), so another HPA of
+    this tool aimed at the same Deployment (one named ``<serving name>-hpa``, before each version had its own) is
+    removed first."""
+    names = spec.names
+    for other in kube.list("HorizontalPodAutoscaler", names.namespace,
+                           label_selector=f"app.kubernetes.io/managed-by=elastic-inference,servingName={spec.serving.name}"
+                           ).get("items") or []:
+        if other["metadata"]["name"] != names.hpa and \
+                ((other.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == names.deployment:
+            kube.delete("HorizontalPodAutoscaler", other["metadata"]["name"], names.namespace)
     result = kube.apply(render_hpa(spec))
     run_logger().info(
         "HPA %s/%s targets Deployment %s", spec.names.namespace, spec.names.hpa, spec.names.deployment

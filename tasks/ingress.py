@@ -66,6 +66,8 @@ class IngressEndpoint(BaseModel):
     port: int
     host: str
     path: str
+    headers: dict[str, str] = {}
+    """More headers every request sends: the header that selects a canary (tasks/canary.py)."""
 
     @property
     def url(self) -> str:
@@ -87,6 +89,21 @@ def ingress_address(obj: dict[str, Any]) -> tuple[str, int] | None:
     return address, int(port)
 
 
+def wait_for_address(kube: KubeClients, spec: DeploySpec, name: str, timeout_s: float = 300) -> IngressEndpoint:
+    """Wait for the controller to publish the address of Ingress ``name``; where requests for the spec go."""
+    obj = kube.wait_for(
+        "Ingress",
+        name,
+        spec.names.namespace,
+        lambda o: ingress_address(o) is not None,
+        timeout_s,
+        what="get a load balancer address",
+    )
+    found = ingress_address(obj)
+    assert found is not None
+    return IngressEndpoint(address=found[0], port=found[1], host=spec.ingress.host, path=spec.ingress.path)
+
+
 @task(name="ingress", cache_policy=NO_CACHE)
 def apply_ingress(
     kube: KubeClients, spec: DeploySpec, timeout_s: float = 300
@@ -94,19 +111,7 @@ def apply_ingress(
     """Apply the Ingress and wait for the controller to publish its address."""
     names = spec.names
     applied = kube.apply(render_ingress(spec))
-    obj = kube.wait_for(
-        "Ingress",
-        names.ingress,
-        names.namespace,
-        lambda o: ingress_address(o) is not None,
-        timeout_s,
-        what="get a load balancer address",
-    )
-    found = ingress_address(obj)
-    assert found is not None
-    endpoint = IngressEndpoint(
-        address=found[0], port=found[1], host=spec.ingress.host, path=spec.ingress.path
-    )
+    endpoint = wait_for_address(kube, spec, names.ingress, timeout_s)
     run_logger().info(
         "Ingress %s/%s answers at %s (Host: %s)", names.namespace, names.ingress, endpoint.url, endpoint.host
     )

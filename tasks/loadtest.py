@@ -48,6 +48,7 @@ from pydantic import BaseModel, Field
 from clients.logs import run_logger
 from core.spec import DeploySpec
 from loadtests.common import (
+    ENV_EXTRA_HEADERS,
     ENV_HOST_HEADER,
     ENV_MODEL,
     ENV_PAYLOAD_FILE,
@@ -380,6 +381,7 @@ def locust_env(
     wait_time_s: float,
     payload_file: Path | None = None,
     base: dict[str, str] | None = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> dict[str, str]:
     env = {
         k: v for k, v in (os.environ if base is None else base).items()
@@ -389,6 +391,7 @@ def locust_env(
         {
             ENV_MODEL: model,
             ENV_HOST_HEADER: host_header or "",
+            ENV_EXTRA_HEADERS: json.dumps(extra_headers or {}),
             ENV_STAGES_FILE: str(stages_file),
             ENV_STAGE_LOG: str(stage_log),
             ENV_WAIT_TIME: repr(float(wait_time_s)),
@@ -417,6 +420,7 @@ def run_locust(
     payload_file: Path | None = None,
     timeout_margin_s: float = 60.0,
     on_line: Any = None,
+    extra_headers: dict[str, str] | None = None,
 ) -> LoadTestResult:
     """Run Locust headless over ``plan`` and parse what it wrote; raises :class:`LoadTestError` if it fails."""
     out_dir = Path(out_dir)
@@ -428,7 +432,8 @@ def run_locust(
         stale.unlink(missing_ok=True)
     logfile = out_dir / "locust.log"
     cmd = locust_command(host_url, out_dir)
-    env = locust_env(model, host_header, stages_file, stage_log, wait_time_s, payload_file)
+    env = locust_env(model, host_header, stages_file, stage_log, wait_time_s, payload_file,
+                     extra_headers=extra_headers)
     timeout = plan.total_s + STOP_TIMEOUT_S + timeout_margin_s
     with open(logfile, "w") as log_fh:
         proc = subprocess.Popen(
@@ -478,12 +483,13 @@ def run_load_test(
     lt = spec.load_test
     plan = stage_plan(spec)
     logger.info(
-        "load test: %d stages (%s), %.0fs, against %s with Host %s",
+        "load test: %d stages (%s), %.0fs, against %s with Host %s%s",
         len(plan.stages),
         ", ".join(f"{s.users} users/{s.duration_s:.0f}s" for s in plan.stages),
         plan.total_s,
         endpoint.url,
         endpoint.host,
+        "".join(f" and {k}: {v}" for k, v in endpoint.headers.items()),
     )
     started = time.monotonic()
     result = run_locust(
@@ -492,6 +498,7 @@ def run_load_test(
         plan,
         Path(out_dir).resolve(),
         host_header=endpoint.host,
+        extra_headers=endpoint.headers,
         wait_time_s=lt.wait_time_s,
         payload_file=lt.payload_file,
         timeout_margin_s=timeout_margin_s,

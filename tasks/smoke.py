@@ -40,7 +40,7 @@ def smoke_predict(endpoint: IngressEndpoint, spec: DeploySpec, timeout_s: float 
     """
     model = spec.model.name
     base = endpoint.url.rstrip("/")
-    headers = {"Host": endpoint.host}
+    headers = {"Host": endpoint.host, **endpoint.headers}
     with httpx.Client(timeout=30.0, headers=headers) as http:
         for attempt in Retrying(
             retry=retry_if_exception_type(_NotYet), stop=stop_after_delay(timeout_s),

@@ -31,6 +31,6 @@ def demo_spec(model_dir: Path, name: str, overrides: dict[str, Any]) -> DeploySp
         node = data
         *parents, leaf = path.split(".")
         for p in parents:
-            node = node[p]
+            node = node.setdefault(p, {})
         node[leaf] = value
     return DeploySpec.parse(data)

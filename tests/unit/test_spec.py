@@ -121,7 +121,7 @@ def test_names_match_the_seed_manifests() -> None:
     # The seed's HPA: scaleTargetRef and matchLabels.
     assert n.deployment == "bert-tfserving-202107141745-tensorflow-serving"
     assert n.service == n.deployment
-    assert n.hpa == "bert-tfserving-hpa"
+    assert n.hpa == "bert-tfserving-202107141745-hpa"  # one per version (the seed's: bert-tfserving-hpa)
     assert n.sls_project == "k8s-log-c210fbedb96674b9eaf15f2dc47d169a8"
     assert n.sls_logstore == "nginx-ingress"
     assert n.sls_route == "default-bert-tfserving-202107141745-tensorflow-serving-8501"

@@ -1,0 +1,118 @@
+"""A rollout: the new version replaces the live one only after it proved itself, step by step.
+
+    (deploy: new release beside the live one ─ canary HPA ─ canary Ingress at weight 0 ─ smoke and the isolated
+     stress test through the production ingress with the canary header ─ verify the new version)
+    canary:     for each weight: canary Ingress at weight ─ analysis window ─ roll back at the first failed check
+                ─ promote (main Ingress → new Service, canary removed, old HPA removed, old replicas drained to 0)
+    blue-green: switch 100% at once ─ bake window (analysis) with the old version still at its replicas
+                ─ retire the old version, or switch back
+
+The stable version is never touched until the new one is promoted; a failed check removes the new version and
+fails the run naming the step, the check and the numbers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from pydantic import BaseModel
+
+from clients.kube import KubeClients
+from clients.logs import run_logger
+from core.spec import DeploySpec
+from tasks.analysis import StepAnalysis, analyse_step
+from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
+from tasks.ingress import IngressEndpoint
+from tasks.live import LiveVersion
+from tasks.versions import Promotion, promote, remove_canary, restore, retire
+
+
+class RolloutReport(BaseModel):
+    strategy: str
+    previous: str
+    steps: list[StepAnalysis] = []
+    decision: str = "pending"  # promoted | rolled back
+    reason: str = ""
+    promotion: Promotion | None = None
+
+
+class RolloutFailed(RuntimeError):
+    """The new version failed a check: it was removed, the previous version serves."""
+
+    def __init__(self, report: RolloutReport) -> None:
+        super().__init__(f"rollout of the new version rolled back: {report.reason}")
+        self.report = report
+
+    @classmethod
+    def at(cls, spec: DeploySpec, live: LiveVersion, reason: str) -> RolloutFailed:
+        """Not yet rolled back: :func:`rolled_back_on_failure` does it."""
+        return cls(RolloutReport(strategy=spec.rollout.strategy, previous=str(live), decision="pending",
+                                 reason=reason))
+
+
+@contextmanager
+def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> Iterator[Callable[[str], None]]:
+    """Whatever fails from here on (a check, the smoke test, an API error) removes the new version and fails the
+    run naming the stage; the version the main Ingress routes to is never touched (tasks.versions). An
+    interrupted run (cancelled, killed) is left to the next run's recovery."""
+    stage = ["canary set-up"]
+    try:
+        yield lambda name: stage.__setitem__(0, name)
+    except RolloutFailed as failed:
+        if failed.report.decision == "pending":
+            raise roll_back(kube, spec, failed.report, failed.report.reason) from None
+        raise
+    except Exception as exc:
+        report = RolloutReport(strategy=spec.rollout.strategy, previous=str(live))
+        raise roll_back(kube, spec, report, f"{stage[0]}: {type(exc).__name__}: {exc}") from exc
+
+
+def main_route(spec: DeploySpec, live: LiveVersion) -> str:
+    """The SLS route user traffic is counted under (``<namespace>-<service>-<port>``, the main Ingress's)."""
+    return f"{spec.names.namespace}-{live.service}-{live.port}"
+
+
+def prepare_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> IngressEndpoint:
+    """The new version reachable by header only (weight 0), scaled on the users' route: where the isolated stress
+    test goes."""
+    set_canary_hpa(kube, spec, main_route(spec, live), 100)
+    set_canary(kube, spec, 0)
+    return canary_endpoint(endpoint, spec)
+
+
+def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason: str) -> RolloutFailed:
+    remove_canary(kube, spec)
+    report.decision, report.reason = "rolled back", reason
+    run_logger().error("rolled back %s: %s", spec.serving.version, reason)
+    return RolloutFailed(report)
+
+
+def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> RolloutReport:
+    """After the isolated stress test passed: the strategy's traffic shift, analysis, and the decision."""
+    r = spec.rollout
+    report = RolloutReport(strategy=r.strategy, previous=str(live))
+    target = canary_endpoint(endpoint, spec)
+    if r.strategy == "blue-green":
+        promote(kube, spec, live, retire_previous=False)
+        bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds) if r.bake_seconds else None
+        if bake is not None:
+            report.steps.append(bake)
+            if not bake.passed:
+                restore(kube, spec, live)
+                report.decision, report.reason = "rolled back", f"bake (100%): {bake.reason}"
+                run_logger().error("switched back to %s: %s", live, report.reason)
+                raise RolloutFailed(report)
+        report.promotion = retire(kube, spec, live.service)
+        report.decision, report.reason = "promoted", "the bake window passed" if bake else "no bake window"
+        return report
+    for i, weight in enumerate(r.steps, 1):
+        set_canary_hpa(kube, spec, main_route(spec, live), weight)
+        set_canary(kube, spec, weight)
+        step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds)
+        report.steps.append(step)
+        if not step.passed:
+            raise roll_back(kube, spec, report, f"step {i} ({weight}%): {step.reason}")
+    report.promotion = promote(kube, spec, live)
+    report.decision, report.reason = "promoted", f"{len(r.steps)} step(s) passed"
+    return report

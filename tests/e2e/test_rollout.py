@@ -1,0 +1,205 @@
+"""Rollouts end to end (issue 13): v1 serves, a good v2 is canaried and promoted, a bad v3 is rolled back, all
+under a constant open-loop user load through the main Ingress, on a real Prefect server and a sandbox of its own.
+
+What the users saw is read from the sandbox ingress's access log, as SLS would hold it: every request counts under
+the main route (``proxy_upstream_name``) and, when a canary served it, under the canary's
+``proxy_alternative_upstream_name`` too. A thread records both totals each time the canary Ingress's weight
+changes, so each step's share of user requests is (canary lines - analysis requests) / (main lines - analysis
+requests), the analysis requests being those the run reports for the step.
+"""
+
+from __future__ import annotations
+
+import itertools
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from demo_spec import demo_spec
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from openloop import OpenLoopLoad
+
+from cli.sandbox_profile import save_sandbox_blocks
+from core.demo_model import generate_demo_model
+from core.spec import DeploySpec, serving_fullname
+from loadtests.common import build_predict_body
+
+V1, V2, V3 = 1623831335, 1623831400, 1623831500
+USER_RATE = 30.0  # requests/s through the main Ingress, the whole time
+STEPS = [20, 40]
+STEP_S = 30.0
+STRESS = [{"duration_s": 5, "users": 2, "spawn_rate": 2}, {"duration_s": 25, "users": 30, "spawn_rate": 15}]
+
+
+@pytest.fixture(scope="module")
+def sandbox(tmp_path_factory: pytest.TempPathFactory):
+    from sandbox.runner import Sandbox
+
+    sb = Sandbox(tmp_path_factory.mktemp("rollout-sandbox"), speed=50.0)
+    sb.start()
+    yield sb
+    sb.stop()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One model, three versions: v3 fails a third of its computations (a property of its files)."""
+    base = tmp_path_factory.mktemp("model") / "chnsenticorp"
+    generate_demo_model(base, version=V1)
+    generate_demo_model(base, version=V2, seed=2)
+    generate_demo_model(base, version=V3, seed=3, error_rate=0.3)
+    return base
+
+
+@pytest.fixture(scope="module")
+def block(sandbox, prefect_api) -> str:
+    return save_sandbox_blocks(sandbox.info, name="e2e-rollout")
+
+
+def spec_for(model_dir: Path, version: int, **overrides) -> DeploySpec:
+    return demo_spec(model_dir, "roll", {
+        "model.version_policy": f"specific:{version}",
+        "serving.version": f"v{version}",
+        "autoscaling.min_replicas": 2,
+        "autoscaling.max_replicas": 4,
+        "load_test.stages": STRESS,
+        "load_test.sample_interval_s": 1.0,
+        "rollout.steps": STEPS,
+        "rollout.step_seconds": STEP_S,
+        "rollout.analysis_rps": 5.0,
+        "rollout.drain_seconds": 3.0,
+        **overrides,
+    })
+
+
+class WeightWatch:
+    """Snapshots (time, canary weight, main-route lines, canary lines) whenever the canary's weight changes."""
+
+    def __init__(self, sandbox, net: k8s.NetworkingV1Api, spec: DeploySpec, main_route: str) -> None:
+        self.sandbox, self.net, self.spec, self.main_route = sandbox, net, spec, main_route
+        self.canary_route = f"{spec.names.namespace}-{spec.names.service}-{spec.serving.rest_api_port}"
+        self.marks: list[tuple[float, int | None, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _weight(self) -> int | None:
+        try:
+            ing = self.net.read_namespaced_ingress(self.spec.names.canary_ingress, self.spec.names.namespace)
+        except k8s.ApiException:
+            return None
+        return int((ing.metadata.annotations or {}).get("nginx.ingress.kubernetes.io/canary-weight", "0"))
+
+    def _run(self) -> None:
+        log = self.sandbox.services.ingress.log
+        last: object = object()
+        while not self._stop.is_set():
+            w = self._weight()
+            if w != last:
+                self.marks.append((time.monotonic(), w, log.total(self.main_route),
+                                   log.total(self.canary_route, "proxy_alternative_upstream_name")))
+                last = w
+            self._stop.wait(0.05)
+        self.marks.append((time.monotonic(), -1, log.total(self.main_route),
+                           log.total(self.canary_route, "proxy_alternative_upstream_name")))
+
+    def __enter__(self) -> WeightWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def phases(self) -> list[tuple[int | None, int, int]]:
+        """(weight, main lines, canary lines) of each phase between weight changes."""
+        return [(w, m2 - m1, c2 - c1) for (_, w, m1, c1), (_, _, m2, c2) in itertools.pairwise(self.marks)]
+
+
+def pods_of(core: k8s.CoreV1Api, spec: DeploySpec) -> dict[str, int]:
+    pods = core.list_namespaced_pod(spec.names.namespace, label_selector=f"release={spec.names.release}").items
+    return {p.metadata.name: sum(c.restart_count for c in (p.status.container_statuses or [])) for p in pods}
+
+
+def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_load(
+    sandbox, model_dir, block, tmp_path
+) -> None:
+    from flows.deploy import deploy
+    from flows.rollout import RolloutFailed
+
+    api = k8s_config.new_client_from_config(config_file=sandbox.info["kubeconfig"])
+    core, apps, auto, net = k8s.CoreV1Api(api), k8s.AppsV1Api(api), k8s.AutoscalingV2Api(api), k8s.NetworkingV1Api(api)
+
+    v1 = spec_for(model_dir, V1, **{"load_test.enabled": False, "verification.require_scale_out": False,
+                                    "verification.require_mix": False})
+    first = deploy(spec=v1, cluster_block=block, reports_dir=str(tmp_path / "r1"))
+    assert first.run_kind == "first-deploy" and first.rollout is None
+    endpoint = first.endpoint
+    assert endpoint is not None
+    ns = v1.names.namespace
+    main_route = f"{ns}-{v1.names.service}-{v1.serving.rest_api_port}"
+    meta = httpx.get(f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}/metadata", headers={"Host": endpoint.host})
+    body = build_predict_body(meta.json())
+    predict_url = f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}:predict"
+
+    v2 = spec_for(model_dir, V2)
+    v3 = spec_for(model_dir, V3, **{"load_test.stages": [{"duration_s": 10, "users": 10, "spawn_rate": 10}]})
+    with OpenLoopLoad(predict_url, endpoint.host, body, USER_RATE) as load:
+        time.sleep(2)  # the user load is flowing before the rollout begins
+        with WeightWatch(sandbox, net, v2, main_route) as watch:
+            second = deploy(spec=v2, cluster_block=block, reports_dir=str(tmp_path / "r2"))
+        v2_done = time.monotonic()
+        assert second.run_kind == "replace-live" and second.rollout is not None
+        assert second.rollout.decision == "promoted", second.rollout.reason
+        v2_pods = pods_of(core, v2)
+
+        with pytest.raises(RolloutFailed) as failed:
+            deploy(spec=v3, cluster_block=block, reports_dir=str(tmp_path / "r3"))
+        v3_done = time.monotonic()
+        load.stop()
+
+    # --- good v2 -------------------------------------------------------------------------------------------------
+    during_v2 = load.between(load.started, v2_done)
+    assert not OpenLoopLoad.errors(during_v2), OpenLoopLoad.errors(during_v2)[:5]
+    analysis = {s.stats.weight: s.stats.requests for s in second.rollout.steps}
+    phases = watch.phases()
+    weights_seen = [w for w, _, _ in phases if w not in (None, -1)]
+    assert weights_seen[:1] == [0] and [w for w in weights_seen if w] == STEPS, phases
+    for weight, main_lines, canary_lines in phases:
+        if weight == 0:  # before step 1: users stay on v1; the stress test reached only v2
+            stress = second.load_test.requests if second.load_test else 0
+            assert canary_lines >= stress > 0, phases
+            # every stress request went to the canary; what else the main route saw is user traffic to v1
+            assert main_lines - canary_lines >= 0.8 * USER_RATE, phases
+        elif weight in STEPS:
+            users = main_lines - analysis[weight]
+            share = 100 * (canary_lines - analysis[weight]) / users
+            assert abs(share - weight) <= 5, f"step {weight}%: users' share on the canary {share:.1f}% ({phases})"
+    v1_dep = apps.read_namespaced_deployment(v1.names.deployment, ns)
+    assert v1_dep.spec.replicas == 0
+    assert not [h for h in auto.list_namespaced_horizontal_pod_autoscaler(ns).items
+                if h.spec.scale_target_ref.name == v1.names.deployment]
+    main = net.read_namespaced_ingress(v1.names.ingress, ns)
+    assert main.spec.rules[0].http.paths[0].backend.service.name == v2.names.service
+    assert not [i for i in net.list_namespaced_ingress(ns).items if i.metadata.name == v2.names.canary_ingress]
+
+    # --- bad v3 --------------------------------------------------------------------------------------------------
+    report = failed.value.report
+    assert report.decision == "rolled back"
+    assert "isolated stress test" in str(failed.value) or "step 1" in str(failed.value), str(failed.value)
+    assert "error" in str(failed.value)
+    during_v3 = load.between(v2_done, v3_done)
+    user_errors = OpenLoopLoad.errors(during_v3)
+    # the stress test caught it before any user request reached v3 (weight 0 until then)
+    assert len(user_errors) <= STEPS[0] / 100 * len(during_v3), user_errors[:5]
+    # v2 untouched: every pod it had is still there, never restarted. (Its HPA reads the main route, where v3's
+    # isolated stress load is counted too, so it may have added replicas: capacity, never less; tasks/canary.py.)
+    now = pods_of(core, v2)
+    assert {p: now.get(p) for p in v2_pods} == v2_pods, f"v2's pods were touched by v3's rollout: {v2_pods} -> {now}"
+    assert main.spec.rules[0].http.paths[0].backend.service.name == \
+        net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend.service.name
+    v3_name = serving_fullname(f"{v3.serving.name}-{v3.serving.version}")
+    assert not [d for d in apps.list_namespaced_deployment(ns).items if d.metadata.name == v3_name]
+    assert not [i for i in net.list_namespaced_ingress(ns).items if i.metadata.name == v3.names.canary_ingress]
