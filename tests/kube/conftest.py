@@ -22,6 +22,16 @@ def kube(sandbox):
 
 
 @pytest.fixture(scope="session")
+def kube_clients(kubeconfig):
+    """The flow's own Kubernetes client (clients.kube.KubeClients) on the session sandbox, quick retries."""
+    from clients.kube import KubeClients
+
+    k = KubeClients.from_kubeconfig_file(kubeconfig, backoff_s=0.05, backoff_max_s=0.2)
+    yield k
+    k.close()
+
+
+@pytest.fixture(scope="session")
 def api_client(kubeconfig):
     c = config.new_client_from_config(kubeconfig)
     yield c
@@ -51,7 +61,7 @@ def policy(api_client):
 @pytest.fixture
 def ns(core):
     """A fresh namespace per test."""
-    name = "t-" + uuid.uuid4().hex[:10]
+    name = "t-" + uuid.uuid4().hex[:8]
     core.create_namespace({"metadata": {"name": name}})
     yield name
     core.delete_namespace(name)

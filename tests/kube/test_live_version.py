@@ -4,34 +4,20 @@ Service and Ingress exactly as the deploy renders them."""
 
 from __future__ import annotations
 
-import contextlib
-import uuid
 from typing import Any
 
 import pytest
-from kubernetes import client
 
-from clients.kube import KubeClients
 from core.spec import DeploySpec
 from tasks.ingress import render_ingress
 from tasks.live import LiveVersion, classify_run, find_live_version, is_canary, serving_backend
 from tasks.serving import render_service
 
 
-@pytest.fixture(scope="module")
-def kube(sandbox_info) -> KubeClients:
-    k = KubeClients.from_kubeconfig_file(sandbox_info["kubeconfig"], backoff_s=0.05, backoff_max_s=0.2)
-    yield k
-    k.close()
-
-
 @pytest.fixture
-def ns(kube: KubeClients):
-    name = "live-" + uuid.uuid4().hex[:6]
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    yield name
-    with contextlib.suppress(client.exceptions.ApiException):
-        client.CoreV1Api(kube.api_client).delete_namespace(name, _preload_content=False).release_conn()
+def kube(kube_clients):
+    """The flow's client (this module's tests call tasks with it)."""
+    return kube_clients
 
 
 def spec(sandbox_info: dict[str, Any], ns: str, version: str, **ingress: Any) -> DeploySpec:

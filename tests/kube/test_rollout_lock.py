@@ -3,33 +3,19 @@ through the kubernetes client, as client-go's leader election uses a Lease."""
 
 from __future__ import annotations
 
-import contextlib
 import threading
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from kubernetes import client
 from polling import wait_for
 
-from clients.kube import KubeClients
 from clients.lease import MICROTIME, LeaseHeld, LeaseLock, acquire, holder_of
 
 
-@pytest.fixture(scope="module")
-def kube(sandbox_info) -> KubeClients:
-    k = KubeClients.from_kubeconfig_file(sandbox_info["kubeconfig"], backoff_s=0.05, backoff_max_s=0.2)
-    yield k
-    k.close()
-
-
 @pytest.fixture
-def ns(kube: KubeClients):
-    name = "lock-" + uuid.uuid4().hex[:6]
-    kube.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}})
-    yield name
-    with contextlib.suppress(client.exceptions.ApiException):
-        client.CoreV1Api(kube.api_client).delete_namespace(name, _preload_content=False).release_conn()
+def kube(kube_clients):
+    """The flow's client (this module's tests call tasks with it)."""
+    return kube_clients
 
 
 def test_a_second_run_waits_then_fails_naming_the_holder_and_gets_it_once_released(kube, ns):

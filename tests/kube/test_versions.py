@@ -1,0 +1,100 @@
+"""The versions of a serving on a real API server: what a half-done rollout leaves is finished or undone, the version
+the main Ingress routes to is never removed, old releases are pruned. Objects exactly as the deploy renders them."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from core.spec import DeploySpec
+from tasks.autoscaling import render_hpa
+from tasks.canary import render_canary_ingress
+from tasks.ingress import render_ingress
+from tasks.live import find_live_version
+from tasks.serving import render_serving
+from tasks.versions import list_versions, promote, prune, recover, remove_canary, routed_service
+
+
+@pytest.fixture
+def kube(kube_clients):
+    return kube_clients
+
+
+def spec(sandbox_info: dict[str, Any], ns: str, version: str, **rollout: Any) -> DeploySpec:
+    return DeploySpec.parse({"cluster_id": sandbox_info["cluster_id"], "serving": {"version": version, "namespace": ns},
+                             "rollout": {"drain_seconds": 0, **rollout}})
+
+
+def release(kube, s: DeploySpec, hpa: bool = True) -> None:
+    for m in render_serving(s):
+        kube.apply(m)
+    if hpa:
+        kube.apply(render_hpa(s))
+
+
+def objects(kube, s: DeploySpec) -> dict[str, bool]:
+    n = s.names
+    return {kind: kube.get(kind, name, n.namespace) is not None for kind, name in (
+        ("Deployment", n.deployment), ("Service", n.service), ("ConfigMap", n.model_config_map),
+        ("HorizontalPodAutoscaler", n.hpa))}
+
+
+ALL = {"Deployment": True, "Service": True, "ConfigMap": True, "HorizontalPodAutoscaler": True}
+NONE = dict.fromkeys(ALL, False)
+
+
+def test_recovery_undoes_the_canary_of_an_earlier_run_and_leaves_the_live_version(kube, ns, sandbox_info):
+    v1, v2, v3 = (spec(sandbox_info, ns, v) for v in ("v1", "v2", "v3"))
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    kube.apply(render_canary_ingress(v2, 30))  # a run of v2 died at its 30% step
+
+    assert recover.fn(kube, v2) == []  # v2 again: its canary is this run's to redo
+    assert kube.get("Ingress", v2.names.canary_ingress, ns) is not None
+
+    done = recover.fn(kube, v3)
+    assert kube.get("Ingress", v3.names.canary_ingress, ns) is None
+    assert objects(kube, v2) == NONE and objects(kube, v1) == ALL
+    assert f"Deployment {v2.names.deployment}" in done
+    assert routed_service(kube, v1) == v1.names.service
+
+
+def test_a_promotion_cut_short_is_finished_by_the_next_run(kube, ns, sandbox_info):
+    v1, v2 = spec(sandbox_info, ns, "v1"), spec(sandbox_info, ns, "v2")
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    kube.apply(render_canary_ingress(v2, 60))
+    live = find_live_version.fn(kube, v2)
+    promote.fn(kube, v2, live, retire_previous=False)  # switched, then the run died before retiring v1
+    assert routed_service(kube, v1) == v2.names.service and kube.get("Ingress", v2.names.canary_ingress, ns) is None
+
+    assert recover.fn(kube, v2) == [f"retired {v1.names.deployment}"]
+    assert objects(kube, v1) == {**ALL, "HorizontalPodAutoscaler": False}
+    assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] == 0
+    assert objects(kube, v2) == ALL
+    assert recover.fn(kube, v2) == []  # nothing left to do
+
+
+def test_removing_a_canary_never_removes_the_routed_version(kube, ns, sandbox_info):
+    v1 = spec(sandbox_info, ns, "v1")
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    kube.apply(render_canary_ingress(v1, 10))  # a canary of the live version itself
+    removed = remove_canary.fn(kube, v1)
+    assert removed == [f"Ingress {v1.names.canary_ingress}"]
+    assert objects(kube, v1) == ALL
+
+
+def test_releases_beyond_keep_versions_are_pruned_oldest_first(kube, ns, sandbox_info):
+    specs = [spec(sandbox_info, ns, f"v{i}", keep_versions=2) for i in (1, 2, 3, 4)]
+    for s in specs:
+        release(kube, s, hpa=False)
+    kube.apply(render_ingress(specs[2]))  # v3 serves; v4 is this run's
+    pruned = prune(kube, specs[3])
+    assert pruned == [f"Service {specs[0].names.service}", f"Deployment {specs[0].names.deployment}",
+                      f"ConfigMap {specs[0].names.model_config_map}"]
+    # kept: v2 (one besides the live v3), v3 (routed), v4 (this run's)
+    assert [v.version for v in list_versions(kube, specs[3])] == ["v2", "v3", "v4"]
