@@ -257,6 +257,33 @@ def deploy_cmd(
         console.print(f"{key:<10} {value}")
 
 
+@app.command("rollback")
+@user_errors
+def rollback_cmd(
+    spec: Annotated[Path, typer.Argument(help="DeploySpec YAML or JSON file of the service")],
+    cluster_block: Annotated[
+        str | None, typer.Option(help="Name of the saved `ACK Cluster` block of the cluster")
+    ] = None,
+    sandbox_dir: Annotated[
+        Path | None, typer.Option(help="The running sandbox of this directory (saves its blocks)")
+    ] = None,
+) -> None:
+    """Serve the previous kept version of SPEC's service again, then retire the current one."""
+    from core.spec import DeploySpec
+    from flows.rollback import rollback
+
+    parsed = DeploySpec.from_file(spec)
+    if (cluster_block is None) == (sandbox_dir is None):
+        raise typer.BadParameter("give exactly one of --cluster-block or --sandbox-dir")
+    if sandbox_dir is not None:
+        from .sandbox_profile import read_sandbox_info, save_sandbox_blocks
+
+        cluster_block = save_sandbox_blocks(read_sandbox_info(sandbox_dir))
+    result = rollback(spec=parsed, cluster_block=cluster_block)
+    console.print(f"live       {result.to_service} (version {result.to_version}, {result.replicas} replica(s))")
+    console.print(f"retired    {result.from_service} (scaled to zero, kept)")
+
+
 def _plan(spec, cluster_block: str | None, sandbox_dir: Path | None, server: bool) -> None:
     from blocks import AckCluster
     from clients.cluster import Cluster, check_cluster

@@ -91,7 +91,7 @@ def remove_canary(kube: KubeClients, spec: DeploySpec, deployment: str | None = 
     return removed
 
 
-def _switch_main(kube: KubeClients, spec: DeploySpec, live: LiveVersion, service: str) -> None:
+def switch_main(kube: KubeClients, spec: DeploySpec, live: LiveVersion, service: str) -> None:
     """Point the main Ingress's rule for the host and path at ``service`` (a read-modify-replace, so a concurrent
     change to the Ingress fails with a conflict instead of being overwritten)."""
     ns = spec.names.namespace
@@ -118,7 +118,7 @@ def promote(kube: KubeClients, spec: DeploySpec, live: LiveVersion, drain_s: flo
     ns = spec.names.namespace
     logger = run_logger()
     kube.apply(render_hpa(spec))  # on its own route: the main route once the Ingress points at it
-    _switch_main(kube, spec, live, spec.names.service)
+    switch_main(kube, spec, live, spec.names.service)
     kube.delete("Ingress", spec.names.canary_ingress, ns)
     logger.info("promoted %s: the main Ingress %s routes to %s", spec.serving.version, live.ingress,
                 spec.names.service)
@@ -164,7 +164,7 @@ def prune(kube: KubeClients, spec: DeploySpec) -> list[str]:
 def restore(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> list[str]:
     """Blue-green switched back: the main Ingress to the previous version (still at its replicas, with its HPA),
     then the new version removed."""
-    _switch_main(kube, spec, live, live.service)
+    switch_main(kube, spec, live, live.service)
     return remove_canary.fn(kube, spec)
 
 

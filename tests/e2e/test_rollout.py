@@ -127,6 +127,7 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     sandbox, model_dir, block, tmp_path
 ) -> None:
     from flows.deploy import deploy
+    from flows.rollback import rollback
     from flows.rollout import RolloutFailed
 
     api = k8s_config.new_client_from_config(config_file=sandbox.info["kubeconfig"])
@@ -154,10 +155,21 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
         assert second.run_kind == "replace-live" and second.rollout is not None
         assert second.rollout.decision == "promoted", second.rollout.reason
         v2_pods = pods_of(core, v2)
+        after_v2 = {
+            "v1 replicas": apps.read_namespaced_deployment(v1.names.deployment, ns).spec.replicas,
+            "HPA targets": [h.spec.scale_target_ref.name for h in auto.list_namespaced_horizontal_pod_autoscaler(ns).items],
+            "main": net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend.service.name,
+            "canary": any(i.metadata.name == v2.names.canary_ingress for i in net.list_namespaced_ingress(ns).items),
+        }
 
         with pytest.raises(RolloutFailed) as failed:
             deploy(spec=v3, cluster_block=block, reports_dir=str(tmp_path / "r3"))
         v3_done = time.monotonic()
+        main_after_v3 = net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend
+        v2_pods_after_v3 = pods_of(core, v2)
+
+        back = rollback(spec=v3, cluster_block=block)  # by hand: the previous kept version, v1, serves again
+        back_done = time.monotonic()
         load.stop()
 
     # --- good v2 -------------------------------------------------------------------------------------------------
@@ -177,13 +189,8 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
             users = main_lines - analysis[weight]
             share = 100 * (canary_lines - analysis[weight]) / users
             assert abs(share - weight) <= 5, f"step {weight}%: users' share on the canary {share:.1f}% ({phases})"
-    v1_dep = apps.read_namespaced_deployment(v1.names.deployment, ns)
-    assert v1_dep.spec.replicas == 0
-    assert not [h for h in auto.list_namespaced_horizontal_pod_autoscaler(ns).items
-                if h.spec.scale_target_ref.name == v1.names.deployment]
-    main = net.read_namespaced_ingress(v1.names.ingress, ns)
-    assert main.spec.rules[0].http.paths[0].backend.service.name == v2.names.service
-    assert not [i for i in net.list_namespaced_ingress(ns).items if i.metadata.name == v2.names.canary_ingress]
+    assert after_v2 == {"v1 replicas": 0, "HPA targets": [v2.names.deployment], "main": v2.names.service,
+                        "canary": False}
 
     # --- bad v3 --------------------------------------------------------------------------------------------------
     report = failed.value.report
@@ -196,10 +203,21 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     assert len(user_errors) <= STEPS[0] / 100 * len(during_v3), user_errors[:5]
     # v2 untouched: every pod it had is still there, never restarted. (Its HPA reads the main route, where v3's
     # isolated stress load is counted too, so it may have added replicas: capacity, never less; tasks/canary.py.)
-    now = pods_of(core, v2)
+    now = v2_pods_after_v3
     assert {p: now.get(p) for p in v2_pods} == v2_pods, f"v2's pods were touched by v3's rollout: {v2_pods} -> {now}"
-    assert main.spec.rules[0].http.paths[0].backend.service.name == \
-        net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend.service.name
+    assert main_after_v3.service.name == v2.names.service
     v3_name = serving_fullname(f"{v3.serving.name}-{v3.serving.version}")
     assert not [d for d in apps.list_namespaced_deployment(ns).items if d.metadata.name == v3_name]
     assert not [i for i in net.list_namespaced_ingress(ns).items if i.metadata.name == v3.names.canary_ingress]
+
+    # --- rollback by hand: v1 again, no user request lost -------------------------------------------------------
+    assert (back.to_service, back.from_service) == (v1.names.service, v2.names.service)
+    assert net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend.service.name == \
+        v1.names.service
+    v1_dep = apps.read_namespaced_deployment(v1.names.deployment, ns)
+    assert v1_dep.status.available_replicas >= 2
+    assert apps.read_namespaced_deployment(v2.names.deployment, ns).spec.replicas == 0
+    assert [h.spec.scale_target_ref.name for h in auto.list_namespaced_horizontal_pod_autoscaler(ns).items] == \
+        [v1.names.deployment]
+    during_rollback = load.between(v3_done, back_done)
+    assert not OpenLoopLoad.errors(during_rollback), OpenLoopLoad.errors(during_rollback)[:5]
