@@ -39,6 +39,7 @@ from tasks.model_plan import UploadReport
 from tasks.nodepool import NodePoolResult, ensure_node_pool
 from tasks.preflight import preflight
 from tasks.report import ReportFiles, run_label, safe_dir_name, write_report
+from tasks.rollout_report import write_rollout_report
 from tasks.serving import apply_serving
 from tasks.smoke import SmokeResult, smoke_predict
 from tasks.storage import apply_storage
@@ -159,16 +160,23 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
             else:  # a rollout: users stay on the live version until the new one has proved itself
                 assert live is not None
                 endpoint = wait_for_address(kube, spec, live.ingress)
-                with rolled_back_on_failure(kube, spec, live) as stage:
-                    target = prepare_canary(kube, spec, live, endpoint)
-                    stage("isolated stress test")
-                    proof = _prove(kube, ack, spec, pool, target, reports_dir)
-                    if not proof.verification.passed:
-                        failed = "; ".join(f"{c.name}: {c.detail}" for c in proof.verification.failed)
-                        raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
-                                                           f"{proof.files.directory})")
-                    stage("traffic shift")
-                    rollout = progress(kube, spec, live, endpoint)
+                report_dir = reports_dir / safe_dir_name(run_label())  # where _prove writes the report
+                title = f"{spec.names.deployment} replacing {live}"
+                try:
+                    with rolled_back_on_failure(kube, spec, live) as stage:
+                        target = prepare_canary(kube, spec, live, endpoint)
+                        stage("isolated stress test")
+                        proof = _prove(kube, ack, spec, pool, target, reports_dir)
+                        if not proof.verification.passed:
+                            failed = "; ".join(f"{c.name}: {c.detail}" for c in proof.verification.failed)
+                            raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
+                                                               f"{proof.files.directory})")
+                        stage("traffic shift")
+                        rollout = progress(kube, spec, live, endpoint)
+                except RolloutFailed as failed_rollout:
+                    write_rollout_report(failed_rollout.report, report_dir, title)
+                    raise
+                write_rollout_report(rollout, report_dir, title)
     verification, files = proof.verification, proof.files
     raise_if_failed(verification, where=str(files.directory))
     return DeployResult(

@@ -68,9 +68,14 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
         raise roll_back(kube, spec, report, f"{stage[0]}: {type(exc).__name__}: {exc}") from exc
 
 
+def route_of(spec: DeploySpec, service: str, port: int | str | None = None) -> str:
+    """The SLS route of a Service: ``<namespace>-<service>-<port>`` (ingress-nginx's upstream name)."""
+    return f"{spec.names.namespace}-{service}-{port or spec.ingress.service_port}"
+
+
 def main_route(spec: DeploySpec, live: LiveVersion) -> str:
-    """The SLS route user traffic is counted under (``<namespace>-<service>-<port>``, the main Ingress's)."""
-    return f"{spec.names.namespace}-{live.service}-{live.port}"
+    """The SLS route user traffic is counted under: the main Ingress's Service."""
+    return route_of(spec, live.service, live.port)
 
 
 def prepare_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> IngressEndpoint:
@@ -95,7 +100,8 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     target = canary_endpoint(endpoint, spec)
     if r.strategy == "blue-green":
         promote(kube, spec, live, retire_previous=False)
-        bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds) if r.bake_seconds else None
+        bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds, live.service,
+                                                  route_of(spec, spec.names.service)) if r.bake_seconds else None
         if bake is not None:
             report.steps.append(bake)
             if not bake.passed:
@@ -109,7 +115,8 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     for i, weight in enumerate(r.steps, 1):
         set_canary_hpa(kube, spec, main_route(spec, live), weight)
         set_canary(kube, spec, weight)
-        step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds)
+        step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
+                            main_route(spec, live))
         report.steps.append(step)
         if not step.passed:
             raise roll_back(kube, spec, report, f"step {i} ({weight}%): {step.reason}")

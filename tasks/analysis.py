@@ -31,6 +31,7 @@ from clients.logs import run_logger
 from core.spec import DeploySpec
 from loadtests.common import build_predict_body, predict_ok
 from tasks.ingress import IngressEndpoint
+from tasks.timeline import read_external_metric
 
 MAX_IN_FLIGHT = 32  # analysis requests outstanding at once; more are counted as failures, not queued
 
@@ -46,6 +47,11 @@ class StepStats(BaseModel):
     p95_ms: float | None
     restarts: int = 0
     available: int = 0
+    stable_available: int | None = None
+    """Available replicas of the version users are served by otherwise (the live one), at the step's end."""
+    users_qps: float | None = None
+    """The main route's ``sls_ingress_qps`` at the step's end: all traffic of the host and path, both versions
+    (SLS counts a canary's requests on the main route)."""
     first_failure: str | None = None
 
     @property
@@ -164,17 +170,29 @@ def send_requests(endpoint: IngressEndpoint, spec: DeploySpec, seconds: float,
     return sent, len(failures), latencies, failures[0] if failures else None
 
 
+def _available(kube: KubeClients, namespace: str, deployment: str) -> int:
+    dep = kube.get("Deployment", deployment, namespace) or {}
+    return int((dep.get("status") or {}).get("availableReplicas") or 0)
+
+
 @task(name="analysis", cache_policy=NO_CACHE)
 def analyse_step(kube: KubeClients, endpoint: IngressEndpoint, spec: DeploySpec, step: str, weight: int,
-                 seconds: float) -> StepAnalysis:
-    """Measure the new version for ``seconds`` (see the module docstring) and judge the step."""
+                 seconds: float, stable: str | None = None, main_route: str | None = None) -> StepAnalysis:
+    """Measure the new version for ``seconds`` (see the module docstring) and judge the step; ``stable``: the
+    live version's Deployment and ``main_route`` its SLS route, read for the record (not judged)."""
     restarts_before, _ = _restarts(kube, spec)
     started = time.monotonic()
     requests, failures, latencies, first = send_requests(endpoint, spec, seconds)
     restarts_after, available = _restarts(kube, spec)
+    users_qps = None
+    if main_route and spec.names.sls_project:
+        users_qps = read_external_metric(kube, spec.names.namespace, spec.autoscaling.metric_name, {
+            "sls.project": spec.names.sls_project, "sls.logstore": spec.names.sls_logstore,
+            "sls.ingress.route": main_route})
     stats = StepStats(step=step, weight=weight, seconds=round(time.monotonic() - started, 3), requests=requests,
                       failures=failures, p95_ms=p95(latencies), restarts=max(0, restarts_after - restarts_before),
-                      available=available, first_failure=first)
+                      available=available, first_failure=first, users_qps=users_qps,
+                      stable_available=_available(kube, spec.names.namespace, stable) if stable else None)
     result = judge(stats, spec)
     run_logger().info("%s (weight %d%%): %s: %s", step, weight, "passed" if result.passed else "FAILED",
                       "; ".join(f"{c.name} {c.detail}" for c in result.checks))

@@ -192,11 +192,16 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     assert after_v2 == {"v1 replicas": 0, "HPA targets": [v2.names.deployment], "main": v2.names.service,
                         "canary": False}
 
+    md = next((tmp_path / "r2").glob("*/rollout.md")).read_text()
+    assert "decision: **promoted**" in md and "| step 2 | 40 |" in md and "data:image/png;base64," in md
+
     # --- bad v3 --------------------------------------------------------------------------------------------------
     report = failed.value.report
     assert report.decision == "rolled back"
     assert "isolated stress test" in str(failed.value) or "step 1" in str(failed.value), str(failed.value)
     assert "error" in str(failed.value)
+    md = next((tmp_path / "r3").glob("*/rollout.md")).read_text()
+    assert "decision: **rolled back**: isolated stress test: slo_error_rate" in md
     during_v3 = load.between(v2_done, v3_done)
     user_errors = OpenLoopLoad.errors(during_v3)
     # the stress test caught it before any user request reached v3 (weight 0 until then)
