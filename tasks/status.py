@@ -25,6 +25,7 @@ Where each fact comes from:
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from prefect import task
@@ -34,7 +35,7 @@ from pydantic import BaseModel, Field
 from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import CHART_NAME, DeploySpec
-from tasks.canary import BY_HEADER, BY_HEADER_VALUE, WEIGHT, canary_weight
+from tasks.canary import BY_HEADER, BY_HEADER_VALUE, WEIGHT
 from tasks.live import LEGACY_CLASS, LiveVersion, is_canary, serving_backend
 from tasks.timeline import read_external_metric
 
@@ -109,11 +110,11 @@ def _annotations(obj: dict[str, Any]) -> dict[str, str]:
     return _meta(obj).get("annotations") or {}
 
 
+_ATOI = re.compile(r"[+-]?[0-9]+")  # Go's strconv.Atoi (Python's int() also takes " 30" and "3_0")
+
+
 def _atoi(value: str | None, default: int) -> int:
-    try:
-        return int(value) if value is not None else default
-    except ValueError:
-        return default
+    return int(value) if value is not None and _ATOI.fullmatch(value) else default
 
 
 def canary_ingresses(
@@ -143,7 +144,7 @@ def canary_of(ingress: dict[str, Any], service: str, port: int | str, version: s
     total = _atoi(ann.get(WEIGHT_TOTAL), DEFAULT_WEIGHT_TOTAL)
     return CanaryStatus(
         ingress=_meta(ingress)["name"], service=service, port=port, version=version,
-        weight=canary_weight(ingress) or 0, weight_total=total if total > DEFAULT_WEIGHT_TOTAL else DEFAULT_WEIGHT_TOTAL,
+        weight=_atoi(ann.get(WEIGHT), 0), weight_total=total if total > DEFAULT_WEIGHT_TOTAL else DEFAULT_WEIGHT_TOTAL,
         header=ann.get(BY_HEADER) or None, header_value=ann.get(BY_HEADER_VALUE) or None,
         cookie=ann.get(BY_COOKIE) or None,
     )

@@ -122,7 +122,8 @@ def test_canary_weight_as_ingress_nginx_parses_it():
         return c.weight, c.weight_total, c.percent
 
     assert weight_of() == (0, 100, 0.0)  # missing: 0
-    assert weight_of(**{"nginx.ingress.kubernetes.io/canary-weight": "x"}) == (0, 100, 0.0)  # not an integer: 0
+    for bad in ("x", "3_0", " 30", "30.0"):  # not a Go integer: 0
+        assert weight_of(**{"nginx.ingress.kubernetes.io/canary-weight": bad}) == (0, 100, 0.0), bad
     # a total above 100 counts; below 100 balancer.lua ignores it
     assert weight_of(**{"nginx.ingress.kubernetes.io/canary-weight": "30",
                         "nginx.ingress.kubernetes.io/canary-weight-total": "1000"}) == (30, 1000, 3.0)
