@@ -284,6 +284,39 @@ def rollback_cmd(
     console.print(f"retired    {result.from_service} (scaled to zero, kept)")
 
 
+@app.command("status")
+@user_errors
+def status_cmd(
+    spec: Annotated[Path, typer.Argument(help="DeploySpec YAML or JSON file")],
+    cluster_block: Annotated[
+        str | None, typer.Option(help="Name of the saved `ACK Cluster` block to look in")
+    ] = None,
+    sandbox_dir: Annotated[
+        Path | None, typer.Option(help="Look in the running sandbox of this directory")
+    ] = None,
+) -> None:
+    """Show what serves SPEC's host and path: the live version, the canary and its weight, every version's
+    replicas and HPA, and the users' QPS. Changes nothing."""
+    from blocks import AckCluster
+    from clients.cluster import Cluster, check_cluster
+    from core.spec import DeploySpec
+    from flows.status import current_status
+    from tasks.status import render_status_lines
+
+    parsed = DeploySpec.from_file(spec)
+    if (cluster_block is None) == (sandbox_dir is None):
+        raise typer.BadParameter("give exactly one of --cluster-block or --sandbox-dir")
+    if sandbox_dir is not None:
+        from .sandbox_profile import cluster_from_sandbox, read_sandbox_info
+
+        block, name = cluster_from_sandbox(read_sandbox_info(sandbox_dir)), str(sandbox_dir)
+    else:
+        block, name = AckCluster.load(cluster_block), str(cluster_block)
+    parsed = check_cluster(parsed, block, name)
+    for line in render_status_lines(current_status(parsed, Cluster(block))):
+        console.print(line, markup=False, highlight=False, soft_wrap=True)
+
+
 def _plan(spec, cluster_block: str | None, sandbox_dir: Path | None, server: bool) -> None:
     from blocks import AckCluster
     from clients.cluster import Cluster, check_cluster

@@ -125,6 +125,16 @@ def test_teardown_deployment(server: PrefectServer, deployed) -> None:
     assert "DeploySpec" in dep["parameter_openapi_schema"]["definitions"]
 
 
+def test_status_deployment(server: PrefectServer, deployed) -> None:
+    with server.http() as http:
+        r = http.get("/deployments/name/elastic-inference-status/status")
+    r.raise_for_status()
+    dep = r.json()
+    assert dep["entrypoint"] == "flows/status.py:status" and dep["schedules"] == []
+    assert dep["enforce_parameter_schema"] is True and dep["parameters"]["cluster_block"] == "sandbox"
+    assert set(dep["parameter_openapi_schema"]["properties"]) == {"spec", "cluster_block"}
+
+
 def test_scheduled_deployment_has_its_cron_and_is_inactive(server: PrefectServer, deployed) -> None:
     dep = server.deployment("scheduled-post-training")
     (schedule,) = dep["schedules"]
@@ -202,10 +212,10 @@ def _form_fields(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
         yield from walk(name, prop)
 
 
-@pytest.mark.parametrize("name", ["manual", "teardown"])
+@pytest.mark.parametrize("name", ["manual", "teardown", "status"])
 def test_every_field_of_the_run_form_has_a_title_and_a_description(server: PrefectServer, deployed, name) -> None:
     """The form a platform engineer fills in (Run -> Custom run) as the server hands it to the UI."""
-    flow = "elastic-inference-teardown" if name == "teardown" else FLOW
+    flow = {"teardown": "elastic-inference-teardown", "status": "elastic-inference-status"}.get(name, FLOW)
     with server.http() as http:
         r = http.get(f"/deployments/name/{flow}/{name}")
     r.raise_for_status()
