@@ -24,7 +24,7 @@ from core.spec import DeploySpec
 from tasks.analysis import StepAnalysis, analyse_step
 from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
 from tasks.ingress import IngressEndpoint
-from tasks.live import LiveVersion
+from tasks.live import LiveVersion, sls_route
 from tasks.versions import Promotion, promote, remove_canary, restore, retire
 
 
@@ -70,7 +70,7 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
 
 def route_of(spec: DeploySpec, service: str, port: int | str | None = None) -> str:
     """The SLS route of a Service: ``<namespace>-<service>-<port>`` (ingress-nginx's upstream name)."""
-    return f"{spec.names.namespace}-{service}-{port or spec.ingress.service_port}"
+    return sls_route(spec.names.namespace, service, port or spec.ingress.service_port)
 
 
 def main_route(spec: DeploySpec, live: LiveVersion) -> str:

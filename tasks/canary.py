@@ -33,6 +33,7 @@ from clients.logs import run_logger
 from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
 from tasks.ingress import IngressEndpoint, render_ingress
+from tasks.live import go_atoi
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 CANARY = PREFIX + "canary"
@@ -71,11 +72,7 @@ def canary_weight(ingress: dict[str, Any] | None) -> int | None:
     """The weight a canary Ingress gives, as ingress-nginx parses it (an integer; anything else is 0)."""
     if ingress is None:
         return None
-    raw = ((ingress.get("metadata") or {}).get("annotations") or {}).get(WEIGHT, "0")
-    try:
-        return int(raw)
-    except ValueError:
-        return 0
+    return go_atoi(((ingress.get("metadata") or {}).get("annotations") or {}).get(WEIGHT), 0)
 
 
 def milli_quantity(value: float) -> str:

@@ -12,6 +12,7 @@ spec's own serving name and version, an idempotent re-run; any other, a replacem
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from prefect import task
@@ -41,6 +42,21 @@ class LiveVersion(BaseModel):
     def __str__(self) -> str:
         who = f"{self.serving_name}/{self.serving_version}" if self.serving_version else "an unlabelled Service"
         return f"{who} (Ingress {self.ingress} -> Service {self.service}:{self.port})"
+
+
+_ATOI = re.compile(r"[+-]?[0-9]+")  # Go's strconv.Atoi (Python's int() also takes " 30" and "3_0")
+
+
+def go_atoi(value: str | None, default: int) -> int:
+    """An integer annotation as ingress-nginx reads it (``parser.GetIntAnnotation``: ``strconv.Atoi``), else
+    ``default``."""
+    return int(value) if value is not None and _ATOI.fullmatch(value) else default
+
+
+def sls_route(namespace: str, service: str, port: int | str) -> str:
+    """The SLS route of a Service behind the ingress: ingress-nginx's upstream name ``<namespace>-<service>-<port>``
+    (``proxy_upstream_name``), what the metrics adapter's ``sls.ingress.route`` selects."""
+    return f"{namespace}-{service}-{port}"
 
 
 def is_canary(ingress: dict[str, Any]) -> bool:

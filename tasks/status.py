@@ -25,7 +25,6 @@ Where each fact comes from:
 
 from __future__ import annotations
 
-import re
 from typing import Any, Literal
 
 from prefect import task
@@ -36,7 +35,7 @@ from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import CHART_NAME, DeploySpec
 from tasks.canary import BY_HEADER, BY_HEADER_VALUE, WEIGHT
-from tasks.live import LEGACY_CLASS, LiveVersion, is_canary, serving_backend
+from tasks.live import LEGACY_CLASS, LiveVersion, go_atoi, is_canary, serving_backend, sls_route
 from tasks.timeline import read_external_metric
 
 QPS_METRIC = "sls_ingress_qps"
@@ -110,13 +109,6 @@ def _annotations(obj: dict[str, Any]) -> dict[str, str]:
     return _meta(obj).get("annotations") or {}
 
 
-_ATOI = re.compile(r"[+-]?[0-9]+")  # Go's strconv.Atoi (Python's int() also takes " 30" and "3_0")
-
-
-def _atoi(value: str | None, default: int) -> int:
-    return int(value) if value is not None and _ATOI.fullmatch(value) else default
-
-
 def canary_ingresses(
     ingresses: list[dict[str, Any]], class_name: str, host: str, path: str
 ) -> list[tuple[dict[str, Any], str, int | str]]:
@@ -141,10 +133,10 @@ def canary_ingresses(
 
 def canary_of(ingress: dict[str, Any], service: str, port: int | str, version: str | None) -> CanaryStatus:
     ann = _annotations(ingress)
-    total = _atoi(ann.get(WEIGHT_TOTAL), DEFAULT_WEIGHT_TOTAL)
+    total = go_atoi(ann.get(WEIGHT_TOTAL), DEFAULT_WEIGHT_TOTAL)
     return CanaryStatus(
         ingress=_meta(ingress)["name"], service=service, port=port, version=version,
-        weight=_atoi(ann.get(WEIGHT), 0), weight_total=total if total > DEFAULT_WEIGHT_TOTAL else DEFAULT_WEIGHT_TOTAL,
+        weight=go_atoi(ann.get(WEIGHT), 0), weight_total=total if total > DEFAULT_WEIGHT_TOTAL else DEFAULT_WEIGHT_TOTAL,
         header=ann.get(BY_HEADER) or None, header_value=ann.get(BY_HEADER_VALUE) or None,
         cookie=ann.get(BY_COOKIE) or None,
     )
@@ -176,7 +168,7 @@ def assemble_status(
         svc = labels.get(service, {})
         out.live = LiveVersion(ingress=name, service=service, port=port, serving_name=svc.get("servingName"),
                                serving_version=svc.get("servingVersion"))
-        out.route = f"{ns}-{service}-{port}"
+        out.route = sls_route(ns, service, port)
         if service not in labels:
             out.notes.append(f"the main Ingress {name} routes to Service {service}, which does not exist")
 

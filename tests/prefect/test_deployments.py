@@ -125,12 +125,13 @@ def test_teardown_deployment(server: PrefectServer, deployed) -> None:
     assert "DeploySpec" in dep["parameter_openapi_schema"]["definitions"]
 
 
-def test_status_deployment(server: PrefectServer, deployed) -> None:
+@pytest.mark.parametrize("name", ["status", "rollback"])
+def test_status_and_rollback_deployments_run_by_hand(server: PrefectServer, deployed, name: str) -> None:
     with server.http() as http:
-        r = http.get("/deployments/name/elastic-inference-status/status")
+        r = http.get(f"/deployments/name/elastic-inference-{name}/{name}")
     r.raise_for_status()
     dep = r.json()
-    assert dep["entrypoint"] == "flows/status.py:status" and dep["schedules"] == []
+    assert dep["entrypoint"] == f"flows/{name}.py:{name}" and dep["schedules"] == []
     assert dep["enforce_parameter_schema"] is True and dep["parameters"]["cluster_block"] == "sandbox"
     assert set(dep["parameter_openapi_schema"]["properties"]) == {"spec", "cluster_block"}
 
@@ -212,10 +213,11 @@ def _form_fields(schema: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]
         yield from walk(name, prop)
 
 
-@pytest.mark.parametrize("name", ["manual", "teardown", "status"])
+@pytest.mark.parametrize("name", ["manual", "teardown", "status", "rollback"])
 def test_every_field_of_the_run_form_has_a_title_and_a_description(server: PrefectServer, deployed, name) -> None:
     """The form a platform engineer fills in (Run -> Custom run) as the server hands it to the UI."""
-    flow = {"teardown": "elastic-inference-teardown", "status": "elastic-inference-status"}.get(name, FLOW)
+    flow = {"teardown": "elastic-inference-teardown", "status": "elastic-inference-status",
+            "rollback": "elastic-inference-rollback"}.get(name, FLOW)
     with server.http() as http:
         r = http.get(f"/deployments/name/{flow}/{name}")
     r.raise_for_status()
