@@ -137,3 +137,97 @@ def run_demo(
         if keep:
             console.print(f"sandbox kept running: `elastic-inference sandbox down --dir {state_dir}` stops it")
     return result
+
+
+# --- `elastic-inference demo --rollout` ---------------------------------------------------------------------------
+ROLLOUT_VERSIONS = {"v1": (1623831335, 0.0), "v2": (1623831400, 0.0), "v3": (1623831500, 0.3)}
+USERS_RPS = 10.0
+
+
+def rollout_demo_model(base: Path) -> Path:
+    """v1 and v2 healthy, v3 failing 30% of its computations (``serving.error_rate`` in its model files)."""
+    from core.demo_model import generate_demo_model
+
+    for seed, (version, error_rate) in enumerate(ROLLOUT_VERSIONS.values()):
+        if not (base / str(version) / "model.json").exists():
+            generate_demo_model(base, version=version, seed=seed, error_rate=error_rate)
+    return base
+
+
+def rollout_demo_spec(spec_path: Path, base: Path, label: str) -> Any:
+    """The example spec serving one version of the rollout demo model, with short stress test and steps."""
+    import yaml
+
+    from core.spec import DeploySpec
+
+    data = yaml.safe_load(spec_path.read_text()) or {}
+    version = ROLLOUT_VERSIONS[label][0]
+    data["model"].update({"local_dir": str(base), "version_policy": f"specific:{version}"})
+    data["serving"]["version"] = label
+    data["load_test"]["stages"] = [{"duration_s": 10, "users": 5, "spawn_rate": 5},
+                                   {"duration_s": 40, "users": 40, "spawn_rate": 10}]
+    data["rollout"] = {**(data.get("rollout") or {}), "steps": [10, 50], "step_seconds": 20, "drain_seconds": 5}
+    return DeploySpec.parse(data, source=f"{spec_path} ({label})")
+
+
+class UserTraffic:
+    """Steady user requests through the main Ingress (no canary header) in a thread: what users would see."""
+
+    def __init__(self, endpoint: Any, spec: Any) -> None:
+        import threading
+
+        self.spec = spec.model_copy(update={"rollout": spec.rollout.model_copy(update={"analysis_rps": USERS_RPS})})
+        self.endpoint, self.stop = endpoint, threading.Event()
+        self.result: tuple[int, int, list[float], str | None] = (0, 0, [], None)
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        from tasks.analysis import send_requests
+
+        self.result = send_requests(self.endpoint, self.spec, 24 * 3600, stop=self.stop)
+
+    def __enter__(self) -> UserTraffic:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        self.thread.join(60)
+
+
+def run_rollout_demo(spec_path: Path = DEFAULT_SPEC, state_dir: Path = REPO / ".sandbox", speed: float = 10.0,
+                     keep: bool = False, console: Console | None = None) -> None:
+    """Deploy v1, then, under steady user traffic, roll out a good v2 (promoted) and a bad v3 (rolled back)."""
+    console = console or Console()
+    _prefect_env()
+    from flows.deploy import deploy, summarize
+    from flows.rollout import RolloutFailed
+
+    from .sandbox_profile import save_sandbox_blocks
+
+    base = rollout_demo_model(state_dir / "models" / "rollout-demo")
+    console.print(f"[bold]rollout demo model[/] {base}: v1, v2 healthy; v3 fails 30% of its requests")
+    with running_sandbox(state_dir, speed, keep) as info:
+        block = save_sandbox_blocks(info)
+        first = deploy(spec=rollout_demo_spec(spec_path, base, "v1"), cluster_block=block, show_progress=False)
+        console.print(f"[bold]v1[/] {first.run_kind}: serving at {first.endpoint.url} (Host {first.endpoint.host})")
+        outcomes = []
+        with UserTraffic(first.endpoint, rollout_demo_spec(spec_path, base, "v1")) as users:
+            for label in ("v2", "v3"):
+                try:
+                    result = deploy(spec=rollout_demo_spec(spec_path, base, label), cluster_block=block)
+                    outcomes.append((label, "promoted", summarize(result).get("rollout", "")))
+                except RolloutFailed as failed:
+                    outcomes.append((label, "rolled back", failed.report.reason))
+        table = Table(title="elastic-inference demo --rollout")
+        for col in ("version", "outcome", "why"):
+            table.add_column(col)
+        for row in outcomes:
+            table.add_row(*row)
+        console.print(table)
+        sent, failures, _, first_failure = users.result
+        console.print(f"[bold]users[/] {sent} requests at {USERS_RPS:g}/s through the main Ingress during both "
+                      f"rollouts, {failures} failed" + (f" (first: {first_failure})" if first_failure else ""))
+        console.print("reports, with rollout.md and rollout.png for each rollout: reports/")
+        if keep:
+            console.print(f"sandbox kept running: `elastic-inference sandbox down --dir {state_dir}` stops it")

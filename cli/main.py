@@ -209,10 +209,17 @@ def demo(
     model_name: Annotated[str | None, typer.Option(help="With --model: the name to serve it under")] = None,
     version_policy: Annotated[str, typer.Option(help="With --model: latest[:N] | all | specific:N[,N...]")]
         = "latest",
+    rollout: Annotated[bool, typer.Option("--rollout", help="Deploy v1, then roll out a good v2 (promoted) and a "
+                                          "bad v3 (rolled back) under steady user traffic")] = False,
 ) -> None:
     """Start a sandbox, run the whole deploy flow on it, print what happened, stop the sandbox."""
-    from .demo import DEFAULT_SPEC, run_demo
+    from .demo import DEFAULT_SPEC, run_demo, run_rollout_demo
 
+    if rollout:
+        if model is not None:
+            raise typer.BadParameter("--rollout uses its own three-version demo model", param_hint="--model")
+        run_rollout_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console)
+        return
     run_demo(spec or DEFAULT_SPEC, dir, speed=speed, keep=keep, console=console, model=model,
              model_name=model_name, version_policy=version_policy)
 

@@ -25,7 +25,7 @@ from tasks.analysis import StepAnalysis, analyse_step
 from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
-from tasks.versions import Promotion, promote, remove_canary, restore, retire
+from tasks.versions import Promotion, hold_replicas, promote, remove_canary, restore, retire
 
 
 class RolloutReport(BaseModel):
@@ -99,13 +99,14 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     report = RolloutReport(strategy=r.strategy, previous=str(live))
     target = canary_endpoint(endpoint, spec)
     if r.strategy == "blue-green":
+        held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas for the bake
         promote(kube, spec, live, retire_previous=False)
         bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds, live.service,
                                                   route_of(spec, spec.names.service)) if r.bake_seconds else None
         if bake is not None:
             report.steps.append(bake)
             if not bake.passed:
-                restore(kube, spec, live)
+                restore(kube, spec, live, held)
                 report.decision, report.reason = "rolled back", f"bake (100%): {bake.reason}"
                 run_logger().error("switched back to %s: %s", live, report.reason)
                 raise RolloutFailed(report)

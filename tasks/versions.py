@@ -9,6 +9,7 @@ re-reads the main Ingress before it acts.
 from __future__ import annotations
 
 import time
+from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -161,10 +162,28 @@ def prune(kube: KubeClients, spec: DeploySpec) -> list[str]:
 
 
 
-def restore(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> list[str]:
-    """Blue-green switched back: the main Ingress to the previous version (still at its replicas, with its HPA),
-    then the new version removed."""
+@task(name="hold-replicas", cache_policy=NO_CACHE)
+def hold_replicas(kube: KubeClients, spec: DeploySpec, deployment: str) -> list[dict[str, Any]]:
+    """Keep ``deployment`` at its replicas: its HPAs are removed (an HPA whose route no longer gets traffic would
+    scale it down) and returned as manifests, to be re-created by :func:`restore`."""
+    ns = spec.names.namespace
+    saved = []
+    for name in hpas_targeting(kube, ns, deployment):
+        obj = kube.get("HorizontalPodAutoscaler", name, ns) or {}
+        meta = obj.get("metadata") or {}
+        saved.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+                      "metadata": {"name": name, "namespace": ns, "labels": meta.get("labels") or {}},
+                      "spec": obj.get("spec") or {}})
+        kube.delete("HorizontalPodAutoscaler", name, ns)
+    return saved
+
+
+def restore(kube: KubeClients, spec: DeploySpec, live: LiveVersion, hpas: list[dict[str, Any]]) -> list[str]:
+    """Blue-green switched back: the main Ingress to the previous version (kept at its replicas), its HPAs
+    re-created, then the new version removed."""
     switch_main(kube, spec, live, live.service)
+    for manifest in hpas:
+        kube.apply(manifest)
     return remove_canary.fn(kube, spec)
 
 

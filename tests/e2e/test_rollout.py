@@ -226,3 +226,47 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
         [v1.names.deployment]
     during_rollback = load.between(v3_done, back_done)
     assert not OpenLoopLoad.errors(during_rollback), OpenLoopLoad.errors(during_rollback)[:5]
+
+
+def test_blue_green_switches_at_once_and_switches_back_when_the_bake_fails(sandbox, tmp_path_factory, block,
+                                                                          tmp_path) -> None:
+    """blue-green: all user traffic moves at once, the previous version keeps its replicas and HPA through the bake
+    window; a version too slow for the bake's p95 is switched back from, and removed."""
+    from flows.deploy import deploy
+    from flows.rollout import RolloutFailed
+
+    base = tmp_path_factory.mktemp("bg-model") / "chnsenticorp"
+    generate_demo_model(base, version=V1)
+    generate_demo_model(base, version=V2, seed=2)
+    generate_demo_model(base, version=V3, seed=3, extra_latency_ms=400)
+    api = k8s_config.new_client_from_config(config_file=sandbox.info["kubeconfig"])
+    apps, net = k8s.AppsV1Api(api), k8s.NetworkingV1Api(api)
+
+    def bg(version: int) -> DeploySpec:
+        return demo_spec(base, "bg", {
+            "model.version_policy": f"specific:{version}", "serving.version": f"v{version}",
+            "load_test.enabled": False, "verification.require_scale_out": False, "verification.require_mix": False,
+            "rollout.strategy": "blue-green", "rollout.bake_seconds": 6.0, "rollout.analysis_rps": 5.0,
+            "rollout.max_p95_ms": 300.0, "rollout.drain_seconds": 1.0})
+
+    v1, v2, v3 = bg(V1), bg(V2), bg(V3)
+    ns = v1.names.namespace
+
+    def routed() -> str:
+        return net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend.service.name
+
+    deploy(spec=v1, cluster_block=block, reports_dir=str(tmp_path / "b1"))
+    second = deploy(spec=v2, cluster_block=block, reports_dir=str(tmp_path / "b2"))
+    assert second.rollout is not None and second.rollout.decision == "promoted"
+    assert [s.stats.step for s in second.rollout.steps] == ["bake"]
+    bake = second.rollout.steps[0].stats
+    assert bake.weight == 100 and bake.stable_available >= 1  # v1 still ready through the bake
+    assert routed() == v2.names.service
+    assert apps.read_namespaced_deployment(v1.names.deployment, ns).spec.replicas == 0
+
+    with pytest.raises(RolloutFailed, match=r"bake \(100%\): p95"):
+        deploy(spec=v3, cluster_block=block, reports_dir=str(tmp_path / "b3"))
+    assert routed() == v2.names.service  # switched back, v2's HPA re-created
+    assert [h.spec.scale_target_ref.name for h in k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(
+        ns).items if h.metadata.labels.get("servingName") == v2.serving.name] == [v2.names.deployment]
+    assert not [d for d in apps.list_namespaced_deployment(ns).items if d.metadata.name == v3.names.deployment]
