@@ -161,14 +161,14 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                 assert live is not None
                 endpoint = wait_for_address(kube, spec, live.ingress)
                 report_dir = reports_dir / safe_dir_name(run_label())  # where _prove writes the report
-                title = f"{spec.names.deployment} replacing {live}"
+                title = f"{spec.serving.name}: {live.serving_version or live.service} -> {spec.serving.version}"
                 try:
                     with rolled_back_on_failure(kube, spec, live) as stage:
                         target = prepare_canary(kube, spec, live, endpoint)
                         stage("isolated stress test")
                         proof = _prove(kube, ack, spec, pool, target, reports_dir)
                         if not proof.verification.passed:
-                            failed = "; ".join(f"{c.name}: {c.detail}" for c in proof.verification.failed)
+                            failed = "; ".join(f"{c.name}: {_short(c.detail)}" for c in proof.verification.failed)
                             raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
                                                                f"{proof.files.directory})")
                         stage("traffic shift")
@@ -185,6 +185,12 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
         upload=upload, endpoint=endpoint, smoke=proof.smoke, load_test=proof.load, verification=verification,
         report=files,
     )
+
+
+def _short(text: str, limit: int = 160) -> str:
+    """One line of at most ``limit`` characters (a check's detail may quote whole error bodies)."""
+    line = " ".join(text.split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 class Proof(BaseModel):

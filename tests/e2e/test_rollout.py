@@ -181,10 +181,13 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     assert weights_seen[:1] == [0] and [w for w in weights_seen if w] == STEPS, phases
     for weight, main_lines, canary_lines in phases:
         if weight == 0:  # before step 1: users stay on v1; the stress test reached only v2
-            stress = second.load_test.requests if second.load_test else 0
-            assert canary_lines >= stress > 0, phases
-            # every stress request went to the canary; what else the main route saw is user traffic to v1
-            assert main_lines - canary_lines >= 0.8 * USER_RATE, phases
+            lt = second.load_test
+            assert lt is not None and lt.requests > 0
+            header_requests = lt.requests + lt.metadata_requests + 2  # Locust's predicts and metadata, the smoke's 2
+            # every header request was served by v2 (>=) and no user request was (<=, but for the few that can pass
+            # between setting weight 20 and this test's 50 ms poll noticing it)
+            assert 0 <= canary_lines - header_requests <= 3, (canary_lines, header_requests, phases)
+            assert main_lines - canary_lines >= 0.8 * USER_RATE, phases  # the users, on v1
         elif weight in STEPS:
             users = main_lines - analysis[weight]
             share = 100 * (canary_lines - analysis[weight]) / users
