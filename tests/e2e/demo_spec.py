@@ -24,6 +24,8 @@ def demo_spec(model_dir: Path, name: str, overrides: dict[str, Any]) -> DeploySp
     data["node_pool"]["labels"] = {"inference": "tensorflow", "e2e": name}
     data["serving"]["name"] = f"e2e-{name}"
     data["serving"]["selector"] = None
+    # its own host: a deploy whose host and path already serve another service's version would roll out over it
+    data["ingress"]["host"] = f"{name}.example.com"
     data["storage"]["bucket"] = f"e2e-{name}"
     data["storage"]["pv_name"] = f"e2e-{name}-pv"
     data["storage"]["pvc_name"] = f"e2e-{name}-pvc"

@@ -192,6 +192,7 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
             users = main_lines - analysis[weight]
             share = 100 * (canary_lines - analysis[weight]) / users
             assert abs(share - weight) <= 5, f"step {weight}%: users' share on the canary {share:.1f}% ({phases})"
+            print(f"step {weight}%: {users} user requests, {share:.1f}% on the canary")
     assert after_v2 == {"v1 replicas": 0, "HPA targets": [v2.names.deployment], "main": v2.names.service,
                         "canary": False}
 
