@@ -8,6 +8,13 @@ Conflict. A holder that dies stops renewing; once ``renewTime + leaseDurationSec
 takes the lease over (``leaseTransitions`` counts the changes of holder). Releasing clears the holder and shortens
 the duration to one second, as client-go's ``ReleaseOnCancel`` does.
 
+The timings are kube-controller-manager's leader election defaults (``--leader-elect-lease-duration=15s``,
+``--leader-elect-renew-deadline=10s``, ``--leader-elect-retry-period=2s``; kubernetes/component-base
+``config/v1alpha1/defaults.go`` ``RecommendedDefaultLeaderElectionConfiguration``): a run killed mid-rollout holds
+its service for at most 15 s, and a holder that cannot renew for the renew deadline gives the lease up as lost
+(client-go's ``renew`` loop stops leading when ``RenewDeadline`` passes without a successful renewal), so it stops
+changing the service before another run may take over. The flow asks :meth:`LeaseLock.check` before each change.
+
 Expiry is judged from ``renewTime`` and this machine's clock, so clocks that disagree by more than a lease
 duration would let a lease be taken early; client-go instead times the record it observed locally. Runs of one
 service normally share one Prefect worker, and the lease durations here are a minute or more.
@@ -16,6 +23,7 @@ service normally share one Prefect worker, and the lease durations here are a mi
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -26,8 +34,18 @@ from clients.waiting import poll_until
 MICROTIME = "%Y-%m-%dT%H:%M:%S.%fZ"  # metav1.MicroTime's RFC 3339 form with microseconds
 
 
+LEASE_DURATION_S = 15
+RENEW_DEADLINE_S = 10.0
+RETRY_PERIOD_S = 2.0
+
+
 class LeaseHeld(RuntimeError):
     """Another holder kept the lease for longer than this run would wait."""
+
+
+class LeaseLost(RuntimeError):
+    """This run no longer holds its lease (taken over, or not renewed within the renew deadline): it must not
+    change the service any further."""
 
 
 def _now() -> datetime:
@@ -61,12 +79,22 @@ class LeaseLock:
     """A held Lease, renewed on a background thread until :meth:`release`. Use :func:`acquire` to get one."""
 
     def __init__(self, kube: KubeClients, namespace: str, name: str, holder: str, duration_s: int,
-                 renew_s: float) -> None:
+                 renew_s: float, deadline_s: float | None = None) -> None:
         self.kube, self.namespace, self.name, self.holder = kube, namespace, name, holder
         self.duration_s, self.renew_s = duration_s, renew_s
+        self.deadline_s = deadline_s if deadline_s is not None else duration_s * 2 / 3
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._renewed = time.monotonic()
         self.lost: str | None = None
+
+    def check(self) -> None:
+        """Raise :class:`LeaseLost` if this run no longer holds the lease."""
+        if self.lost is None and time.monotonic() - self._renewed > self.deadline_s:
+            self.lost = f"not renewed for {self.deadline_s:.0f}s"
+        if self.lost is not None:
+            raise LeaseLost(f"lease {self.namespace}/{self.name} lost ({self.lost}): this run stops here and "
+                            "changes nothing more; the next run finishes or undoes what it left")
 
     def _manifest(self, current: dict[str, Any] | None, now: datetime, **spec: Any) -> dict[str, Any]:
         meta: dict[str, Any] = {"name": self.name, "namespace": self.namespace,
@@ -106,13 +134,20 @@ class LeaseLock:
                 other = self.try_acquire()
             except Exception as exc:  # a renewal that fails is retried at the next tick, and reported
                 run_logger().warning("lease %s/%s: renewal failed: %s", self.namespace, self.name, exc)
+                if time.monotonic() - self._renewed > self.deadline_s:
+                    self.lost = f"not renewed for {self.deadline_s:.0f}s"
+                    run_logger().error("lease %s/%s: lost (%s)", self.namespace, self.name, self.lost)
+                    return
                 continue
-            if other is not None:
-                self.lost = other
-                run_logger().error("lease %s/%s: lost to %s", self.namespace, self.name, other)
-                return
+            if other is None:
+                self._renewed = time.monotonic()
+                continue
+            self.lost = f"taken over by {other}"
+            run_logger().error("lease %s/%s: lost to %s", self.namespace, self.name, other)
+            return
 
     def start_renewing(self) -> None:
+        self._renewed = time.monotonic()
         self._thread = threading.Thread(target=self._renew_loop, name=f"lease-{self.name}", daemon=True)
         self._thread.start()
 
@@ -139,11 +174,12 @@ class LeaseLock:
         self.release()
 
 
-def acquire(kube: KubeClients, namespace: str, name: str, holder: str, wait_s: float, duration_s: int = 60,
-            renew_s: float = 15.0) -> LeaseLock:
+def acquire(kube: KubeClients, namespace: str, name: str, holder: str, wait_s: float,
+            duration_s: int = LEASE_DURATION_S, renew_s: float = RETRY_PERIOD_S,
+            deadline_s: float = RENEW_DEADLINE_S) -> LeaseLock:
     """Take the Lease ``namespace/name`` for ``holder``, waiting up to ``wait_s`` seconds while another holder
     has it; raise :class:`LeaseHeld` naming that holder when it does not come free in time."""
-    lock = LeaseLock(kube, namespace, name, holder, duration_s, renew_s)
+    lock = LeaseLock(kube, namespace, name, holder, duration_s, renew_s, min(deadline_s, duration_s))
     seen: list[str | None] = []
 
     def free() -> bool | None:

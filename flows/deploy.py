@@ -144,7 +144,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
         upload_future = upload_model.submit(spec, creds, show_progress=show_progress)
         pool: NodePoolResult = pool_future.result()
         upload: UploadReport = upload_future.result()
-        with service_lock(kube, spec):
+        with service_lock(kube, spec) as lock:
             recovered = recover(kube, spec)
             live = find_live_version(kube, spec)
             found.append(live)
@@ -164,6 +164,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                 title = f"{spec.serving.name}: {live.serving_version or live.service} -> {spec.serving.version}"
                 try:
                     with rolled_back_on_failure(kube, spec, live) as stage:
+                        lock.check()
                         target = prepare_canary(kube, spec, live, endpoint)
                         stage("isolated stress test")
                         proof = _prove(kube, ack, spec, pool, target, reports_dir)
@@ -172,7 +173,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                             raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
                                                                f"{proof.files.directory})")
                         stage("traffic shift")
-                        rollout = progress(kube, spec, live, endpoint)
+                        rollout = progress(kube, spec, live, endpoint, still_held=lock.check)
                 except RolloutFailed as failed_rollout:
                     write_rollout_report(failed_rollout.report, report_dir, title)
                     raise

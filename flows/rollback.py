@@ -55,7 +55,7 @@ def rollback(
     """
     logger = get_run_logger()
     spec, cluster = resolve_cluster(spec, cluster_block)
-    with cluster.kube() as kube, service_lock(kube, spec):
+    with cluster.kube() as kube, service_lock(kube, spec) as lock:
         live = find_live_version(kube, spec)
         if live is None:
             raise NothingToRollBackTo(f"nothing serves {spec.ingress.host}{spec.ingress.path}: no live version")
@@ -72,6 +72,7 @@ def rollback(
         kube.scale(previous.deployment, ns, replicas)
         kube.wait_for("Deployment", previous.deployment, ns, deployment_available, 900, failed=deployment_failed,
                       what="be Available")
+        lock.check()  # the wait above may be long: switch only while this run still holds the service
         apply_autoscaling(kube, target)
         switch_main(kube, spec, live, previous.deployment)
         retired = retire(kube, target, live.service)

@@ -19,6 +19,7 @@ from contextlib import contextmanager
 from pydantic import BaseModel
 
 from clients.kube import KubeClients
+from clients.lease import LeaseLost
 from clients.logs import run_logger
 from core.spec import DeploySpec
 from tasks.analysis import StepAnalysis, analyse_step
@@ -55,10 +56,13 @@ class RolloutFailed(RuntimeError):
 def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> Iterator[Callable[[str], None]]:
     """Whatever fails from here on (a check, the smoke test, an API error) removes the new version and fails the
     run naming the stage; the version the main Ingress routes to is never touched (tasks.versions). An
-    interrupted run (cancelled, killed) is left to the next run's recovery."""
+    interrupted run (cancelled, killed) or one that lost its lease (another run may be changing the service now)
+    is left to the next run's recovery."""
     stage = ["canary set-up"]
     try:
         yield lambda name: stage.__setitem__(0, name)
+    except LeaseLost:
+        raise
     except RolloutFailed as failed:
         if failed.report.decision == "pending":
             raise roll_back(kube, spec, failed.report, failed.report.reason) from None
@@ -93,12 +97,15 @@ def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason
     return RolloutFailed(report)
 
 
-def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> RolloutReport:
-    """After the isolated stress test passed: the strategy's traffic shift, analysis, and the decision."""
+def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
+             still_held: Callable[[], None] = lambda: None) -> RolloutReport:
+    """After the isolated stress test passed: the strategy's traffic shift, analysis, and the decision.
+    ``still_held`` raises when this run has lost its service lock; it is asked before every change."""
     r = spec.rollout
     report = RolloutReport(strategy=r.strategy, previous=str(live))
     target = canary_endpoint(endpoint, spec)
     if r.strategy == "blue-green":
+        still_held()
         held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas for the bake
         promote(kube, spec, live, retire_previous=False)
         bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds, live.service,
@@ -106,21 +113,26 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
         if bake is not None:
             report.steps.append(bake)
             if not bake.passed:
+                still_held()
                 restore(kube, spec, live, held)
                 report.decision, report.reason = "rolled back", f"bake (100%): {bake.reason}"
                 run_logger().error("switched back to %s: %s", live, report.reason)
                 raise RolloutFailed(report)
+        still_held()
         report.promotion = retire(kube, spec, live.service)
         report.decision, report.reason = "promoted", "the bake window passed" if bake else "no bake window"
         return report
     for i, weight in enumerate(r.steps, 1):
+        still_held()
         set_canary_hpa(kube, spec, main_route(spec, live), weight)
         set_canary(kube, spec, weight)
         step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
                             main_route(spec, live))
         report.steps.append(step)
         if not step.passed:
+            still_held()
             raise roll_back(kube, spec, report, f"step {i} ({weight}%): {step.reason}")
+    still_held()
     report.promotion = promote(kube, spec, live)
     report.decision, report.reason = "promoted", f"{len(r.steps)} step(s) passed"
     return report

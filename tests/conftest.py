@@ -55,6 +55,14 @@ def prefect_api() -> str:
         yield str(PREFECT_API_URL.value())
 
 
+def _uses_session_sandbox(item: pytest.Item) -> bool:
+    """Whether ``item`` gets the session ``sandbox`` (a module that defines its own ``sandbox`` fixture, such as
+    the rollout tests, does not, and can run on either worker)."""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.get("sandbox") if info is not None else None
+    return bool(defs) and defs[-1].scope == "session"
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """With pytest-xdist (`make test`, ``--dist loadgroup``), say which tests must share a worker.
@@ -65,7 +73,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     Prefect deployments, a flow-made deployment) start once, on one worker; without a group, loadgroup hands out
     an unmarked module's tests one by one and each worker would start its own copy.
     """
-    shared = {item.module for item in items if "sandbox" in getattr(item, "fixturenames", ())}
+    shared = {item.module for item in items if _uses_session_sandbox(item)}
     for item in items:
         group = "session-sandbox" if item.module in shared else item.nodeid.split("::", 1)[0]
         item.add_marker(pytest.mark.xdist_group(group))

@@ -4,12 +4,13 @@ through the kubernetes client, as client-go's leader election uses a Lease."""
 from __future__ import annotations
 
 import threading
+import time
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from polling import wait_for
 
-from clients.lease import MICROTIME, LeaseHeld, LeaseLock, acquire, holder_of
+from clients.lease import MICROTIME, LeaseHeld, LeaseLock, LeaseLost, acquire, holder_of
 
 
 @pytest.fixture
@@ -67,3 +68,30 @@ def test_of_two_runs_racing_for_a_free_lease_exactly_one_wins(kube, ns):
         assert sorted(r is None for r in results) == [False, True], results
         winner = "run-0" if results[0] is None else "run-1"
         assert kube.get("Lease", name, ns)["spec"]["holderIdentity"] == winner
+
+
+def test_a_holder_that_is_taken_over_knows_it_and_stops(kube, ns):
+    lock = acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=15, renew_s=0.3)
+    try:
+        lock.check()  # held: no error
+        lease = kube.get("Lease", "svc-rollout", ns)
+        lease["spec"].update(holderIdentity="intruder", renewTime=datetime.now(UTC).strftime(MICROTIME))
+        kube.replace(lease)
+        wait_for(lambda: lock.lost, "the renewal to notice the new holder")
+        with pytest.raises(LeaseLost, match="taken over by intruder"):
+            lock.check()
+    finally:
+        lock.release()
+    # released by a holder that lost it: the intruder's lease is left alone
+    assert kube.get("Lease", "svc-rollout", ns)["spec"]["holderIdentity"] == "intruder"
+
+
+def test_a_holder_that_cannot_renew_within_the_deadline_counts_the_lease_as_lost(kube, ns):
+    # renewals every 60 s, deadline 1 s: the renewal thread cannot keep up (as when the API server is unreachable)
+    lock = acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=15, renew_s=60, deadline_s=1)
+    try:
+        time.sleep(1.2)
+        with pytest.raises(LeaseLost, match="not renewed for 1s"):
+            lock.check()
+    finally:
+        lock.release()

@@ -98,3 +98,30 @@ def test_releases_beyond_keep_versions_are_pruned_oldest_first(kube, ns, sandbox
                       f"ConfigMap {specs[0].names.model_config_map}"]
     # kept: v2 (one besides the live v3), v3 (routed), v4 (this run's)
     assert [v.version for v in list_versions(kube, specs[3])] == ["v2", "v3", "v4"]
+
+
+def test_a_run_that_lost_its_lease_leaves_its_canary_to_the_next_run_and_any_other_failure_rolls_back(
+        kube, ns, sandbox_info):
+    from clients.lease import LeaseLost
+    from flows.rollout import RolloutFailed, rolled_back_on_failure
+
+    v1, v2 = spec(sandbox_info, ns, "v1"), spec(sandbox_info, ns, "v2")
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    kube.apply(render_canary_ingress(v2, 30))
+    live = find_live_version(kube, v1)
+    assert live is not None
+
+    # another run may be changing the service now: this one touches nothing, not even its own canary
+    with pytest.raises(LeaseLost), rolled_back_on_failure(kube, v2, live) as stage:
+        stage("traffic shift")
+        raise LeaseLost("lease lost (taken over by run-b)")
+    assert kube.get("Ingress", v2.names.canary_ingress, ns) is not None and objects(kube, v2) == ALL
+
+    with pytest.raises(RolloutFailed, match="traffic shift: RuntimeError: boom"), \
+            rolled_back_on_failure(kube, v2, live) as stage:
+        stage("traffic shift")
+        raise RuntimeError("boom")
+    assert kube.get("Ingress", v2.names.canary_ingress, ns) is None and objects(kube, v2) == NONE
+    assert objects(kube, v1) == ALL and routed_service(kube, v1) == v1.names.service
