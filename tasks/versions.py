@@ -207,7 +207,8 @@ def recover(kube: KubeClients, spec: DeploySpec) -> list[str]:
       main Ingress routes to is untouched);
     - a canary for this run's version: left, this run rolls it out again from the isolated stress test;
     - after a promotion whose run died before retiring: a version the main Ingress no longer routes to that still
-      has an HPA is retired (HPA removed, scaled to zero).
+      has an HPA, or still has replicas (blue-green holds the previous version at its replicas without its HPA
+      through the bake), is retired (HPA removed, scaled to zero).
     """
     logger = run_logger()
     done: list[str] = []
@@ -220,9 +221,11 @@ def recover(kube: KubeClients, spec: DeploySpec) -> list[str]:
     if routed is None:
         return done
     for v in list_versions(kube, spec):
-        if v.deployment in (routed, spec.names.deployment) or not hpas_targeting(kube, ns, v.deployment):
+        if v.deployment in (routed, spec.names.deployment):
             continue
-        logger.warning("%s still scales though the main Ingress routes to %s: retiring it", v.deployment, routed)
+        if not v.replicas and not hpas_targeting(kube, ns, v.deployment):
+            continue
+        logger.warning("%s still runs though the main Ingress routes to %s: retiring it", v.deployment, routed)
         retire(kube, spec, v.deployment, drain_s=0)
         done.append(f"retired {v.deployment}")
     return done

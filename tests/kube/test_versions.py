@@ -125,3 +125,22 @@ def test_a_run_that_lost_its_lease_leaves_its_canary_to_the_next_run_and_any_oth
         raise RuntimeError("boom")
     assert kube.get("Ingress", v2.names.canary_ingress, ns) is None and objects(kube, v2) == NONE
     assert objects(kube, v1) == ALL and routed_service(kube, v1) == v1.names.service
+
+
+def test_a_blue_green_run_that_died_in_its_bake_has_the_held_version_retired_by_the_next_run(kube, ns, sandbox_info):
+    from tasks.versions import hold_replicas
+
+    v1, v2 = (spec(sandbox_info, ns, v, strategy="blue-green") for v in ("v1", "v2"))
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    live = find_live_version.fn(kube, v2)
+    hold_replicas.fn(kube, v2, v1.names.deployment)  # v1 at its replicas, its HPA set aside for the bake
+    promote.fn(kube, v2, live, retire_previous=False)  # all traffic on v2; then the run died in the bake
+    assert objects(kube, v1) == {**ALL, "HorizontalPodAutoscaler": False}
+    assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] > 0
+
+    assert recover.fn(kube, v2) == [f"retired {v1.names.deployment}"]
+    assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] == 0
+    assert routed_service(kube, v1) == v2.names.service and objects(kube, v2) == ALL
+    assert recover.fn(kube, v2) == []
