@@ -370,7 +370,9 @@ def test_a_spot_reclaim_during_load_keeps_the_service_answering_and_restores_cap
         def restored() -> Snapshot | None:
             snap = obs.settled(at_least=len(before.pods))
             names = {x.metadata.name for x in snap.nodes} if snap else set()
-            return snap if snap and victim_node.metadata.name not in names else None
+            # pods and nodes are two reads: the node may go between them, its pod not yet collected (PodGC)
+            coherent = snap is not None and all(p.spec.node_name in names for p in snap.pods)
+            return snap if coherent and victim_node.metadata.name not in names else None
 
         after = wait_for(restored, "the reclaimed node gone and every replica Ready again", timeout=240)
         time.sleep(2.0)
