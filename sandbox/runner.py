@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -25,6 +24,7 @@ from .accounts import Accounts
 from .clock import SimClock
 from .context import SandboxContext
 from .faults import wrap_app
+from .listen import listen_socket
 from .service import Service
 from .store import Store
 
@@ -140,13 +140,7 @@ class Sandbox:
                 app = svc.app()
                 app = wrap_app(app, svc, self.services.admin.faults) if app is not None else None  # sandbox.faults
                 if app is not None:
-                    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the
-                    # socket says it is TCP; without it every keep-alive answer waits ~40 ms for a delayed ACK.
-                    family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-                    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-                    sock.bind((self.host, 0))
+                    sock = listen_socket(store, self.host, svc.name)
                     port = sock.getsockname()[1]
                     endpoint = f"{svc.scheme}://{self.host}:{port}"
                     ctx.endpoints[svc.name] = endpoint

@@ -21,12 +21,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
+from ..listen import listen_socket
 from ..service import Service
 from .proxy import IngressProxy
 from .routes import RouteTable, build_table, default_ingress_class, is_nginx_ingress
@@ -88,12 +88,7 @@ class IngressService(Service):
         self._loop = asyncio.get_running_loop()
         self._dirty = asyncio.Event()
         self._dirty.set()
-        # proto IPPROTO_TCP (not 0) so that asyncio sets TCP_NODELAY on accepted connections (base_events
-        # _set_nodelay checks sock.proto); without it each keep-alive response waits for a delayed ACK (~40 ms)
-        sock = socket.socket(socket.AF_INET6 if ":" in self.ctx.host else socket.AF_INET, socket.SOCK_STREAM,
-                             socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind((self.ctx.host, int(self.ctx.options.get("ingress_port", 0))))
+        sock = listen_socket(self.ctx.store, self.ctx.host, self.name, int(self.ctx.options.get("ingress_port", 0)))
         self.host, self.port = self.ctx.host, sock.getsockname()[1]
         self.proxy.port = str(self.port).encode()
         self.endpoint = f"http://{self.host}:{self.port}"

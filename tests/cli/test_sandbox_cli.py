@@ -59,6 +59,9 @@ def test_up_status_down_and_state_survives(tmp_path: Path) -> None:
     try:
         again = json.loads((state / "sandbox.json").read_text())
         assert again["cluster_id"] == info["cluster_id"]
+        # the endpoints stay where they were (an OSS PersistentVolume names its url, immutably)
+        assert {k: again[k] for k in again if k.endswith("endpoint")} == \
+            {k: info[k] for k in info if k.endswith("endpoint")}
         assert again["access_key_id"] == info["access_key_id"]
         auth = oss2.Auth(again["access_key_id"], again["access_key_secret"])
         assert oss2.Bucket(auth, again["oss_endpoint"], "cli-survives").get_object("kept.txt").read() == b"still here"

@@ -1,0 +1,38 @@
+"""Listening sockets for the sandbox's endpoints, on the same port after a restart.
+
+A cloud's endpoints do not move, and what the sandbox stores refers to them: an OSS PersistentVolume keeps its
+``url`` (and a PV's volume source is immutable, so a re-run could not change it), a saved block keeps its endpoints.
+So a sandbox started again on its state directory listens where it did, when the port is free; the port each
+service last had is kept in the store's meta table (``port:<service>``).
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+
+from .store import Store
+
+log = logging.getLogger("sandbox")
+
+
+def listen_socket(store: Store, host: str, name: str, requested: int = 0) -> socket.socket:
+    """A TCP socket bound on ``host``: to ``requested`` if given, else to the port ``name`` had before, else to a
+    free one. Not yet listening (uvicorn does that)."""
+    # IPPROTO_TCP explicitly: asyncio sets TCP_NODELAY on accepted connections only when the socket says it is TCP
+    # (base_events._set_nodelay checks sock.proto); without it every keep-alive answer waits ~40 ms for a delayed ACK.
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    previous = store.get_meta(f"port:{name}")
+    if requested:
+        sock.bind((host, requested))
+    else:
+        try:
+            sock.bind((host, int(previous or 0)))
+        except OSError as exc:
+            log.warning("sandbox %s: port %s of the last run is taken (%s); listening on a new one: objects that "
+                        "name the old endpoint (an OSS PersistentVolume's url) will not reach it", name, previous, exc)
+            sock.bind((host, 0))
+    store.set_meta(f"port:{name}", sock.getsockname()[1])
+    return sock
