@@ -123,6 +123,27 @@ def test_scale_out_fails_when_the_load_is_too_small():
     assert c.passed and "not required" in c.expected and "added no instance" in c.detail
 
 
+def test_scale_out_on_a_pool_an_earlier_run_left_scaled_out():
+    def warm(t: float, desired: int, ready: int) -> TimelineSample:
+        return TimelineSample(t=t, timestamp="x", unix=t, hpa_current=desired, hpa_desired=desired, nodes_total=3,
+                              pods_ready=ready)
+
+    facts = pool_facts([False, True, True])
+    # three instances already, above min_instances 0, and all 4 replicas Ready on them: nothing needed adding
+    c = check_scale_out([warm(0, 1, 1), warm(5, 4, 2), warm(10, 4, 4)], facts, min_replicas=1, min_instances=0)
+    assert c.passed, c
+    assert "already scaled out to 3 instances (min_instances 0)" in c.detail and "all 4 replicas were Ready" in c.detail
+    # the replicas never all ran: the pool should have grown and did not
+    c = check_scale_out([warm(0, 1, 1), warm(5, 4, 2), warm(10, 4, 3)], facts, min_replicas=1, min_instances=0)
+    assert not c.passed and "added no instance" in c.detail
+    # a pool at its floor proves nothing by fitting the replicas: it must grow
+    c = check_scale_out([warm(0, 1, 1), warm(10, 4, 4)], facts, min_replicas=1, min_instances=3)
+    assert not c.passed and "added no instance" in c.detail
+    # and without the HPA scaling out there is nothing to excuse
+    c = check_scale_out([warm(0, 1, 1), warm(10, 1, 1)], facts, min_replicas=1, min_instances=0)
+    assert not c.passed and "never went above minReplicas" in c.detail
+
+
 def test_scale_out_counts_instances_acks_reports_at_the_end():
     # the last node registered after the last sample: DescribeClusterNodes at the end shows it
     c = check_scale_out([sample(0, 1, 1), sample(5, 3, 1)], pool_facts([False, True]), min_replicas=1)
