@@ -449,10 +449,16 @@ def test_an_upload_interrupted_by_a_sandbox_restart_resumes_sending_only_the_mis
     old_endpoint = fresh_sandbox.info["oss_endpoint"]
     fresh_sandbox.stop()
 
+    # The restarted sandbox would listen where it did (sandbox/listen.py); holding its old OSS port makes it move,
+    # as an endpoint may (another region, an internal/public switch): the checkpoint must not depend on it.
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    squatter.bind(("127.0.0.1", urlparse(old_endpoint).port))
+    squatter.listen()
     again = Sandbox(fresh_sandbox.state_dir, speed=50.0)
     info = again.start()
     try:
-        assert info["oss_endpoint"] != old_endpoint  # new ports
+        assert info["oss_endpoint"] != old_endpoint  # a new port
         creds = _creds_of(info)
         b = creds.get_oss_bucket(bucket)
         (upload,) = list(oss2.MultipartUploadIterator(b))
@@ -468,6 +474,7 @@ def test_an_upload_interrupted_by_a_sandbox_restart_resumes_sending_only_the_mis
         assert not list(ck.rglob("*--*"))
     finally:
         again.stop()
+        squatter.close()
 
 
 def test_the_multipart_upload_of_an_abandoned_checkpoint_is_aborted(creds, model, tmp_path):
