@@ -45,7 +45,7 @@ from tasks.smoke import SmokeResult, smoke_predict
 from tasks.storage import apply_storage
 from tasks.timeline import TimelineSampler
 from tasks.verify import VerificationReport, collect_facts, raise_if_failed, verify
-from tasks.versions import recover
+from tasks.versions import record_release, recover
 
 
 class DeployResult(BaseModel):
@@ -156,6 +156,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
             if kind != "replace-live":
                 apply_autoscaling(kube, spec)
                 _, endpoint = apply_ingress(kube, spec)
+                record_release(kube, spec, spec.names.ingress)
                 proof = _prove(kube, ack, spec, pool, endpoint, reports_dir)
             else:  # a rollout: users stay on the live version until the new one has proved itself
                 assert live is not None
@@ -172,8 +173,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                             failed = "; ".join(f"{c.name}: {_short(c.detail)}" for c in proof.verification.failed)
                             raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
                                                                f"{proof.files.directory})")
-                        stage("traffic shift")
-                        rollout = progress(kube, spec, live, endpoint, still_held=lock.check)
+                        rollout = progress(kube, spec, live, endpoint, stage, still_held=lock.check)
                 except RolloutFailed as failed_rollout:
                     write_rollout_report(failed_rollout.report, report_dir, title)
                     raise

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from pydantic import BaseModel
 
@@ -26,23 +27,36 @@ from tasks.analysis import StepAnalysis, analyse_step
 from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
-from tasks.versions import Promotion, hold_replicas, promote, remove_canary, restore, retire
+from tasks.versions import (
+    Promotion,
+    hold_replicas,
+    hpas_targeting,
+    promote,
+    remove_canary,
+    restore,
+    retire,
+    routed_service,
+)
 
 
 class RolloutReport(BaseModel):
     strategy: str
     previous: str
     steps: list[StepAnalysis] = []
-    decision: str = "pending"  # promoted | rolled back
+    decision: str = "pending"  # promoted | rolled back | switched back | promoted, retire failed
     reason: str = ""
     promotion: Promotion | None = None
 
 
 class RolloutFailed(RuntimeError):
-    """The new version failed a check: it was removed, the previous version serves."""
+    """The rollout did not end as promoted and clean: the new version failed a check and was removed (or switched
+    back from), or it was promoted and what came after (retiring the previous version) failed. The message says
+    which, from the report's decision."""
 
     def __init__(self, report: RolloutReport) -> None:
-        super().__init__(f"rollout of the new version rolled back: {report.reason}")
+        what = ("promoted, but finishing the rollout failed" if report.decision.startswith("promoted")
+                else f"rollout of the new version {report.decision}")
+        super().__init__(f"{what}: {report.reason}")
         self.report = report
 
     @classmethod
@@ -52,15 +66,37 @@ class RolloutFailed(RuntimeError):
                                  reason=reason))
 
 
+class Stage:
+    """Where a rollout is, for its failure path: the stage's name, the report so far, and (blue-green) the previous
+    version's HPAs set aside for the bake."""
+
+    def __init__(self, spec: DeploySpec, live: LiveVersion) -> None:
+        self.name = "canary set-up"
+        self.report = RolloutReport(strategy=spec.rollout.strategy, previous=str(live))
+        self.held: list[dict[str, Any]] | None = None
+
+    def __call__(self, name: str) -> None:
+        self.name = name
+
+
 @contextmanager
-def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> Iterator[Callable[[str], None]]:
-    """Whatever fails from here on (a check, the smoke test, an API error) removes the new version and fails the
-    run naming the stage; the version the main Ingress routes to is never touched (tasks.versions). An
-    interrupted run (cancelled, killed) or one that lost its lease (another run may be changing the service now)
-    is left to the next run's recovery."""
-    stage = ["canary set-up"]
+def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> Iterator[Stage]:
+    """Whatever fails from here on (a check, the smoke test, an API error) fails the run naming the stage, and the
+    record tells what serves afterwards, read from the cluster:
+
+    - the main Ingress still routes to the live version: the new version is removed ("rolled back");
+    - it routes to the new version during a blue-green bake: switched back to the live version, kept at its
+      replicas ("switched back");
+    - it routes to the new version after the promotion (the previous version's retirement failed): the new
+      version stays ("promoted, retire failed"), and what is left of the previous one is said (the next run's
+      recovery, or ``rollback``, finishes it).
+
+    The version the main Ingress routes to is never removed (tasks.versions). An interrupted run (cancelled,
+    killed) or one that lost its lease (another run may be changing the service now) is left to the next run's
+    recovery."""
+    stage = Stage(spec, live)
     try:
-        yield lambda name: stage.__setitem__(0, name)
+        yield stage
     except LeaseLost:
         raise
     except RolloutFailed as failed:
@@ -68,8 +104,40 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
             raise roll_back(kube, spec, failed.report, failed.report.reason) from None
         raise
     except Exception as exc:
-        report = RolloutReport(strategy=spec.rollout.strategy, previous=str(live))
-        raise roll_back(kube, spec, report, f"{stage[0]}: {type(exc).__name__}: {exc}") from exc
+        reason = f"{stage.name}: {one_line(exc)}"
+        if routed_service(kube, spec) != spec.names.service:
+            raise roll_back(kube, spec, stage.report, reason) from exc
+        report = stage.report
+        if stage.name == "bake" and stage.held is not None:
+            restore(kube, spec, live, stage.held)
+            report.decision, report.reason = "switched back", reason
+            run_logger().error("switched back to %s: %s", live, reason)
+        else:
+            report.decision = "promoted, retire failed"
+            report.reason = f"{reason}; {spec.serving.version} serves all traffic; {leftover(kube, spec, live)}"
+            run_logger().error("promoted %s, but %s", spec.serving.version, report.reason)
+        raise RolloutFailed(report) from exc
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception as one line (type and message, whitespace folded, cut at ``limit``)."""
+    line = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def leftover(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> str:
+    """What is left of the previous version after a promotion whose retirement failed."""
+    ns = spec.names.namespace
+    try:
+        dep = kube.get("Deployment", live.service, ns)
+        hpas = hpas_targeting(kube, ns, live.service)
+    except Exception as exc:  # the API may be what failed: say so rather than guess
+        return f"the previous version {live.service} could not be read ({one_line(exc, 120)})"
+    if dep is None:
+        return f"the previous version {live.service} is gone"
+    replicas = int((dep.get("spec") or {}).get("replicas") or 0)
+    return (f"left: {live.service} at {replicas} replica(s)" + (f", HPA {', '.join(hpas)}" if hpas else "")
+            + "; the next run (or `elastic-inference rollback`) finishes or undoes it")
 
 
 def route_of(spec: DeploySpec, service: str, port: int | str | None = None) -> str:
@@ -98,32 +166,38 @@ def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason
 
 
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
-             still_held: Callable[[], None] = lambda: None) -> RolloutReport:
+             stage: Stage, still_held: Callable[[], None] = lambda: None) -> RolloutReport:
     """After the isolated stress test passed: the strategy's traffic shift, analysis, and the decision.
-    ``still_held`` raises when this run has lost its service lock; it is asked before every change."""
+    ``still_held`` raises when this run has lost its service lock; it is asked before every change. ``stage``
+    (from :func:`rolled_back_on_failure`) is kept up to date, so a failure is undone according to where it
+    happened."""
     r = spec.rollout
-    report = RolloutReport(strategy=r.strategy, previous=str(live))
+    report = stage.report
     target = canary_endpoint(endpoint, spec)
     if r.strategy == "blue-green":
         still_held()
-        held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas for the bake
+        stage("switch")
+        stage.held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas
         promote(kube, spec, live, retire_previous=False)
+        stage("bake")
         bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds, live.service,
                                                   route_of(spec, spec.names.service)) if r.bake_seconds else None
         if bake is not None:
             report.steps.append(bake)
             if not bake.passed:
                 still_held()
-                restore(kube, spec, live, held)
-                report.decision, report.reason = "rolled back", f"bake (100%): {bake.reason}"
+                restore(kube, spec, live, stage.held)
+                report.decision, report.reason = "switched back", f"bake (100%): {bake.reason}"
                 run_logger().error("switched back to %s: %s", live, report.reason)
                 raise RolloutFailed(report)
         still_held()
-        report.promotion = retire(kube, spec, live.service)
+        stage("retire")
         report.decision, report.reason = "promoted", "the bake window passed" if bake else "no bake window"
+        report.promotion = retire(kube, spec, live.service)
         return report
     for i, weight in enumerate(r.steps, 1):
         still_held()
+        stage(f"step {i} ({weight}%)")
         set_canary_hpa(kube, spec, main_route(spec, live), weight)
         set_canary(kube, spec, weight)
         step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
@@ -133,6 +207,9 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
             still_held()
             raise roll_back(kube, spec, report, f"step {i} ({weight}%): {step.reason}")
     still_held()
-    report.promotion = promote(kube, spec, live)
+    stage("promotion")
+    promote(kube, spec, live, retire_previous=False)
+    stage("retire")
     report.decision, report.reason = "promoted", f"{len(r.steps)} step(s) passed"
+    report.promotion = retire(kube, spec, live.service)
     return report

@@ -8,7 +8,11 @@ re-reads the main Ingress before it acts.
 
 from __future__ import annotations
 
+import copy
+import json
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from prefect import task
@@ -24,6 +28,11 @@ from tasks.live import LiveVersion, serving_backend
 from tasks.serving import HERITAGE
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
+HISTORY = "elastic-inference/release-history"
+"""Annotation of the main Ingress: the releases it routed to, oldest first, as JSON
+``[{"version", "service", "at"}, ...]``. Written with every change of its backend (in the same update), so
+``rollback`` goes back to the release that served before the live one, as recorded, never guessed."""
+HISTORY_LIMIT = 20
 
 
 class Version(BaseModel):
@@ -76,30 +85,108 @@ def _delete_release(kube: KubeClients, namespace: str, deployment: str, protecte
 
 
 @task(name="roll-back", cache_policy=NO_CACHE)
-def remove_canary(kube: KubeClients, spec: DeploySpec, deployment: str | None = None) -> list[str]:
-    """Send no user traffic to the new version and remove it: the canary Ingress first, then its HPA, Service,
-    Deployment and ConfigMap (``deployment``: another version's release, for a half-done rollout of an earlier run).
-    The version the main Ingress routes to is never touched."""
+def remove_canary(kube: KubeClients, spec: DeploySpec, deployment: str | None = None,
+                  drain_s: float | None = None) -> list[str]:
+    """Send no user traffic to the new version and remove it: the canary Ingress first, then, after the drain
+    (``rollout.drain_seconds``, or ``drain_s``: nginx applies an Ingress change on its next sync, and requests
+    in flight finish), its HPA, Service, Deployment and ConfigMap (``deployment``: another version's release, for
+    a half-done rollout of an earlier run). The version the main Ingress routes to is never touched."""
     ns = spec.names.namespace
-    target = deployment or spec.names.deployment
+    target = spec.names.deployment if deployment is None else deployment
     protected = routed_service(kube, spec)
     removed = []
     if kube.delete("Ingress", spec.names.canary_ingress, ns) == "deleted":
         removed.append(f"Ingress {spec.names.canary_ingress}")
-    if target != protected:
+        if target and target != protected:
+            drain(spec, drain_s, f"before removing {target}: user traffic left it with the canary Ingress")
+    if target and target != protected:
         removed += _delete_release(kube, ns, target, protected)
     run_logger().info("rolled back %s: removed %s", target, ", ".join(removed) or "nothing (already gone)")
     return removed
 
 
-def switch_main(kube: KubeClients, spec: DeploySpec, live: LiveVersion, service: str) -> None:
-    """Point the main Ingress's rule for the host and path at ``service`` (a read-modify-replace, so a concurrent
-    change to the Ingress fails with a conflict instead of being overwritten)."""
-    ns = spec.names.namespace
-    current = kube.get("Ingress", live.ingress, ns)
-    if current is None:
-        raise RuntimeError(f"the main Ingress {live.ingress} is gone")
-    kube.replace(with_backend(current, spec.ingress.host, spec.ingress.path, service, spec.ingress.service_port))
+def drain(spec: DeploySpec, drain_s: float | None, why: str) -> None:
+    """Wait ``rollout.drain_seconds`` (or ``drain_s``) after a route change before the endpoints it left go away:
+    ingress-nginx applies an Ingress change only on its next sync (a rate-limited queue, then a dynamic
+    reconfiguration or a reload), so endpoints deleted before that turn in-flight and next requests into 502/503s."""
+    seconds = spec.rollout.drain_seconds if drain_s is None else drain_s
+    if seconds > 0:
+        run_logger().info("draining %.0fs %s", seconds, why)
+        time.sleep(seconds)
+
+
+def history(ingress: dict[str, Any] | None) -> list[dict[str, str]]:
+    """The release history recorded on a main Ingress (:data:`HISTORY`), oldest first; [] when absent or not
+    readable (an Ingress from before the history was kept, or edited by hand)."""
+    raw = (((ingress or {}).get("metadata") or {}).get("annotations") or {}).get(HISTORY)
+    try:
+        entries = json.loads(raw) if raw else []
+    except ValueError:
+        return []
+    if not isinstance(entries, list):
+        return []
+    return [{k: str(e[k]) for k in ("version", "service", "at") if k in e} for e in entries
+            if isinstance(e, dict) and e.get("service")]
+
+
+def with_history(ingress: dict[str, Any], version: str, service: str) -> dict[str, Any]:
+    """``ingress`` with ``service`` (release ``version``) appended to its history (the last :data:`HISTORY_LIMIT`
+    entries kept); the same release twice in a row is recorded once."""
+    entries = history(ingress)
+    if not entries or entries[-1].get("service") != service:
+        entries.append({"version": version, "service": service,
+                        "at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")})
+    ingress = copy.deepcopy(ingress)
+    meta = ingress.setdefault("metadata", {})
+    meta["annotations"] = {**(meta.get("annotations") or {}),
+                           HISTORY: json.dumps(entries[-HISTORY_LIMIT:], separators=(",", ":"))}
+    return ingress
+
+
+def record_release(kube: KubeClients, spec: DeploySpec, ingress: str) -> None:
+    """Start (or continue) the history of the main Ingress ``ingress`` with this spec's release (a first deploy;
+    a re-run of the live release records nothing new)."""
+    update_ingress(kube, spec.names.namespace, ingress,
+                   lambda current: with_history(current, str(spec.serving.version), spec.names.service))
+
+
+CONFLICT_RETRIES = 5  # client-go retry.DefaultRetry: 5 steps
+
+
+def update_ingress(kube: KubeClients, namespace: str, name: str,
+                   change: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    """Read the Ingress, ``change`` it, write it back with the resourceVersion read; on 409 Conflict (the ingress
+    controller writes its status on its own loop) read it again and retry, as client-go's
+    ``retry.RetryOnConflict`` does. Writes nothing when ``change`` changes nothing; raises when it is gone."""
+    for attempt in range(CONFLICT_RETRIES):
+        current = kube.get("Ingress", name, namespace)
+        if current is None:
+            raise RuntimeError(f"the main Ingress {name} is gone")
+        updated = change(current)
+        if updated == current:
+            return
+        try:
+            kube.replace(updated)
+            return
+        except KubeApiError as exc:
+            if not exc.conflict or attempt == CONFLICT_RETRIES - 1:
+                raise
+            time.sleep(0.01 * (attempt + 1))
+
+
+def switch_main(kube: KubeClients, spec: DeploySpec, live: LiveVersion, service: str,
+                version: str | None = None) -> None:
+    """Point the main Ingress's rule for the host and path at ``service`` (release ``version``, default the spec's),
+    recording it in the Ingress's release history in the same update (a read-modify-replace, so a concurrent
+    change to the Ingress is never overwritten: :func:`update_ingress`)."""
+
+    def switched(current: dict[str, Any]) -> dict[str, Any]:
+        if not history(current) and live.service != service:  # a history starts with what served before it
+            current = with_history(current, live.serving_version or "", live.service)
+        out = with_backend(current, spec.ingress.host, spec.ingress.path, service, spec.ingress.service_port)
+        return with_history(out, str(spec.serving.version) if version is None else version, service)
+
+    update_ingress(kube, spec.names.namespace, live.ingress, switched)
 
 
 class Promotion(BaseModel):
@@ -136,7 +223,7 @@ def retire(kube: KubeClients, spec: DeploySpec, previous: str, drain_s: float | 
     hpas = hpas_targeting(kube, ns, previous)
     for h in hpas:
         kube.delete("HorizontalPodAutoscaler", h, ns)
-    time.sleep(spec.rollout.drain_seconds if drain_s is None else drain_s)
+    drain(spec, drain_s, f"before scaling {previous} to zero: user traffic left it")
     try:
         kube.scale(previous, ns, 0)
     except KubeApiError as exc:
@@ -178,13 +265,15 @@ def hold_replicas(kube: KubeClients, spec: DeploySpec, deployment: str) -> list[
     return saved
 
 
-def restore(kube: KubeClients, spec: DeploySpec, live: LiveVersion, hpas: list[dict[str, Any]]) -> list[str]:
+def restore(kube: KubeClients, spec: DeploySpec, live: LiveVersion, hpas: list[dict[str, Any]],
+            drain_s: float | None = None) -> list[str]:
     """Blue-green switched back: the main Ingress to the previous version (kept at its replicas), its HPAs
-    re-created, then the new version removed."""
-    switch_main(kube, spec, live, live.service)
+    re-created, then, after the drain, the new version removed."""
+    switch_main(kube, spec, live, live.service, live.serving_version or "")
     for manifest in hpas:
         kube.apply(manifest)
-    return remove_canary.fn(kube, spec)
+    drain(spec, drain_s, f"before removing {spec.names.deployment}: user traffic went back to {live.service}")
+    return remove_canary.fn(kube, spec, drain_s=0)
 
 
 def _canary_backend(kube: KubeClients, spec: DeploySpec) -> str | None:
@@ -200,12 +289,13 @@ def _canary_backend(kube: KubeClients, spec: DeploySpec) -> str | None:
 
 
 @task(name="recover", cache_policy=NO_CACHE)
-def recover(kube: KubeClients, spec: DeploySpec) -> list[str]:
+def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True) -> list[str]:
     """Finish or undo what a run that died mid-rollout left, before this run changes anything:
 
     - a canary Ingress for another version: that rollout never promoted; its canary is removed (the version the
       main Ingress routes to is untouched);
-    - a canary for this run's version: left, this run rolls it out again from the isolated stress test;
+    - a canary for this run's version: left, this run rolls it out again from the isolated stress test (unless
+      ``own_canary`` is False: a rollback undoes every canary);
     - after a promotion whose run died before retiring: a version the main Ingress no longer routes to that still
       has an HPA, or still has replicas (blue-green holds the previous version at its replicas without its HPA
       through the bake), is retired (HPA removed, scaled to zero).
@@ -215,13 +305,14 @@ def recover(kube: KubeClients, spec: DeploySpec) -> list[str]:
     ns = spec.names.namespace
     routed = routed_service(kube, spec)
     backend = _canary_backend(kube, spec)
-    if backend is not None and backend != spec.names.service:
+    mine = spec.names.deployment if own_canary else None
+    if backend is not None and backend != mine:
         logger.warning("an earlier run left a canary for %s: undoing that rollout", backend or "(no Service)")
-        done += remove_canary.fn(kube, spec, deployment=backend or None)
+        done += remove_canary.fn(kube, spec, deployment=backend)  # "" (no Service): only the Ingress goes
     if routed is None:
         return done
     for v in list_versions(kube, spec):
-        if v.deployment in (routed, spec.names.deployment):
+        if v.deployment in (routed, mine):
             continue
         if not v.replicas and not hpas_targeting(kube, ns, v.deployment):
             continue
