@@ -25,6 +25,7 @@ from clients.logs import run_logger
 from core.spec import DeploySpec
 from tasks.analysis import StepAnalysis, analyse_step
 from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
+from tasks.capacity import ensure_available, live_replicas, share_replicas
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
 from tasks.versions import (
@@ -165,6 +166,15 @@ def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason
     return RolloutFailed(report)
 
 
+def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> int:
+    """Before all traffic moves: the new release scaled on the users' whole route (share 100) with at least the
+    live release's current replicas, Available (its HPA reads the old share, or ~0, for tens of seconds after a
+    switch: tasks/capacity.py)."""
+    needed = max(spec.autoscaling.min_replicas, live_replicas(kube, spec, live.service))
+    set_canary_hpa(kube, spec, main_route(spec, live), 100, min_replicas=needed)
+    return ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), "the switch to 100%")
+
+
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
              stage: Stage, still_held: Callable[[], None] = lambda: None) -> RolloutReport:
     """After the isolated stress test passed: the strategy's traffic shift, analysis, and the decision.
@@ -176,6 +186,8 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     target = canary_endpoint(endpoint, spec)
     if r.strategy == "blue-green":
         still_held()
+        stage("capacity before the switch")
+        switch_capacity(kube, spec, live)
         stage("switch")
         stage.held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas
         promote(kube, spec, live, retire_previous=False)
@@ -198,7 +210,10 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     for i, weight in enumerate(r.steps, 1):
         still_held()
         stage(f"step {i} ({weight}%)")
-        set_canary_hpa(kube, spec, main_route(spec, live), weight)
+        needed = share_replicas(live_replicas(kube, spec, live.service), weight, spec.autoscaling.min_replicas)
+        set_canary_hpa(kube, spec, main_route(spec, live), weight, min_replicas=needed)
+        ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), f"step {i} ({weight}%)")
+        still_held()
         set_canary(kube, spec, weight)
         step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
                             main_route(spec, live))
@@ -206,6 +221,9 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
         if not step.passed:
             still_held()
             raise roll_back(kube, spec, report, f"step {i} ({weight}%): {step.reason}")
+    still_held()
+    stage("capacity before the switch")
+    switch_capacity(kube, spec, live)
     still_held()
     stage("promotion")
     promote(kube, spec, live, retire_previous=False)

@@ -80,11 +80,15 @@ def milli_quantity(value: float) -> str:
     return f"{round(value * 1000)}m"
 
 
-def render_canary_hpa(spec: DeploySpec, main_route: str, share: int) -> dict[str, Any]:
-    """The new version's HPA while it is a canary: the main route's QPS, target raised by 100/``share``."""
+def render_canary_hpa(spec: DeploySpec, main_route: str, share: int, min_replicas: int | None = None) -> dict[str, Any]:
+    """The new version's HPA while it is a canary: the main route's QPS, target raised by 100/``share``; with
+    ``min_replicas``, at least that many (the capacity its share needs: tasks/capacity.py), within the spec's
+    maximum."""
     if not 1 <= share <= 100:
         raise ValueError(f"canary share {share} is not a percentage above 0")
     obj = render_hpa(spec)
+    if min_replicas is not None:
+        obj["spec"]["minReplicas"] = max(obj["spec"]["minReplicas"], min(min_replicas, obj["spec"]["maxReplicas"]))
     metric = obj["spec"]["metrics"][0]["external"]
     metric["metric"]["selector"]["matchLabels"]["sls.ingress.route"] = main_route
     metric["target"]["averageValue"] = milli_quantity(spec.autoscaling.target_qps * 100 / share)
@@ -122,5 +126,6 @@ def set_canary(kube: KubeClients, spec: DeploySpec, weight: int) -> None:
 
 
 @task(name="canary-hpa", cache_policy=NO_CACHE)
-def set_canary_hpa(kube: KubeClients, spec: DeploySpec, main_route: str, share: int) -> None:
-    kube.apply(render_canary_hpa(spec, main_route, share))
+def set_canary_hpa(kube: KubeClients, spec: DeploySpec, main_route: str, share: int,
+                   min_replicas: int | None = None) -> None:
+    kube.apply(render_canary_hpa(spec, main_route, share, min_replicas))

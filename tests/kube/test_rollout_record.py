@@ -186,3 +186,52 @@ def test_rollback_goes_to_the_release_that_served_before_not_to_a_dead_runs_cana
     assert kube.get("Ingress", v3.names.canary_ingress, ns) is None and not exists(kube, v3)
     assert kube.get("Deployment", v2.names.deployment, ns)["spec"]["replicas"] == 0
     assert [e["version"] for e in history(kube.get("Ingress", v1.names.ingress, ns))] == ["v1", "v2", "v1"]
+
+
+def test_each_weight_waits_for_the_replicas_its_share_needs(kube, api_client, ns, sandbox_info, prefect_api):
+    """The live release serves with 4 replicas; at 50% the new one needs ceil(4 * 50 / 100) = 2 Available before
+    the canary Ingress carries that weight (its HPA alone would still hold its minimum, 1). The order is read from
+    the API server's resourceVersions (one counter over all writes), not from clocks. (The plain containers answer
+    no predict, so the step's analysis then fails and the release is rolled back: what is checked is the order.)"""
+    from flows.rollout import RolloutFailed, progress, rolled_back_on_failure
+    from tasks.ingress import wait_for_address
+
+    v1 = spec(sandbox_info, ns, "v1")
+    v2 = spec(sandbox_info, ns, "v2", steps=[50], step_seconds=1, analysis_rps=5, min_requests=1)
+    release(kube, v1, replicas=4, hpa=False)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    apps, net = client.AppsV1Api(api_client), client.NetworkingV1Api(api_client)
+    wait_for(lambda: (apps.read_namespaced_deployment(v1.names.deployment, ns).status.available_replicas or 0) == 4,
+             "v1's 4 replicas Available", timeout=120)
+    endpoint = wait_for_address(kube, v1, v1.names.ingress)
+    live = find_live_version.fn(kube, v2)
+
+    seen: list[tuple[int, str, int]] = []  # (resourceVersion, what, value)
+    stop = threading.Event()
+
+    def record(kind: str, lister, value) -> None:
+        w = watch.Watch()
+        for event in w.stream(lister, ns, timeout_seconds=120):
+            o = event["object"]
+            if o.metadata.name in (v2.names.deployment, v2.names.canary_ingress):
+                seen.append((int(o.metadata.resource_version), kind, value(o)))
+            if stop.is_set():
+                w.stop()
+
+    threads = [
+        threading.Thread(target=record, daemon=True, args=("available", apps.list_namespaced_deployment,
+                                                           lambda o: o.status.available_replicas or 0)),
+        threading.Thread(target=record, daemon=True, args=("weight", net.list_namespaced_ingress, lambda o: int(
+            (o.metadata.annotations or {}).get("nginx.ingress.kubernetes.io/canary-weight", "0"))))]
+    for t in threads:
+        t.start()
+    time.sleep(0.5)  # both watches established
+    with pytest.raises(RolloutFailed), rolled_back_on_failure(kube, v2, live) as stage:
+        progress(kube, v2, live, endpoint, stage)
+    stop.set()
+    events = sorted(seen)
+    first_50 = next(rv for rv, what, value in events if what == "weight" and value == 50)
+    available = [value for rv, what, value in events if what == "available" and rv < first_50]
+    assert available and available[-1] >= 2, events
+    assert routed_service(kube, v1) == v1.names.service
