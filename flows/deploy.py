@@ -164,7 +164,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                 report_dir = reports_dir / safe_dir_name(run_label())  # where _prove writes the report
                 title = f"{spec.serving.name}: {live.serving_version or live.service} -> {spec.serving.version}"
                 try:
-                    with rolled_back_on_failure(kube, spec, live) as stage:
+                    with rolled_back_on_failure(kube, spec, live, lock.holder) as stage:
                         lock.check()
                         target = prepare_canary(kube, spec, live, endpoint)
                         stage("isolated stress test")

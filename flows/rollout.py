@@ -28,6 +28,7 @@ from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
 from tasks.capacity import ensure_available, live_replicas, share_replicas
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
+from tasks.rollout_state import Phase, RolloutState, phase_of, save_state
 from tasks.versions import (
     Promotion,
     hold_replicas,
@@ -68,20 +69,41 @@ class RolloutFailed(RuntimeError):
 
 
 class Stage:
-    """Where a rollout is, for its failure path: the stage's name, the report so far, and (blue-green) the previous
-    version's HPAs set aside for the bake."""
+    """Where a rollout is, for its failure path and for whoever looks next: the stage's name, the report so far,
+    (blue-green) the previous version's HPAs set aside for the bake; each change of stage or weight is saved as the
+    rollout's state in the cluster (tasks/rollout_state.py)."""
 
-    def __init__(self, spec: DeploySpec, live: LiveVersion) -> None:
+    def __init__(self, kube: KubeClients, spec: DeploySpec, live: LiveVersion, run: str = "") -> None:
+        self.kube, self.spec = kube, spec
         self.name = "canary set-up"
         self.report = RolloutReport(strategy=spec.rollout.strategy, previous=str(live))
         self.held: list[dict[str, Any]] | None = None
+        self.state = RolloutState(release=str(spec.serving.version), previous=live.serving_version or live.service,
+                                  strategy=spec.rollout.strategy, run=run)
+        self.save()
 
-    def __call__(self, name: str) -> None:
+    def __call__(self, name: str, weight: int | None = None) -> None:
         self.name = name
+        self.state.stage, self.state.phase = name, phase_of(name)
+        if weight is not None:
+            self.state.weight = weight
+        self.save()
+
+    def end(self, phase: Phase, report: RolloutReport) -> None:
+        self.state.phase, self.state.decision, self.state.reason = phase, report.decision, report.reason
+        self.save()
+
+    def save(self) -> None:
+        """Write the state; a failed write is reported, and does not decide the rollout (it is the record)."""
+        try:
+            save_state(self.kube, self.spec, self.state)
+        except Exception as exc:
+            run_logger().warning("could not save the rollout's state (%s): %s", self.state.stage, one_line(exc))
 
 
 @contextmanager
-def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> Iterator[Stage]:
+def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersion,
+                           run: str = "") -> Iterator[Stage]:
     """Whatever fails from here on (a check, the smoke test, an API error) fails the run naming the stage, and the
     record tells what serves afterwards, read from the cluster:
 
@@ -95,29 +117,44 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
     The version the main Ingress routes to is never removed (tasks.versions). An interrupted run (cancelled,
     killed) or one that lost its lease (another run may be changing the service now) is left to the next run's
     recovery."""
-    stage = Stage(spec, live)
+    stage = Stage(kube, spec, live, run)
     try:
         yield stage
     except LeaseLost:
-        raise
+        raise  # another run may hold the service now: this one writes nothing, not even its state
     except RolloutFailed as failed:
         if failed.report.decision == "pending":
-            raise roll_back(kube, spec, failed.report, failed.report.reason) from None
+            failed = roll_back(kube, spec, failed.report, failed.report.reason)
+            stage.end(Phase.FAILED, failed.report)
+            raise failed from None
+        stage.end(Phase.FAILED, failed.report)
         raise
     except Exception as exc:
-        reason = f"{stage.name}: {one_line(exc)}"
-        if routed_service(kube, spec) != spec.names.service:
-            raise roll_back(kube, spec, stage.report, reason) from exc
-        report = stage.report
-        if stage.name == "bake" and stage.held is not None:
-            restore(kube, spec, live, stage.held)
-            report.decision, report.reason = "switched back", reason
-            run_logger().error("switched back to %s: %s", live, reason)
-        else:
-            report.decision = "promoted, retire failed"
-            report.reason = f"{reason}; {spec.serving.version} serves all traffic; {leftover(kube, spec, live)}"
-            run_logger().error("promoted %s, but %s", spec.serving.version, report.reason)
-        raise RolloutFailed(report) from exc
+        try:
+            _undo(kube, spec, live, stage, exc)
+        except RolloutFailed as failed:
+            stage.end(Phase.FAILED, failed.report)
+            raise
+    else:
+        stage.end(Phase.SUCCEEDED, stage.report)
+
+
+def _undo(kube: KubeClients, spec: DeploySpec, live: LiveVersion, stage: Stage, exc: Exception) -> None:
+    """After an error (not a failed check): undo according to what serves now (see rolled_back_on_failure);
+    always raises :class:`RolloutFailed`."""
+    reason = f"{stage.name}: {one_line(exc)}"
+    if routed_service(kube, spec) != spec.names.service:
+        raise roll_back(kube, spec, stage.report, reason) from exc
+    report = stage.report
+    if stage.name == "bake" and stage.held is not None:
+        restore(kube, spec, live, stage.held)
+        report.decision, report.reason = "switched back", reason
+        run_logger().error("switched back to %s: %s", live, reason)
+    else:
+        report.decision = "promoted, retire failed"
+        report.reason = f"{reason}; {spec.serving.version} serves all traffic; {leftover(kube, spec, live)}"
+        run_logger().error("promoted %s, but %s", spec.serving.version, report.reason)
+    raise RolloutFailed(report) from exc
 
 
 def one_line(exc: BaseException, limit: int = 300) -> str:
@@ -191,7 +228,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
         stage("switch")
         stage.held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas
         promote(kube, spec, live, retire_previous=False)
-        stage("bake")
+        stage("bake", 100)
         bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds, live.service,
                                                   route_of(spec, spec.names.service)) if r.bake_seconds else None
         if bake is not None:
@@ -215,6 +252,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
         ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), f"step {i} ({weight}%)")
         still_held()
         set_canary(kube, spec, weight)
+        stage(stage.name, weight)
         step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
                             main_route(spec, live))
         report.steps.append(step)
@@ -227,7 +265,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     still_held()
     stage("promotion")
     promote(kube, spec, live, retire_previous=False)
-    stage("retire")
+    stage("retire", 100)
     report.decision, report.reason = "promoted", f"{len(r.steps)} step(s) passed"
     report.promotion = retire(kube, spec, live.service)
     return report

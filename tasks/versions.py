@@ -25,6 +25,7 @@ from core.spec import DeploySpec, truncate_name
 from tasks.autoscaling import render_hpa
 from tasks.canary import with_backend
 from tasks.live import LiveVersion, serving_backend
+from tasks.rollout_state import Phase, read_state, save_state
 from tasks.serving import HERITAGE
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -300,6 +301,22 @@ def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True) -> lis
       has an HPA, or still has replicas (blue-green holds the previous version at its replicas without its HPA
       through the bake), is retired (HPA removed, scaled to zero).
     """
+    logger = run_logger()
+    done: list[str] = []
+    state = read_state(kube, spec)
+    interrupted = state is not None and state.phase not in (Phase.SUCCEEDED, Phase.FAILED)
+    if interrupted:
+        logger.warning("the rollout of %s (run %s) was interrupted at %s, %d%% of user traffic on it",
+                       state.release, state.run or "unknown", state.stage, state.weight)
+    done += _recover(kube, spec, own_canary)
+    if interrupted:
+        save_state(kube, spec, state.model_copy(update={
+            "phase": Phase.FAILED, "decision": "interrupted",
+            "reason": f"the run stopped at {state.stage}; the next run recovered: {'; '.join(done) or 'nothing left'}"}))
+    return done
+
+
+def _recover(kube: KubeClients, spec: DeploySpec, own_canary: bool) -> list[str]:
     logger = run_logger()
     done: list[str] = []
     ns = spec.names.namespace

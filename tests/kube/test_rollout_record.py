@@ -25,6 +25,7 @@ from tasks.autoscaling import render_hpa
 from tasks.canary import render_canary_ingress
 from tasks.ingress import render_ingress
 from tasks.live import find_live_version
+from tasks.rollout_state import Phase, read_state
 from tasks.serving import chart_labels, render_service, selector
 from tasks.versions import history, hold_replicas, promote, record_release, routed_service, switch_main
 
@@ -84,6 +85,9 @@ def test_a_failure_after_the_switch_is_reported_promoted_and_says_what_is_left(k
     assert report.decision == "promoted, retire failed", report
     assert str(failed.value).startswith("promoted, but finishing the rollout failed: retire: RuntimeError: the API")
     assert f"left: {v1.names.deployment} at 2 replica(s), HPA {v1.names.hpa}" in report.reason
+    state = read_state(kube, v2)
+    assert (state.phase, state.stage, state.weight, state.decision) == (
+        Phase.FAILED, "retire", 0, "promoted, retire failed"), state
     # the truth: v2 serves and is whole, v1 is still there for the next run to retire
     assert routed_service(kube, v1) == v2.names.service and exists(kube, v2) and exists(kube, v1)
 
@@ -108,6 +112,7 @@ def test_a_blue_green_failure_in_the_bake_switches_back(kube, ns, sandbox_info):
     assert routed_service(kube, v1) == v1.names.service
     assert kube.get("HorizontalPodAutoscaler", v1.names.hpa, ns) is not None  # re-created
     assert not exists(kube, v2) and exists(kube, v1)
+    assert (read_state(kube, v2).phase, read_state(kube, v2).decision) == (Phase.FAILED, "switched back")
     assert [e["service"] for e in history(kube.get("Ingress", v1.names.ingress, ns))] == [
         v1.names.service, v2.names.service, v1.names.service]
 
@@ -235,3 +240,25 @@ def test_each_weight_waits_for_the_replicas_its_share_needs(kube, api_client, ns
     available = [value for rv, what, value in events if what == "available" and rv < first_50]
     assert available and available[-1] >= 2, events
     assert routed_service(kube, v1) == v1.names.service
+
+
+def test_the_next_run_reads_where_an_interrupted_rollout_stopped_and_records_its_recovery(kube, ns, sandbox_info):
+    from flows.rollout import Stage
+    from tasks.versions import recover
+
+    v1, v2, v3 = (spec(sandbox_info, ns, v) for v in ("v1", "v2", "v3"))
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    kube.apply(render_canary_ingress(v2, 30))
+    stage = Stage(kube, v2, find_live_version.fn(kube, v2), run="host-a/run-1")
+    stage("step 1 (30%)", 30)  # ... and then the run was killed
+    state = read_state(kube, v3)
+    assert (state.release, state.previous, state.phase, state.stage, state.weight, state.run) == (
+        "v2", "v1", Phase.PROGRESSING, "step 1 (30%)", 30, "host-a/run-1")
+
+    done = recover.fn(kube, v3)
+    state = read_state(kube, v3)
+    assert (state.phase, state.decision) == (Phase.FAILED, "interrupted")
+    assert state.reason.startswith("the run stopped at step 1 (30%); the next run recovered: ")
+    assert f"Deployment {v2.names.deployment}" in state.reason and done
