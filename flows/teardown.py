@@ -29,6 +29,7 @@ from core.spec import DeploySpec, form_title
 from tasks.live import LiveUsage, LiveVersion, classify_run, find_live_version, live_usage
 from tasks.model import delete_model as delete_model_task
 from tasks.nodepool import delete_node_pool
+from tasks.rollout_state import state_name
 from tasks.serving import selector as serving_selector
 
 
@@ -66,6 +67,7 @@ def objects_to_delete(spec: DeploySpec) -> list[tuple[str, str, str | None, Prop
     ns = n.namespace
     return [
         ("Ingress", n.ingress, ns, "Background"),
+        ("ConfigMap", state_name(spec), ns, "Background"),  # the service's rollout state: it goes with its Ingress
         ("HorizontalPodAutoscaler", n.hpa, ns, "Background"),
         ("Service", n.service, ns, "Background"),
         ("Deployment", n.deployment, ns, "Foreground"),
@@ -91,11 +93,14 @@ def keep_reasons(spec: DeploySpec, live: LiveVersion | None, usage: LiveUsage | 
     if classify_run(spec, live) == "re-run":
         return {item: f"it serves now: {live}" for item in items} if keep_live else {}
     used = usage or LiveUsage(ingress=live.ingress)
-    return {
+    keep = {
         (kind, name): f"the live version uses it: {live}"
         for kind, name in items
         if (nodepool_id in used.nodepool_ids if kind == "NodePool" else used.uses(kind, name))
     }
+    if ("Ingress", spec.names.ingress) in keep:
+        keep[("ConfigMap", state_name(spec))] = f"the rollout state of the live service: {live}"
+    return keep
 
 
 def _wait(check: Any, timeout_s: float, what: str) -> None:
