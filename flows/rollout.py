@@ -28,6 +28,7 @@ from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
 from tasks.capacity import ensure_available, live_replicas, share_replicas
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
+from tasks.rollout_plan import Outcome, Step, decide, plan
 from tasks.rollout_state import Phase, RolloutState, phase_of, save_state
 from tasks.versions import (
     Promotion,
@@ -214,58 +215,58 @@ def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> i
 
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
              stage: Stage, still_held: Callable[[], None] = lambda: None) -> RolloutReport:
-    """After the isolated stress test passed: the strategy's traffic shift, analysis, and the decision.
-    ``still_held`` raises when this run has lost its service lock; it is asked before every change. ``stage``
-    (from :func:`rolled_back_on_failure`) is kept up to date, so a failure is undone according to where it
-    happened."""
-    r = spec.rollout
+    """After the isolated stress test passed: the strategy's steps (tasks/rollout_plan.py), one at a time, each
+    decided by :func:`~tasks.rollout_plan.decide` from how far the rollout got and the last analysis; then the
+    outcome. ``still_held`` raises when this run has lost its service lock; it is asked before every change.
+    ``stage`` (from :func:`rolled_back_on_failure`) is kept up to date, so a failure is undone according to where
+    it happened."""
     report = stage.report
     target = canary_endpoint(endpoint, spec)
-    if r.strategy == "blue-green":
+    steps = plan(spec)
+    done, failed = 0, None
+    while not isinstance(step := decide(steps, done, failed), Outcome):
         still_held()
+        stage(step.name)
+        failed = _carry_out(kube, spec, live, target, step, stage, still_held)
+        done += 1
+    still_held()
+    if step.decision == "rolled back":
+        raise roll_back(kube, spec, report, step.reason)
+    if step.decision == "switched back":
+        restore(kube, spec, live, stage.held or [])
+        report.decision, report.reason = step.decision, step.reason
+        run_logger().error("switched back to %s: %s", live, report.reason)
+        raise RolloutFailed(report)
+    report.decision, report.reason = step.decision, step.reason
+    return report
+
+
+def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: IngressEndpoint, step: Step,
+               stage: Stage, still_held: Callable[[], None]) -> str | None:
+    """One step of the plan; returns why an analysis failed, else None."""
+    if step.kind == "weight":  # capacity first, then the users' share
+        needed = share_replicas(live_replicas(kube, spec, live.service), step.weight, spec.autoscaling.min_replicas)
+        set_canary_hpa(kube, spec, main_route(spec, live), step.weight, min_replicas=needed)
+        ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), step.name)
+        still_held()
+        set_canary(kube, spec, step.weight)
+        stage(step.name, step.weight)
+    elif step.kind == "analyse":
+        # a canary's requests count on the main route; after a (blue-green) switch the new release's is the main one
+        route = route_of(spec, spec.names.service) if step.name == "bake" else main_route(spec, live)
+        result = analyse_step(kube, target, spec, step.name.split(" (")[0], step.weight, step.seconds,
+                              live.service, route)
+        stage.report.steps.append(result)
+        return None if result.passed else result.reason
+    elif step.kind == "switch":
         stage("capacity before the switch")
         switch_capacity(kube, spec, live)
-        stage("switch")
-        stage.held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas
+        still_held()
+        stage(step.name)
+        if spec.rollout.strategy == "blue-green":
+            stage.held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas
         promote(kube, spec, live, retire_previous=False)
-        stage("bake", 100)
-        bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds, live.service,
-                                                  route_of(spec, spec.names.service)) if r.bake_seconds else None
-        if bake is not None:
-            report.steps.append(bake)
-            if not bake.passed:
-                still_held()
-                restore(kube, spec, live, stage.held)
-                report.decision, report.reason = "switched back", f"bake (100%): {bake.reason}"
-                run_logger().error("switched back to %s: %s", live, report.reason)
-                raise RolloutFailed(report)
-        still_held()
-        stage("retire")
-        report.decision, report.reason = "promoted", "the bake window passed" if bake else "no bake window"
-        report.promotion = retire(kube, spec, live.service)
-        return report
-    for i, weight in enumerate(r.steps, 1):
-        still_held()
-        stage(f"step {i} ({weight}%)")
-        needed = share_replicas(live_replicas(kube, spec, live.service), weight, spec.autoscaling.min_replicas)
-        set_canary_hpa(kube, spec, main_route(spec, live), weight, min_replicas=needed)
-        ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), f"step {i} ({weight}%)")
-        still_held()
-        set_canary(kube, spec, weight)
-        stage(stage.name, weight)
-        step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
-                            main_route(spec, live))
-        report.steps.append(step)
-        if not step.passed:
-            still_held()
-            raise roll_back(kube, spec, report, f"step {i} ({weight}%): {step.reason}")
-    still_held()
-    stage("capacity before the switch")
-    switch_capacity(kube, spec, live)
-    still_held()
-    stage("promotion")
-    promote(kube, spec, live, retire_previous=False)
-    stage("retire", 100)
-    report.decision, report.reason = "promoted", f"{len(r.steps)} step(s) passed"
-    report.promotion = retire(kube, spec, live.service)
-    return report
+        stage("bake" if spec.rollout.strategy == "blue-green" else step.name, 100)
+    else:  # retire
+        stage.report.promotion = retire(kube, spec, live.service)
+    return None
