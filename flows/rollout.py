@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from clients.kube import KubeClients
 from clients.lease import LeaseLost
 from clients.logs import run_logger
+from clients.sls import SlsReader
 from core.spec import DeploySpec
 from tasks.analysis import StepAnalysis, analyse_step
 from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
@@ -98,9 +99,10 @@ def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason
 
 
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
-             still_held: Callable[[], None] = lambda: None) -> RolloutReport:
+             still_held: Callable[[], None] = lambda: None, sls: SlsReader | None = None) -> RolloutReport:
     """After the isolated stress test passed: the strategy's traffic shift, analysis, and the decision.
-    ``still_held`` raises when this run has lost its service lock; it is asked before every change."""
+    ``still_held`` raises when this run has lost its service lock; it is asked before every change. With ``sls``,
+    each canary step is judged on the users' requests per version as well (tasks/analysis.py)."""
     r = spec.rollout
     report = RolloutReport(strategy=r.strategy, previous=str(live))
     target = canary_endpoint(endpoint, spec)
@@ -127,7 +129,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
         set_canary_hpa(kube, spec, main_route(spec, live), weight)
         set_canary(kube, spec, weight)
         step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
-                            main_route(spec, live))
+                            main_route(spec, live), sls=sls, canary_route=route_of(spec, spec.names.service))
         report.steps.append(step)
         if not step.passed:
             still_held()
