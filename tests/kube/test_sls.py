@@ -20,6 +20,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 from aliyun.log import LogClient, LogException
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from kubernetes import client
 from polling import wait_for
 
@@ -178,3 +180,104 @@ def test_per_version_counts_are_exact_and_leave_the_probe_out(sandbox, sandbox_i
         assert got.p95_ms is not None and got.p95_ms > 0
     assert stats[True].errors > 0 and stats[False].errors == 0
     assert probe  # the probe's requests were answered, and left out above
+
+
+# ---- the metrics adapter: its window ends DelaySeconds in the past; SLS failures are its errors ----------------
+def _metric(raw, ns: str, labels: dict[str, str]):
+    sel = ",".join(f"{k}={v}" for k, v in labels.items())
+    return raw("GET", f"/apis/external.metrics.k8s.io/v1beta1/namespaces/{ns}/sls_ingress_qps",
+               params={"labelSelector": sel})
+
+
+def test_adapter_default_delay_is_ten_seconds():
+    from sandbox.metrics.sls import parse_params
+
+    assert parse_params([("sls.project", "=", ("p",)), ("sls.logstore", "=", ("l",))]).delay == 10
+    assert parse_params([("sls.project", "=", ("p",)), ("sls.logstore", "=", ("l",)),
+                         ("sls.query.delay", "=", ("0",))]).delay == 0
+
+
+def test_adapter_metric_lags_by_its_delay(sandbox, raw, routed, project):
+    speed = sandbox.ctx.clock.speed
+    delay = int(4 * speed)  # simulated seconds: the window ends 4 real seconds in the past
+    labels = {"sls.project": project, "sls.logstore": "nginx-ingress", "sls.ingress.route": routed["main"],
+              "sls.query.delay": str(delay)}
+    stop = threading.Event()
+    first_sent: list[float] = []
+
+    def load() -> None:
+        with httpx.Client(base_url=sandbox.info["ingress_endpoint"], timeout=10,
+                          headers={"Host": routed["host"], "User-Agent": UA_USER}) as http:
+            while not stop.is_set():
+                first_sent.append(time.time()) if not first_sent else None
+                http.get("/v1/models/m")
+                time.sleep(0.02)
+
+    # the route must be quiet first: the window [t - 4 - 1, t - 4) holds none of this test's load
+    wait_for(lambda: _metric(raw, routed["ns"], labels).json()["items"][0]["value"] == "0", what="route quiet")
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    try:
+        wait_for(lambda: first_sent, what="load started")
+        undelayed = {**labels, "sls.query.delay": "0"}
+        wait_for(lambda: int(_metric(raw, routed["ns"], undelayed).json()["items"][0]["value"]) > 0,
+                 what="the undelayed metric sees the load")
+        read_at = time.time()
+        value = int(_metric(raw, routed["ns"], labels).json()["items"][0]["value"])
+        if int(read_at - delay / speed) <= int(first_sent[0]):  # the delayed window ends before the first request
+            assert value == 0, "the delayed window counted requests sent after its end"
+        wait_for(lambda: int(_metric(raw, routed["ns"], labels).json()["items"][0]["value"]) > 0,
+                 what="the delayed metric sees the load, later")
+        assert time.time() - first_sent[0] >= delay / speed - 1
+    finally:
+        stop.set()
+        worker.join()
+
+
+def test_injected_sls_failures_reach_the_sdk_and_the_adapter(sandbox_info, raw, routed, project):
+    admin = sandbox_info["admin_endpoint"]
+    auth = {"Authorization": f"Bearer {sandbox_info['admin_token']}"}
+    labels = {"sls.project": project, "sls.logstore": "nginx-ingress", "sls.ingress.route": routed["main"]}
+    put = httpx.put(admin + "/faults", headers=auth, json={"sls": {"error_rate": 1.0, "error_status": 500}})
+    assert put.status_code == 200, put.text
+    try:
+        r = _metric(raw, routed["ns"], labels)
+        assert r.status_code == 500 and r.json()["reason"] == "InternalError"
+        assert "InternalServerError" in r.json()["message"]
+        # on the wire: SLS's JSON error (the SDK retries a 5xx itself; one raw request shows the shape)
+        got = httpx.post(f"http://{sandbox_info['sls_endpoint']}/logstores/nginx-ingress/logs",
+                         headers={"Host": f"{project}.{sandbox_info['sls_endpoint']}"}, content=b"{}")
+        assert got.status_code == 500 and got.json()["errorCode"] == "InternalServerError"
+        assert got.headers["x-log-requestid"]
+        status = httpx.get(admin + "/faults", headers=auth).json()
+        assert status["counters"]["sls"]["errors"] >= 2
+    finally:
+        assert httpx.put(admin + "/faults", headers=auth, content=b"").status_code == 200
+    assert _metric(raw, routed["ns"], labels).status_code == 200
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(method=st.sampled_from(["GET", "POST", "PUT", "DELETE"]),
+       path=st.sampled_from(["/logstores/nginx-ingress/logs", "/logstores/nginx-ingress", "/", "/logstores/x/y/z"]),
+       query=st.dictionaries(st.sampled_from(["type", "from", "to", "query", "line"]),
+                             st.text(max_size=20), max_size=4),
+       body=st.one_of(st.binary(max_size=64), st.builds(lambda d: json.dumps(d).encode(), st.dictionaries(
+           st.sampled_from(["from", "to", "query", "line", "offset", "reverse"]),
+           st.one_of(st.integers(), st.text(max_size=30), st.none()), max_size=6))),
+       sign=st.booleans())
+def test_hostile_requests_get_sls_errors(sandbox_info, project, method, path, query, body, sign):
+    """Whatever arrives, the answer is 200 or an SLS JSON error with a 4xx status, never a crash (500)."""
+    from aliyun.log.auth import AuthV1
+    from aliyun.log.credentials import StaticCredentialsProvider
+
+    ep = sandbox_info["sls_endpoint"]
+    headers = {"Host": f"{project}.{ep}", "x-log-apiversion": "0.6.0", "x-log-bodyrawsize": str(len(body)),
+               "Content-Type": "application/json"}
+    if sign:
+        params = dict(query)
+        AuthV1(StaticCredentialsProvider(sandbox_info["access_key_id"], sandbox_info["access_key_secret"], None)
+               ).sign_request(method, path, params or None, headers, body)
+    r = httpx.request(method, f"http://{ep}{path}", params=query, headers=headers, content=body)
+    if r.status_code != 200:
+        assert 400 <= r.status_code < 500, (r.status_code, r.text)
+        assert set(r.json()) == {"errorCode", "errorMessage"}
