@@ -132,9 +132,11 @@ def judge(stats: StepStats, spec: DeploySpec) -> StepAnalysis:
     """The checks of one step: enough requests, error rate, p95, the new version's pods."""
     max_errors, max_p95 = thresholds(spec)
     need = spec.rollout.min_requests
+    users_enough = stats.users is not None and stats.users.requests >= need
     checks = [
-        Check(name="requests", passed=stats.requests >= need,
-              detail=f"{stats.requests} (at least {need} for a decision)"),
+        Check(name="requests", passed=stats.requests >= need or users_enough,
+              detail=f"{stats.requests} (at least {need} for a decision)" + (
+                  f"; {stats.users.requests} user requests decide" if users_enough and stats.users else "")),
         Check(name="error rate", passed=stats.error_rate <= max_errors,
               detail=f"{stats.failures}/{stats.requests} failed, {100 * stats.error_rate:.2f}% (max "
                      f"{100 * max_errors:.2f}%)" + (f"; first: {stats.first_failure}" if stats.first_failure else "")),

@@ -31,8 +31,9 @@ UA_USER = "user-app/1.0"
 UA_PROBE = "elastic-inference-analysis/1"
 
 
-def _server(name: str, fail_every: int = 0):
-    """A backend answering its name; with ``fail_every`` n, every n-th request it serves is a 500."""
+def _server(name: str, fail_every: int = 0, fail_without_header: str = ""):
+    """A backend answering its name; with ``fail_every`` n, every n-th request it serves is a 500; with
+    ``fail_without_header``, every request lacking that header is a 500."""
     served = [0]
     lock = threading.Lock()
 
@@ -44,6 +45,7 @@ def _server(name: str, fail_every: int = 0):
             with lock:
                 served[0] += 1
                 fail = bool(fail_every) and served[0] % fail_every == 0
+            fail = fail or bool(fail_without_header and self.headers.get(fail_without_header) is None)
             out = json.dumps({"version": name}).encode()
             self.send_response(500 if fail else 200)
             self.send_header("Content-Type", "application/json")
@@ -60,11 +62,9 @@ def _server(name: str, fail_every: int = 0):
     return srv
 
 
-@pytest.fixture(scope="module")
-def routed(sandbox, api_client):
-    """Namespace with Services ``stable`` and ``canary`` (the canary fails every 4th request), a main Ingress and a
-    canary Ingress at weight 40 on a host of its own."""
-    servers = {"stable": _server("stable"), "canary": _server("canary", fail_every=4)}
+def _setup(sandbox, api_client, servers: dict, canary_annotations: dict[str, str]):
+    """Services ``stable`` and ``canary`` backed by ``servers`` in a fresh namespace, a main Ingress and a canary
+    Ingress with ``canary_annotations`` on a host of its own; returns (context, cleanup)."""
     base = f"10.253.{random.randrange(256)}."
     ips = {name: base + str(10 + i) for i, name in enumerate(servers)}
     addr = {ips[k]: srv.server_address for k, srv in servers.items()}
@@ -90,21 +90,34 @@ def routed(sandbox, api_client):
                                                                             "port": {"number": 8501}}}}]}}]}}
 
     net.create_namespaced_ingress(ns, ingress("main", "stable", {}))
-    net.create_namespaced_ingress(ns, ingress("canary", "canary", {
-        "nginx.ingress.kubernetes.io/canary": "true", "nginx.ingress.kubernetes.io/canary-weight": "40"}))
+    net.create_namespaced_ingress(ns, ingress("canary", "canary", {"nginx.ingress.kubernetes.io/canary": "true",
+                                                                  **canary_annotations}))
     http = httpx.Client(base_url=sandbox.info["ingress_endpoint"], timeout=10, headers={"Host": host})
 
     def seen_versions() -> set[str]:
         return {http.get("/warmup", headers={"User-Agent": "warmup"}).json()["version"] for _ in range(20)}
 
     wait_for(lambda: seen_versions() == {"stable", "canary"}, what="canary merged at its weight")
-    yield {"ns": ns, "host": host, "http": http, "main": f"{ns}-stable-8501", "canary": f"{ns}-canary-8501"}
-    http.close()
-    sandbox.services.ingress.remove_resolver(resolve)
-    core.delete_namespace(ns)
-    for srv in servers.values():
-        srv.shutdown()
-        srv.server_close()
+
+    def cleanup() -> None:
+        http.close()
+        sandbox.services.ingress.remove_resolver(resolve)
+        core.delete_namespace(ns)
+        for srv in servers.values():
+            srv.shutdown()
+            srv.server_close()
+
+    return {"ns": ns, "host": host, "http": http, "main": f"{ns}-stable-8501", "canary": f"{ns}-canary-8501"}, \
+        cleanup
+
+
+@pytest.fixture(scope="module")
+def routed(sandbox, api_client):
+    """The canary fails every 4th request it serves, and takes 40% of the traffic by weight."""
+    ctx, cleanup = _setup(sandbox, api_client, {"stable": _server("stable"), "canary": _server("canary", 4)},
+                          {"nginx.ingress.kubernetes.io/canary-weight": "40"})
+    yield ctx
+    cleanup()
 
 
 @pytest.fixture(scope="module")
@@ -281,3 +294,48 @@ def test_hostile_requests_get_sls_errors(sandbox_info, project, method, path, qu
     if r.status_code != 200:
         assert 400 <= r.status_code < 500, (r.status_code, r.text)
         assert set(r.json()) == {"errorCode", "errorMessage"}
+
+
+# ---- a step decided on the users' requests ---------------------------------------------------------------------
+def test_a_release_failing_only_user_requests_is_rolled_back_on_sls_data(sandbox, sandbox_info, api_client,
+                                                                           project):
+    """The new release answers every request carrying the canary header (the flow's probe) and fails every other
+    one (its users at the step's weight, e.g. a release that breaks on what real clients send). The synthetic
+    requests alone pass the step (what the analysis did before it read SLS); with the users' requests from SLS
+    the step fails, on the users' error rate and against the stable version, and the report says which data."""
+    from core.spec import DeploySpec
+    from tasks.analysis import ANALYSIS_USER_AGENT, StepStats, judge, read_users
+
+    ctx, cleanup = _setup(sandbox, api_client, {"stable": _server("stable"),
+                                                "canary": _server("canary", fail_without_header="X-Canary")},
+                          {"nginx.ingress.kubernetes.io/canary-by-header": "X-Canary",
+                           "nginx.ingress.kubernetes.io/canary-weight": "30"})
+    try:
+        start = int(time.time()) + 1
+        while time.time() < start:
+            time.sleep(0.01)
+        http = ctx["http"]
+        probe = [http.get("/v1/models/m", headers={"User-Agent": ANALYSIS_USER_AGENT, "X-Canary": "always"})
+                 for _ in range(60)]
+        users = _send(http, 300, UA_USER)
+        end = int(time.time()) + 1
+        assert all(r.status_code == 200 and r.json()["version"] == "canary" for r in probe)
+        reader = SlsReader(LogClient(sandbox_info["sls_endpoint"], sandbox_info["access_key_id"],
+                                     sandbox_info["access_key_secret"]), project, "nginx-ingress")
+        new, stable, failures = read_users(reader, ctx["main"], ctx["canary"], start, end)
+        assert failures == []
+        assert new is not None and stable is not None
+        assert new.requests == sum(n for (v, _), n in users.items() if v == "canary") > 0
+        assert new.errors == new.requests and stable.errors == 0
+        spec = DeploySpec.parse({"cluster_id": "c0123456789abcdef", "serving": {"version": "v2"}, "rollout": {
+            "max_error_rate": 0.05, "max_p95_ms": 2000, "min_requests": 20}})
+        synthetic = {"step": "step 1", "weight": 30, "seconds": end - start, "requests": len(probe),
+                     "failures": 0, "p95_ms": 5.0, "available": 1}
+        assert judge(StepStats(**synthetic), spec).passed  # the probe alone would promote it
+        got = judge(StepStats(**synthetic, users=new, stable_users=stable, sls_read=True), spec)
+        assert not got.passed
+        failed = {c.name for c in got.checks if not c.passed}
+        assert failed == {"users error rate", "users vs stable error rate"}, got.reason
+        assert got.stats.data.startswith(f"users' requests from SLS ({new.requests} new, {stable.requests} stable)")
+    finally:
+        cleanup()

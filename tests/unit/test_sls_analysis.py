@@ -164,3 +164,8 @@ def test_generated_search_and_sql_statements_run(terms, sql) -> None:
     assert processed <= len(LOGS)
     if sql.startswith(" | SELECT count(1) AS n"):
         assert rows == [{"n": str(processed)}]
+
+
+def test_enough_user_requests_stand_in_for_thin_synthetic_traffic() -> None:
+    assert judge(stats(requests=10, users=v(400), stable=v(900)), spec()).passed
+    assert not judge(stats(requests=10, users=v(10), stable=v(900)), spec()).passed  # neither is enough
