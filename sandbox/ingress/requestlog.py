@@ -29,8 +29,9 @@ SLS ingress dashboards and alibaba-cloud-metrics-adapter query:
 received) to a bounded ``deque``; nothing is decoded or formatted per request. :meth:`RequestLog.entries`
 renders the dicts when SLS is queried, off the hot path.
 
-**Memory.** At most ``capacity`` entries (the oldest drop first): about 250 bytes each, so the default 200,000 is
-~50 MB and covers more than a minute at 3,000 requests/s, more than any query window the flow or the adapter reads.
+**Memory.** At most ``capacity`` entries (the oldest drop first): 300-400 bytes each (measured with tracemalloc),
+so the default 200,000 is 60-80 MB and covers a minute at 3,000 requests/s (the sandbox's ingress tops out near
+that on 2 cores, bench/ingress.py); option ``options["sls"]["log_capacity"]``.
 """
 
 from __future__ import annotations
@@ -40,11 +41,6 @@ from collections.abc import Iterator
 from typing import Any
 
 DEFAULT_CAPACITY = 200_000
-FIELDS = ("__time__", "proxy_upstream_name", "proxy_alternative_upstream_name", "status", "request_time",
-          "upstream_response_time", "upstream_status", "request_length", "http_user_agent", "host", "method",
-          "url", "request_uri", "remote_addr")
-NUMERIC = {"__time__", "status", "request_time", "upstream_response_time", "upstream_status", "request_length"}
-
 # (time, upstream, alternative, status, request_time, upstream_time | None, upstream_status | None,
 #  request_length, user_agent bytes, host bytes, method, path, query_string bytes, remote addr)
 Entry = tuple[float, str, str, int, float, "float | None", "int | None", int, bytes, bytes, str, str, bytes, str]
