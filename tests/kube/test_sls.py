@@ -175,8 +175,10 @@ def test_per_version_counts_are_exact_and_leave_the_probe_out(sandbox, sandbox_i
     users = _send(routed["http"], 300, UA_USER)
     probe = _send(routed["http"], 40, UA_PROBE)
     end = int(time.time()) + 1
-    reader = SlsReader(LogClient(sandbox_info["sls_endpoint"], sandbox_info["access_key_id"],
-                                 sandbox_info["access_key_secret"]), project, "nginx-ingress")
+    from cli.sandbox_profile import credentials_from_sandbox
+
+    # the client the flow builds: the credentials block with the sandbox's endpoint
+    reader = SlsReader(credentials_from_sandbox(sandbox_info).get_sls_client(), project, "nginx-ingress")
     query = per_version_query(routed["main"], routed["canary"], UA_PROBE)
     # not queryable until the shipping lag has passed
     lag = sandbox.services.sls.lag
