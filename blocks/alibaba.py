@@ -11,6 +11,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlparse
 
 import oss2
+from aliyun.log import LogClient
 from aliyunsdkcore.auth.credentials import AccessKeyCredential, StsTokenCredential
 from aliyunsdkcore.client import AcsClient
 from prefect.blocks.abstract import CredentialsBlock
@@ -43,6 +44,8 @@ _SDK_LOGGERS = (
     "aliyunsdkcore.http.http_response",
     "aliyunsdkcore.auth.signers.sts_token_signer",
     "aliyunsdkcore.auth.signers.access_key_signer",
+    "aliyun.log.logclient",
+    "aliyun.log.auth",
 )
 
 
@@ -113,6 +116,12 @@ bucket = creds.get_client("oss", bucket="my-models")   # oss2.Bucket
         title="OSS endpoint",
         description="Override of the OSS endpoint; default https://oss-<region>.aliyuncs.com",
     )
+    sls_endpoint: str | None = Field(
+        default=None,
+        title="SLS endpoint",
+        description="Override of the Log Service endpoint the rollout analysis reads the ingress access log from; "
+        "default https://<region>.log.aliyuncs.com (a bare IPv4 address is reached on port 80, as the SDK does)",
+    )
 
     @field_validator("access_key_id")
     @classmethod
@@ -128,7 +137,7 @@ bucket = creds.get_client("oss", bucket="my-models")   # oss2.Bucket
             raise ValueError(f"region_id {v!r} must look like cn-hangzhou")
         return v
 
-    @field_validator("cs_endpoint", "oss_endpoint")
+    @field_validator("cs_endpoint", "oss_endpoint", "sls_endpoint")
     @classmethod
     def _endpoint(cls, v: str | None) -> str | None:
         if v:
@@ -144,7 +153,19 @@ bucket = creds.get_client("oss", bucket="my-models")   # oss2.Bucket
         scheme, netloc = _split_endpoint(self.oss_endpoint or f"oss-{self.region_id}.aliyuncs.com")
         return f"{scheme}://{netloc}"
 
+    def sls_endpoint_url(self) -> str:
+        """What ``LogClient`` is given: the override as written (a bare IP stays bare: the SDK then addresses the
+        project by Host header only), else the region's public HTTPS endpoint (SLS "Endpoints")."""
+        return self.sls_endpoint or f"https://{self.region_id}.log.aliyuncs.com"
+
     # ---- clients ---------------------------------------------------------------------------------------------
+    def get_sls_client(self) -> LogClient:
+        """An ``aliyun-log-python-sdk`` client with this AccessKey (and STS token)."""
+        secret = self.access_key_secret.get_secret_value()
+        token = self.security_token.get_secret_value() if self.security_token is not None else None
+        _redact_in_sdk_logs(secret, token or "")
+        return LogClient(self.sls_endpoint_url(), self.access_key_id, secret, securityToken=token)
+
     def get_acs_client(self, **kwargs: Any) -> AcsClient:
         secret = self.access_key_secret.get_secret_value()
         token = self.security_token.get_secret_value() if self.security_token is not None else ""

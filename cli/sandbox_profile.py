@@ -29,6 +29,7 @@ def credentials_from_sandbox(info: dict[str, Any]) -> AlibabaCloudCredentials:
         region_id=info["region"],
         cs_endpoint=info["cs_endpoint"],
         oss_endpoint=info["oss_endpoint"],
+        sls_endpoint=info.get("sls_endpoint"),
     )
 
 

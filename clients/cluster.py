@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from blocks import AckCluster, AlibabaCloudCredentials, load_cluster
 from clients.ack import AckApi
 from clients.kube import KubeClients
+from clients.sls import SlsReader
 from core.spec import DeploySpec
 
 # What a plan shows for the OSS endpoint when neither the spec nor a cluster names one.
@@ -72,6 +73,12 @@ class Cluster:
         """Kubernetes clients over a fresh temporary kubeconfig (held in memory only); close them after use."""
         text, _ = self.user_kubeconfig()
         return KubeClients.from_kubeconfig_text(text).renewing(lambda: self.user_kubeconfig()[0])
+
+    def sls(self, spec: DeploySpec) -> SlsReader | None:
+        """GetLogs on the cluster's ingress access log (``k8s-log-{cluster id}`` / the spec's logstore)."""
+        if not spec.names.sls_project:
+            return None
+        return SlsReader(self.credentials.get_sls_client(), spec.names.sls_project, spec.names.sls_logstore)
 
     def oss_url(self, spec: DeploySpec) -> str:
         """See :func:`resolve_oss_url`; a cluster always has credentials, so there is always an answer."""

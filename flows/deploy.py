@@ -173,7 +173,8 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                             failed = "; ".join(f"{c.name}: {_short(c.detail)}" for c in proof.verification.failed)
                             raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
                                                                f"{proof.files.directory})")
-                        rollout = progress(kube, spec, live, endpoint, stage, still_held=lock.check)
+                        rollout = progress(kube, spec, live, endpoint, stage, still_held=lock.check,
+                                           sls=cluster.sls(spec))
                 except RolloutFailed as failed_rollout:
                     write_rollout_report(failed_rollout.report, report_dir, title)
                     raise

@@ -22,6 +22,7 @@ from pydantic import BaseModel
 from clients.kube import KubeClients
 from clients.lease import LeaseLost
 from clients.logs import run_logger
+from clients.sls import SlsReader
 from core.spec import DeploySpec
 from tasks.analysis import StepAnalysis, analyse_step
 from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
@@ -214,12 +215,14 @@ def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> i
 
 
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
-             stage: Stage, still_held: Callable[[], None] = lambda: None) -> RolloutReport:
+             stage: Stage, still_held: Callable[[], None] = lambda: None,
+             sls: SlsReader | None = None) -> RolloutReport:
     """After the isolated stress test passed: the strategy's steps (tasks/rollout_plan.py), one at a time, each
     decided by :func:`~tasks.rollout_plan.decide` from how far the rollout got and the last analysis; then the
     outcome. ``still_held`` raises when this run has lost its service lock; it is asked before every change.
     ``stage`` (from :func:`rolled_back_on_failure`) is kept up to date, so a failure is undone according to where
-    it happened."""
+    it happened. With ``sls``, each canary step is judged on the users' requests per version as well
+    (tasks/analysis.py)."""
     report = stage.report
     target = canary_endpoint(endpoint, spec)
     steps = plan(spec)
@@ -227,7 +230,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     while not isinstance(step := decide(steps, done, failed), Outcome):
         still_held()
         stage(step.name)
-        failed = _carry_out(kube, spec, live, target, step, stage, still_held)
+        failed = _carry_out(kube, spec, live, target, step, stage, still_held, sls)
         done += 1
     still_held()
     if step.decision == "rolled back":
@@ -242,7 +245,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
 
 
 def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: IngressEndpoint, step: Step,
-               stage: Stage, still_held: Callable[[], None]) -> str | None:
+               stage: Stage, still_held: Callable[[], None], sls: SlsReader | None = None) -> str | None:
     """One step of the plan; returns why an analysis failed, else None."""
     if step.kind == "weight":  # capacity first, then the users' share
         needed = share_replicas(live_replicas(kube, spec, live.service), step.weight, spec.autoscaling.min_replicas)
@@ -253,9 +256,11 @@ def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: I
         stage(step.name, step.weight)
     elif step.kind == "analyse":
         # a canary's requests count on the main route; after a (blue-green) switch the new release's is the main one
-        route = route_of(spec, spec.names.service) if step.name == "bake" else main_route(spec, live)
+        bake = step.name == "bake"
+        route = route_of(spec, spec.names.service) if bake else main_route(spec, live)
         result = analyse_step(kube, target, spec, step.name.split(" (")[0], step.weight, step.seconds,
-                              live.service, route)
+                              live.service, route, sls=None if bake else sls,
+                              canary_route=route_of(spec, spec.names.service))
         stage.report.steps.append(result)
         return None if result.passed else result.reason
     elif step.kind == "switch":

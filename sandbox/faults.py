@@ -5,7 +5,8 @@ slow OSS parts. From a YAML file (``sandbox up --faults FILE`` -> ``ctx.options[
 File format (every field optional; unknown fields are rejected, errors name the field)::
 
     seed: 7                      # the random draws are seeded: the same requests in the same order fail the same way
-    oss:                         # also: ack (the CS OpenAPI, service "cs"), kube (the Kubernetes API server)
+    oss:                         # also: ack (the CS OpenAPI, service "cs"), kube (the Kubernetes API server),
+                                 # sls (Log Service GetLogs, and the metrics adapter's queries through it)
       throttle_rate: 0.0         # share of requests refused as throttled (0..1)
       error_rate: 0.0            # share of requests answered with a 5xx (0..1)
       error_status: 500          # 500 | 502 | 503 | 504
@@ -29,7 +30,7 @@ Operation names (each service names its own: :class:`FaultTarget`): OSS as its A
 ACK by its OpenAPI action (``CreateClusterNodePool``, ``DescribeClusterNodePools``,
 ``DescribeClusterNodePoolDetail``, ``ScaleClusterNodePool``, ``ModifyClusterNodePool``, ``DeleteClusterNodepool``,
 ``DescribeClusterNodes``, ``DescribeClusterUserKubeconfig``, ``DescribeTaskInfo``, ``DescribeClusterDetail``);
-Kubernetes as ``<verb> <resource>[/<subresource>]`` like the audit log (``create deployments``, ``list pods``,
+SLS as ``GetLogs``; Kubernetes as ``<verb> <resource>[/<subresource>]`` like the audit log (``create deployments``, ``list pods``,
 ``watch pods``, ``patch deployments/scale``, ``get namespaces``; ``discovery`` for /api, /apis, /version,
 /openapi).
 
@@ -44,6 +45,9 @@ Error shapes (what a client of the real service sees; each service renders its o
   flow-control error, listed with HTTP 400 in Alibaba Cloud's API error center); 5xx -> 500 ``InternalError`` /
   503 ``ServiceUnavailable`` "The request has failed due to a temporary failure of the server." (JSON with both
   spellings of code/message/requestId, as :mod:`sandbox.ack.errors`).
+- SLS: throttled -> 503 ``ServerBusy``; 5xx -> ``InternalServerError`` with the status, JSON ``errorCode`` /
+  ``errorMessage`` (SLS "Error codes"), :mod:`sandbox.sls.errors`. The metrics adapter's own GetLogs draws from
+  the same configuration; its error becomes the external metrics API's 500 (:mod:`sandbox.metrics.service`).
 - Kubernetes: throttled -> 429 ``Status`` reason ``TooManyRequests`` with ``Retry-After: 1`` and
   ``details.retryAfterSeconds`` (apimachinery ``NewTooManyRequests``, what the API server's max-in-flight filter
   answers); 5xx -> 500 ``InternalError`` / 503 ``ServiceUnavailable`` / 504 ``Timeout`` ``Status``.
@@ -68,7 +72,7 @@ from urllib.parse import parse_qs
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-SERVICES = {"oss": "oss", "ack": "cs", "kube": "kube"}  # file key -> sandbox service name
+SERVICES = {"oss": "oss", "ack": "cs", "kube": "kube", "sls": "sls"}  # file key -> sandbox service name
 
 
 # ---- schema --------------------------------------------------------------------------------------------------------
@@ -129,6 +133,7 @@ class FaultsSpec(_Strict):
     oss: ServiceFaults = Field(default_factory=ServiceFaults)
     ack: ServiceFaults = Field(default_factory=ServiceFaults)
     kube: ServiceFaults = Field(default_factory=ServiceFaults)
+    sls: ServiceFaults = Field(default_factory=ServiceFaults)
     spot_stockouts: list[SpotStockout] = Field(default_factory=list)
     boot_failures: list[BootFailure] = Field(default_factory=list)
     reclaims: list[ReclaimNotice] = Field(default_factory=list)
@@ -219,10 +224,10 @@ class FaultEngine:
     def set(self, spec: FaultsSpec, now: float | None = None) -> None:
         with self.lock:
             self.spec = spec
-            self.rngs = {name: random.Random(f"{spec.seed}/{name}") for name in ("oss", "cs", "kube", "boot",
-                                                                                  "reclaim")}
+            self.rngs = {name: random.Random(f"{spec.seed}/{name}") for name in ("oss", "cs", "kube", "sls",
+                                                                                  "boot", "reclaim")}
             self.counters = {name: {"requests": 0, "throttled": 0, "errors": 0, "delayed": 0}
-                             for name in ("oss", "cs", "kube")}
+                             for name in ("oss", "cs", "kube", "sls")}
             self.boot_failures_done = [0] * len(spec.boot_failures)
             self.reclaims_done = [False] * len(spec.reclaims)
             self.applied_at = now

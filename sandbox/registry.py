@@ -10,7 +10,10 @@ runner starts them in that order and stops them in reverse). Who uses whom:
 - ``controllers``: ``kube`` (the store they reconcile), ``fleet`` (instances become nodes), ``oss`` (CSI mounts)
 - ``runtime`` (TF Serving pods): ``kube``, ``controllers`` (registers its container runtime), ``oss`` (model files)
 - ``ingress``: ``kube`` (Ingresses, Services, Endpoints), ``runtime`` (where a pod IP's server really listens)
-- ``metrics`` (external metrics API): ``kube`` (serves on it), ``ingress`` (its access log is the SLS logstore)
+- ``sls`` (Log Service GetLogs): ``ingress`` (its per-request access log is the ``nginx-ingress`` logstore),
+  ``admin``'s fault engine
+- ``metrics`` (external metrics API): ``kube`` (serves on it), ``ingress`` (its access log is the SLS logstore),
+  ``sls`` (the project, the lag and the faults its GetLogs meets)
 - ``hpa``: ``kube``, ``metrics``
 - ``autoscaler``: ``kube``, ``fleet`` (scaling groups), ``ack`` (node pool conditions)
 - ``admin`` (faults): ``fleet`` (stock-outs, launch failures, reclaims); the runner puts its fault engine around the
@@ -35,6 +38,7 @@ from .metrics.service import MetricsService
 from .oss.service import OssService
 from .runtime.service import RuntimeService
 from .service import Service
+from .sls.service import SlsService
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,7 @@ class Services:
     controllers: ControllersService
     runtime: RuntimeService
     ingress: IngressService
+    sls: SlsService
     metrics: MetricsService
     hpa: HpaService
     autoscaler: AutoscalerService
@@ -67,9 +72,10 @@ def build(ctx: SandboxContext) -> Services:
     controllers = ControllersService(ctx, kube=kube, fleet=fleet, oss=oss, logs=logs)
     runtime = RuntimeService(ctx, kube=kube, controllers=controllers, oss=oss)
     ingress = IngressService(ctx, kube=kube, resolvers=[runtime.resolve])
-    metrics = MetricsService(ctx, kube=kube, ingress=ingress)
+    admin = AdminService(ctx, fleet=fleet)  # before the services whose in-process calls consult its faults
+    sls = SlsService(ctx, ingress=ingress, faults=admin.faults)
+    metrics = MetricsService(ctx, kube=kube, ingress=ingress, logs=sls)
     hpa = HpaService(ctx, kube=kube, metrics=metrics)
     autoscaler = AutoscalerService(ctx, kube=kube, fleet=fleet, ack=ack)
-    admin = AdminService(ctx, fleet=fleet)
     return Services(oss=oss, fleet=fleet, ack=ack, kube=kube, controllers=controllers, runtime=runtime,
-                    ingress=ingress, metrics=metrics, hpa=hpa, autoscaler=autoscaler, admin=admin)
+                    ingress=ingress, sls=sls, metrics=metrics, hpa=hpa, autoscaler=autoscaler, admin=admin)

@@ -2,8 +2,10 @@
 ``rollout`` Prefect artifact (the table, the picture inline and the decision with its reason).
 
 One row per analysed step: the canary weight, what the new version did with the analysis requests (requests,
-failures, p95), its available replicas and the live version's, and the main route's ``sls_ingress_qps`` (both
-versions together: SLS counts a canary's requests on the main route, tasks/canary.py).
+failures, p95), the users' requests each version served in the step's window as SLS's access log counts them
+(requests, error %, p95), which data the decision used, its available replicas and the live version's, and the
+main route's ``sls_ingress_qps`` (both versions together: SLS counts a canary's requests on the main route,
+tasks/canary.py).
 """
 
 from __future__ import annotations
@@ -36,8 +38,17 @@ def step_rows(steps: list[StepAnalysis]) -> list[dict[str, Any]]:
         "error %": round(100 * a.stats.error_rate, 2),
         "p95 ms": None if a.stats.p95_ms is None else round(a.stats.p95_ms, 1),
         "new replicas": a.stats.available, "live replicas": a.stats.stable_available,
-        "main route QPS": a.stats.users_qps, "passed": a.passed,
+        "main route QPS": a.stats.users_qps,
+        **_users("users new", a.stats.users), **_users("users stable", a.stats.stable_users),
+        "SLS read failures": len(a.stats.sls_failures), "decided on": a.stats.data, "passed": a.passed,
     } for a in steps]
+
+
+def _users(prefix: str, v: Any) -> dict[str, Any]:
+    if v is None:
+        return {f"{prefix} requests": None, f"{prefix} error %": None, f"{prefix} p95 ms": None}
+    return {f"{prefix} requests": v.requests, f"{prefix} error %": round(100 * v.error_rate, 2),
+            f"{prefix} p95 ms": None if v.p95_ms is None else round(v.p95_ms, 1)}
 
 
 def rollout_markdown(record: RolloutRecord, png: Path | None) -> str:

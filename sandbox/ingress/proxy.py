@@ -62,11 +62,12 @@ class IngressProxy:
         if scope["type"] != "http":
             return
         t0 = time.perf_counter()
-        host = b""
+        host = ua = b""
         for k, v in scope["headers"]:
             if k == b"host":
                 host = v
-                break
+            elif k == b"user-agent":
+                ua = v
         hostname = host.split(b":", 1)[0].decode("latin-1").lower()
         backend = self.svc.table.match(hostname, scope["path"])
         if backend is None:
@@ -91,12 +92,18 @@ class IngressProxy:
         body = b"".join(chunks)
 
         chosen = backend.choose(scope["headers"])
-        status = await self._proxy(scope, send, chosen, host, body)
+        upstream: list = []  # [upstream_response_time, upstream_status] once an upstream answered
+        status = await self._proxy(scope, send, chosen, host, body, upstream)
         req_len = len(body) + sum(len(k) + len(v) + 4 for k, v in scope["headers"]) + len(scope.get("raw_path") or b"")
-        self.svc.log.record(backend.upstream, time.perf_counter() - t0, req_len, status=status,
-                            alternative=chosen.upstream if chosen is not backend else "")
+        elapsed = time.perf_counter() - t0
+        alternative = chosen.upstream if chosen is not backend else ""
+        self.svc.log.record(backend.upstream, elapsed, req_len, status=status, alternative=alternative)
+        self.svc.requests.append((time.time(), backend.upstream, alternative, status, elapsed,  # .requestlog
+                                  upstream[0] if upstream else None, upstream[1] if upstream else None, req_len,
+                                  ua, host, scope["method"], scope["path"], scope.get("query_string") or b"",
+                                  (scope.get("client") or ("", 0))[0]))
 
-    async def _proxy(self, scope, send, backend, host: bytes, body: bytes) -> int:
+    async def _proxy(self, scope, send, backend, host: bytes, body: bytes, upstream: list) -> int:
         eps = backend.endpoints
         if not eps:
             return await self._page(send, 503)
@@ -131,6 +138,7 @@ class IngressProxy:
             addr = resolve(ip, port)
             if addr is None:
                 continue  # not reachable from here: like a connect() failure
+            t_up = time.perf_counter()
             try:
                 resp = await pool.request(addr[0], addr[1], head, body, head_only=method == "HEAD")
             except ConnectFailed:
@@ -139,6 +147,7 @@ class IngressProxy:
                 return await self._page(send, 504)
             except UpstreamBroken:
                 return await self._page(send, 502)
+            upstream += (time.perf_counter() - t_up, resp.status)
             headers = [(k, v) for k, v in resp.headers if k.lower() not in _HIDE]
             if method != "HEAD" or not any(k.lower() == b"content-length" for k, _ in resp.headers):
                 headers.append((b"content-length", str(len(resp.body)).encode()))

@@ -3,7 +3,9 @@
 Control side: on every change of Ingresses, Services, Endpoints or IngressClasses the routing table is rebuilt
 (:mod:`.routes`) and the listener's address is published in each nginx-class Ingress's
 ``status.loadBalancer.ingress[0]`` (``{"ip": "127.0.0.1", "ports": [{"port": <listener port>, "protocol": "TCP"}]}``).
-Data side: :mod:`.proxy`. Access log for SLS: :mod:`.stats` (``IngressService.log``), read by the metrics service.
+Data side: :mod:`.proxy`. Access log for SLS: :mod:`.stats` (``IngressService.log``, per-route aggregates read by
+the metrics service) and :mod:`.requestlog` (``IngressService.requests``, one entry per request, read by the SLS
+endpoint :mod:`sandbox.sls`).
 
 **The pod-endpoint seam.** Endpoints hold pod IPs (``10.x``) that do not exist on this machine; whoever runs the
 pod's process says where it really listens. A resolver is ``fn(pod_ip, port) -> (host, port) | None``; the first
@@ -29,6 +31,7 @@ import uvicorn
 from ..listen import listen_socket
 from ..service import Service
 from .proxy import IngressProxy
+from .requestlog import DEFAULT_CAPACITY, RequestLog
 from .routes import RouteTable, build_table, default_ingress_class, is_nginx_ingress
 from .stats import AccessLog
 from .upstream import UpstreamPool
@@ -52,6 +55,7 @@ class IngressService(Service):
         self.kube = kube
         self.table = RouteTable()
         self.log = AccessLog()
+        self.requests = RequestLog(int((ctx.options.get("sls") or {}).get("log_capacity", DEFAULT_CAPACITY)))
         self.pool = UpstreamPool()
         self.resolvers: list[Resolver] = list(resolvers or [])
         self.host = ctx.host

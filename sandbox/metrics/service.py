@@ -32,6 +32,7 @@ if TYPE_CHECKING:
     from ..context import SandboxContext
     from ..ingress.service import IngressService
     from ..kube.service import KubeService
+    from ..sls.service import SlsService
 
 GROUP = "external.metrics.k8s.io"
 VERSION = "v1beta1"
@@ -40,9 +41,11 @@ VERSION = "v1beta1"
 class MetricsService(Service):
     name = "metrics"
 
-    def __init__(self, ctx: SandboxContext, kube: KubeService, ingress: IngressService) -> None:
+    def __init__(self, ctx: SandboxContext, kube: KubeService, ingress: IngressService,
+                 logs: SlsService | None = None) -> None:
         super().__init__(ctx)
         self.ingress = ingress
+        self.logs = logs
         opts = ctx.options.get("sls") or {}
         self.logstore = opts.get("logstore", sls.DEFAULT_LOGSTORE)
         resources = [{"resource": m, "responseKind": {"group": "", "version": "", "kind": "ExternalMetricValueList"},
@@ -63,7 +66,9 @@ class MetricsService(Service):
             raise KubeError(404, "NotFound", f"the server could not find the metric {metric} for namespace "
                             f"{namespace}", kind=metric, group=GROUP)
         reqs = parse_labels(_selector_string(selector))
-        q = sls.Query(self.project, self.logstore, self.ingress.log, self.ctx.clock.speed)
+        q = sls.Query(self.project, self.logstore, self.ingress.log, self.ctx.clock.speed,
+                      lag=self.logs.lag if self.logs else 0.0,
+                      fault=self.logs.adapter_query_fault() if self.logs else None)
         try:
             params = sls.parse_params(reqs)
             value = sls.query_value(q, params, metric)

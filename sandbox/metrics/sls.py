@@ -8,6 +8,9 @@ max_retry default 5) and ``pkg/metrics/sls/ingress.go`` (``getSLSIngressQuery`` 
   and __time__ < now-delay`` with ``<item>`` = ``count(1) / interval`` (qps), ``avg(request_time) * 1000``,
   ``approx_percentile(request_time, q) * 1000`` (latency, ms), ``sum(request_length) / interval`` (inflow, B/s);
   an empty route means ``*`` (every route);
+- the window ends ``DelaySeconds`` in the past: label ``sls.query.delay``, default 10 (``getSLSParams``);
+  transient SLS failures (``--faults`` ``sls``) make the adapter return the SDK's error (the API server answers
+  500), and logs younger than SLS's shipping lag are not counted yet (:mod:`sandbox.sls.service`);
 - the value string is reduced to its digits and dots (``null`` -> ``0``), parsed as a float and truncated to an
   int64 quantity: so an unknown route or an idle one gives ``0``, not an error; a wrong project or logstore is an
   SLS error (``ProjectNotExist`` / ``LogStoreNotExist``) that the adapter returns as the metric's error.
@@ -49,6 +52,9 @@ LABEL_DELAY = "sls.query.delay"
 LABEL_MAX_RETRY = "sls.query.max_retry"
 LABEL_ROUTE = "sls.ingress.route"
 MIN_INTERVAL = 15
+# getSLSParams sets DelaySeconds: 10 before reading the labels (pkg/metrics/sls/sls.go; the label's comment and
+# docs/metrics/sls.md still say "default 0s", the code says 10): the window ends 10 s in the past.
+DELAY_DEFAULT = 10
 MAX_RETRY_DEFAULT = 5
 DEFAULT_LOGSTORE = "nginx-ingress"
 
@@ -64,7 +70,7 @@ class SlsParams(BaseModel):
     logstore: str = ""
     route: str = ""
     interval: int = MIN_INTERVAL
-    delay: int = 0
+    delay: int = DELAY_DEFAULT
     max_retry: int = MAX_RETRY_DEFAULT
 
 
@@ -133,6 +139,8 @@ class Query:
     logstore: str
     access_log: Any  # sandbox.ingress.stats.AccessLog
     speed: float
+    lag: float = 0.0  # SLS shipping lag (seconds, taken as simulated: the adapter runs at the control plane speed)
+    fault: Any = None  # the SLS error this query meets (sandbox.sls.errors.SlsError), if the faults say so
 
 
 def window_seconds(interval: int, speed: float) -> int:
@@ -145,11 +153,17 @@ def query_value(q: Query, params: SlsParams, metric: str, now: float | None = No
         raise sls_error(404, "ProjectNotExist", f"The Project does not exist : {params.project}")
     if params.logstore != q.logstore:
         raise sls_error(404, "LogStoreNotExist", f"logstore {params.logstore} does not exist")
+    if q.fault is not None:  # GetLogs failed: the adapter returns the SDK's error (getSLSIngressMetrics)
+        raise sls_error(q.fault.status, q.fault.code, q.fault.message)
     route = params.route or "*"
     n = window_seconds(params.interval, q.speed)
     delay = window_seconds(params.delay, q.speed) if params.delay else 0
-    end = (time.time() if now is None else now) - delay
-    w = q.access_log.window(route, n, now=end)
+    t = time.time() if now is None else now
+    end = t - delay
+    # Logs younger than the shipping lag are not in SLS yet: the window's newest seconds may be empty.
+    visible = int(t - q.lag / q.speed) if q.lag else int(end)
+    seen = max(0, min(int(end), visible) - (int(end) - n))
+    w = q.access_log.window(route, seen, now=int(end) - n + seen) if seen else q.access_log.window(route, 0, now=end)
     if metric == SLS_INGRESS_QPS:
         value: float | None = w.count / n
     elif metric == SLS_INGRESS_INFLOW:

@@ -145,6 +145,11 @@ def test_default_endpoints_follow_the_region(secret: str) -> None:
     bj = creds(secret, region_id="cn-beijing")
     assert bj.cs_domain() == ("https", "cs.cn-beijing.aliyuncs.com")
     assert bj.oss_endpoint_url() == "https://oss-cn-beijing.aliyuncs.com"
+    assert c.sls_endpoint_url() == "https://cn-hangzhou.log.aliyuncs.com"
+    assert bj.get_sls_client()._endpoint == "cn-beijing.log.aliyuncs.com:443"
+    # a bare IP (the sandbox's) stays bare: the SDK then sends the project in Host only
+    ip = creds(secret, sls_endpoint="127.9.8.7")
+    assert ip.sls_endpoint_url() == "127.9.8.7" and ip.get_sls_client()._isRowIp
 
 
 @pytest.mark.parametrize(
@@ -252,6 +257,7 @@ def test_building_clients_logs_no_secret(secret: str, token: str, caplog) -> Non
         c.get_client("cs")
         c.get_client("oss", bucket="elastic-inference-models")
         c.get_oss_service()
+        c.get_sls_client()
     assert secret not in caplog.text and token not in caplog.text
 
 
