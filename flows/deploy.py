@@ -1,12 +1,15 @@
 """The deploy flow: ACK's "elastic inference on ECS" procedure as one Prefect flow.
 
-    validate spec ─ kubeconfig (ACK) ─ preflight ─┬─ ensure_node_pool (ACK) ─┐
-                                                  └─ upload_model (OSS) ─────┴─ storage ─ serving ─ hpa ─ ingress
+    validate spec ─ kubeconfig (ACK) ─ preflight ─ service lock ─ recover ─ live version (its node pools) ─┐
+        ┌─ ensure_node_pool (ACK) ─┐                                                                     │
+        └─ upload_model (OSS) ─────┴─ storage ─ serving ─ hpa ─ ingress  <────────────────────────────────┘
                       ─ smoke predict ─ load test ‖ timeline sampler ─ verify ─ report ─ fail on a failed check
 
 Preflight (ACK reads, credentials, add-ons, node scaling) runs before anything is created, so a cluster that
-cannot run the procedure is told so in one message without a node pool, an upload or an object left behind. The
-node pool (minutes on ACK) and the model upload then run concurrently. The flow reaches the cloud, real or
+cannot run the procedure is told so in one message without a node pool, an upload or an object left behind. Then
+the run takes the service lock: the node pool is reconciled only under it, once the run knows which pools the live
+version runs on (a change that would disrupt it is refused, tasks/nodepool.py). The node pool (minutes on ACK) and
+the model upload run concurrently. The flow reaches the cloud, real or
 sandbox, only through the ``AckCluster`` block it is given (picked in the UI, or by name): endpoints, credentials
 and a cluster id.
 """
@@ -27,16 +30,16 @@ from blocks import AckClusterRef
 from clients.ack import Node
 from clients.cluster import Cluster, resolve_cluster
 from clients.kube import KubeClients
-from clients.lease import LeaseLock, acquire
+from clients.lease import LeaseLock, acquire, rollout_lease_name
 from core.spec import DeploySpec, form_title
 from flows.rollout import RolloutFailed, RolloutReport, prepare_canary, progress, rolled_back_on_failure
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress, wait_for_address
-from tasks.live import LiveVersion, RunKind, classify_run, find_live_version
+from tasks.live import LiveVersion, RunKind, classify_run, find_live_version, live_usage
 from tasks.loadtest import LoadTestResult, run_load_test
 from tasks.model import upload_model
 from tasks.model_plan import UploadReport
-from tasks.nodepool import NodePoolResult, ensure_node_pool
+from tasks.nodepool import NodePoolResult, ensure_node_pool, refuse_disruptive_change
 from tasks.preflight import preflight
 from tasks.report import ReportFiles, run_label, safe_dir_name, write_report
 from tasks.rollout_report import write_rollout_report
@@ -70,10 +73,13 @@ SERVICE_LOCK_WAIT_S = 1800.0
 
 
 def service_lock(kube: KubeClients, spec: DeploySpec) -> LeaseLock:
-    """One run at a time changes a service: the Lease ``<serving name>-rollout`` in its namespace, held by this
-    flow run until the run ends (see clients/lease.py)."""
+    """One run at a time changes a service: the Lease :func:`clients.lease.rollout_lease_name` of the spec's
+    Ingress host and path, in its namespace, held by this flow run until the run ends (see clients/lease.py). It
+    is named by what users reach, not by the serving name, so two specs that serve the same host and path with
+    different serving names exclude each other."""
     holder = f"{socket.gethostname()}/{flow_run.id or 'local'}"
-    return acquire(kube, spec.names.namespace, f"{spec.serving.name}-rollout", holder, SERVICE_LOCK_WAIT_S)
+    name = rollout_lease_name(spec.ingress.host, spec.ingress.path)
+    return acquire(kube, spec.names.namespace, name, holder, SERVICE_LOCK_WAIT_S)
 
 
 @task(name="kubeconfig", cache_policy=NO_CACHE)
@@ -140,15 +146,21 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
     ack = cluster.ack()
     with fetch_kubeconfig(cluster) as kube:
         preflight(kube, spec, ack=ack, has_security_token=creds.security_token is not None)
-        pool_future = ensure_node_pool.submit(spec.node_pool, creds, cluster.cluster_id)
-        upload_future = upload_model.submit(spec, creds, show_progress=show_progress)
-        pool: NodePoolResult = pool_future.result()
-        upload: UploadReport = upload_future.result()
         with service_lock(kube, spec) as lock:
-            recovered = recover(kube, spec)
+            recovered = recover(kube, spec, still_held=lock.check)
             live = find_live_version(kube, spec)
             found.append(live)
             kind = classify_run(spec, live)
+            # The pool is reconciled under the lock, knowing which pools the live version's pods run on: a change
+            # that would evict or hold back those pods is refused before anything changes (tasks/nodepool.py).
+            live_pools = live_usage(kube, spec, live).nodepool_ids if live is not None else set()
+            refuse_disruptive_change(spec.node_pool, creds, cluster.cluster_id, live_pools)
+            lock.check()
+            pool_future = ensure_node_pool.submit(spec.node_pool, creds, cluster.cluster_id,
+                                                  live_nodepool_ids=live_pools)
+            upload_future = upload_model.submit(spec, creds, show_progress=show_progress)
+            pool: NodePoolResult = pool_future.result()
+            upload: UploadReport = upload_future.result()
             apply_storage(kube, spec, cluster.oss_url(spec), creds.access_key_id, creds.access_key_secret,
                           security_token=creds.security_token)
             apply_serving(kube, spec)
@@ -164,7 +176,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                 report_dir = reports_dir / safe_dir_name(run_label())  # where _prove writes the report
                 title = f"{spec.serving.name}: {live.serving_version or live.service} -> {spec.serving.version}"
                 try:
-                    with rolled_back_on_failure(kube, spec, live, lock.holder) as stage:
+                    with rolled_back_on_failure(kube, spec, live, lock.holder, still_held=lock.check) as stage:
                         lock.check()
                         target = prepare_canary(kube, spec, live, endpoint)
                         stage("isolated stress test")

@@ -13,7 +13,7 @@ fails the run naming the step, the check and the numbers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -33,6 +33,7 @@ from tasks.rollout_plan import Outcome, Step, decide, plan
 from tasks.rollout_state import Phase, RolloutState, phase_of, save_state
 from tasks.versions import (
     Promotion,
+    StillHeld,
     hold_replicas,
     hpas_targeting,
     promote,
@@ -40,6 +41,7 @@ from tasks.versions import (
     restore,
     retire,
     routed_service,
+    unguarded,
 )
 
 
@@ -105,7 +107,7 @@ class Stage:
 
 @contextmanager
 def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersion,
-                           run: str = "") -> Iterator[Stage]:
+                           run: str = "", still_held: StillHeld = unguarded) -> Iterator[Stage]:
     """Whatever fails from here on (a check, the smoke test, an API error) fails the run naming the stage, and the
     record tells what serves afterwards, read from the cluster:
 
@@ -117,8 +119,8 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
       recovery, or ``rollback``, finishes it).
 
     The version the main Ingress routes to is never removed (tasks.versions). An interrupted run (cancelled,
-    killed) or one that lost its lease (another run may be changing the service now) is left to the next run's
-    recovery."""
+    killed) or one that lost its lease (another run may be changing the service now; ``still_held`` is asked
+    before each deletion) is left to the next run's recovery."""
     stage = Stage(kube, spec, live, run)
     try:
         yield stage
@@ -126,14 +128,14 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
         raise  # another run may hold the service now: this one writes nothing, not even its state
     except RolloutFailed as failed:
         if failed.report.decision == "pending":
-            failed = roll_back(kube, spec, failed.report, failed.report.reason)
+            failed = roll_back(kube, spec, failed.report, failed.report.reason, still_held)
             stage.end(Phase.FAILED, failed.report)
             raise failed from None
         stage.end(Phase.FAILED, failed.report)
         raise
     except Exception as exc:
         try:
-            _undo(kube, spec, live, stage, exc)
+            _undo(kube, spec, live, stage, exc, still_held)
         except RolloutFailed as failed:
             stage.end(Phase.FAILED, failed.report)
             raise
@@ -141,15 +143,16 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
         stage.end(Phase.SUCCEEDED, stage.report)
 
 
-def _undo(kube: KubeClients, spec: DeploySpec, live: LiveVersion, stage: Stage, exc: Exception) -> None:
+def _undo(kube: KubeClients, spec: DeploySpec, live: LiveVersion, stage: Stage, exc: Exception,
+          still_held: StillHeld) -> None:
     """After an error (not a failed check): undo according to what serves now (see rolled_back_on_failure);
     always raises :class:`RolloutFailed`."""
     reason = f"{stage.name}: {one_line(exc)}"
     if routed_service(kube, spec) != spec.names.service:
-        raise roll_back(kube, spec, stage.report, reason) from exc
+        raise roll_back(kube, spec, stage.report, reason, still_held) from exc
     report = stage.report
     if stage.name == "bake" and stage.held is not None:
-        restore(kube, spec, live, stage.held)
+        restore(kube, spec, live, stage.held, still_held=still_held)
         report.decision, report.reason = "switched back", reason
         run_logger().error("switched back to %s: %s", live, reason)
     else:
@@ -198,8 +201,9 @@ def prepare_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpo
     return canary_endpoint(endpoint, spec)
 
 
-def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason: str) -> RolloutFailed:
-    remove_canary(kube, spec)
+def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason: str,
+              still_held: StillHeld = unguarded) -> RolloutFailed:
+    remove_canary(kube, spec, still_held=still_held)
     report.decision, report.reason = "rolled back", reason
     run_logger().error("rolled back %s: %s", spec.serving.version, reason)
     return RolloutFailed(report)
@@ -215,8 +219,7 @@ def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> i
 
 
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
-             stage: Stage, still_held: Callable[[], None] = lambda: None,
-             sls: SlsReader | None = None) -> RolloutReport:
+             stage: Stage, still_held: StillHeld = unguarded, sls: SlsReader | None = None) -> RolloutReport:
     """After the isolated stress test passed: the strategy's steps (tasks/rollout_plan.py), one at a time, each
     decided by :func:`~tasks.rollout_plan.decide` from how far the rollout got and the last analysis; then the
     outcome. ``still_held`` raises when this run has lost its service lock; it is asked before every change.
@@ -234,9 +237,9 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
         done += 1
     still_held()
     if step.decision == "rolled back":
-        raise roll_back(kube, spec, report, step.reason)
+        raise roll_back(kube, spec, report, step.reason, still_held)
     if step.decision == "switched back":
-        restore(kube, spec, live, stage.held or [])
+        restore(kube, spec, live, stage.held or [], still_held=still_held)
         report.decision, report.reason = step.decision, step.reason
         run_logger().error("switched back to %s: %s", live, report.reason)
         raise RolloutFailed(report)
@@ -245,7 +248,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
 
 
 def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: IngressEndpoint, step: Step,
-               stage: Stage, still_held: Callable[[], None], sls: SlsReader | None = None) -> str | None:
+               stage: Stage, still_held: StillHeld, sls: SlsReader | None = None) -> str | None:
     """One step of the plan; returns why an analysis failed, else None."""
     if step.kind == "weight":  # capacity first, then the users' share
         needed = share_replicas(live_replicas(kube, spec, live.service), step.weight, spec.autoscaling.min_replicas)
@@ -269,9 +272,10 @@ def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: I
         still_held()
         stage(step.name)
         if spec.rollout.strategy == "blue-green":
-            stage.held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas
-        promote(kube, spec, live, retire_previous=False)
+            # the previous version stays at its replicas
+            stage.held = hold_replicas(kube, spec, live.service, still_held=still_held)
+        promote(kube, spec, live, retire_previous=False, still_held=still_held)
         stage("bake" if spec.rollout.strategy == "blue-green" else step.name, 100)
     else:  # retire
-        stage.report.promotion = retire(kube, spec, live.service)
+        stage.report.promotion = retire(kube, spec, live.service, still_held=still_held)
     return None

@@ -25,12 +25,37 @@ Drift policy (a pool with the spec's name exists but differs from the spec):
   (a container runtime change is a node pool upgrade, UpgradeClusterNodepool, which replaces nodes; not a
   modification this step makes behind the user's back).
 * ``login_password`` is write-only (ACK never returns it): it is not compared and never re-sent.
+
+Under a live version (a pool the pods of the version that serves run on, ``live_nodepool_ids``), a change that
+would move, evict or hold back those pods is refused before anything is changed, naming each field
+(:func:`disruptive_changes`); the other changes are applied and logged as such. What disrupts, on ACK:
+
+* ``kubernetes_config.taints``: a taint added with ``update_nodes`` lands on the running nodes; ``NoExecute``
+  evicts the pods that do not tolerate it, ``NoSchedule`` keeps every new pod of the live version (scale-out, a
+  restarted or rescheduled pod) off the pool (ACK "Manage node labels and taints": effects table; Kubernetes
+  "Taints and Tolerations"). ``PreferNoSchedule`` is soft and a removed taint only lets more pods in: neither
+  disrupts.
+* ``kubernetes_config.labels``: a label removed or given another value on the running nodes (``update_nodes``:
+  "Specifies whether to synchronously update node labels and taints", ModifyClusterNodePool) no longer matches
+  the live pods' node selector, so their new replicas cannot be placed on the pool (a running pod stays:
+  ``requiredDuringSchedulingIgnoredDuringExecution``). A label added does not disrupt.
+* ``auto_scaling.max_instances`` lowered: it caps the live version's scale-out, and below the pool's current
+  nodes ESS removes instances at once (ESS ModifyScalingGroup: "If you modify MaxSize, and the number of
+  instances exceeds the new MaxSize, Auto Scaling automatically removes instances"; the SDK's
+  ``min_instances`` doc: "Set the maximum number of instances to a value that is not less than the current number
+  of nodes in the node pool. Otherwise, nodes in the node pool are scaled in").
+* Not disruptive: ``min_instances`` (raised: ESS adds instances; lowered: nodes leave only through the
+  autoscaler's usual scale-in), and every ``scaling_group`` field (instance types, vSwitches, billing and spot
+  settings, disks, security groups, key pair): they shape the instances ESS creates from then on, and running
+  instances keep theirs (the SDK on ``deployment_set_id``: "takes effect only for new nodes. ... existing nodes
+  is not changed"; ACK "Create and manage node pools", Edit).
 * A field the spec sets but ACK does not report is "unknown": not treated as drift, logged as a warning.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Collection
 from typing import Any
 
 from prefect import task
@@ -248,8 +273,63 @@ def render_modify_request(desired: dict[str, Any], drift: NodePoolDrift) -> dict
     return body
 
 
+class Disruption(BaseModel):
+    """A change to a pool that a live version runs on, and what it would do to that version."""
+
+    model_config = ConfigDict(frozen=True)
+
+    field: str
+    actual: Any
+    desired: Any
+    why: str
+
+
+def disruptive_changes(drift: NodePoolDrift, nodes: int) -> list[Disruption]:
+    """Which of ``drift``'s in-place changes would move, evict or hold back pods already on the pool (of
+    ``nodes`` nodes now); see the module doc for the rules and their sources."""
+    out: list[Disruption] = []
+    for c in drift.mutable:
+        why = ""
+        if c.field == "auto_scaling.max_instances" and c.desired < c.actual:
+            why = "lowered: caps how far the live version scales out"
+            if c.desired < nodes:
+                why += f"; below the pool's {nodes} nodes, ESS removes instances at once"
+        elif c.field == "kubernetes_config.labels":
+            have, want = c.actual or {}, c.desired or {}
+            gone = sorted(k for k in have if k not in want or want[k] != have[k])
+            if gone:
+                why = (f"label(s) {', '.join(gone)} removed or changed on the running nodes: the live version's "
+                       "pods select the pool by its labels, its new replicas would not be placed")
+        elif c.field == "kubernetes_config.taints":
+            added = [t for t in c.desired or [] if t not in (c.actual or []) and not t.endswith(":PreferNoSchedule")]
+            evict = [t for t in added if t.endswith(":NoExecute")]
+            if evict:
+                why = f"taint(s) {', '.join(evict)} on the running nodes evict the live version's pods"
+            elif added:
+                why = (f"taint(s) {', '.join(added)} on the running nodes keep the live version's new replicas "
+                       "off the pool")
+        if why:
+            out.append(Disruption(field=c.field, actual=c.actual, desired=c.desired, why=why))
+    return out
+
+
 class NodePoolDriftError(ValueError):
     """The pool exists with settings that cannot be changed in place."""
+
+
+class NodePoolInUseError(NodePoolDriftError):
+    """The spec would change the pool a live version runs on in a way that disrupts that version."""
+
+
+def in_use_error_message(name: str, nodepool_id: str, disruptions: list[Disruption]) -> str:
+    lines = [
+        f"node pool {name!r} ({nodepool_id}) runs the live version, and the spec changes it in ways that would "
+        "disrupt that version:",
+        *(f"  {d.field}: {d.actual!r} -> {d.desired!r}: {d.why}" for d in disruptions),
+        "Nothing was changed. Keep these fields as the pool has them while a version serves from it, or deploy "
+        "to a new pool (node_pool.name) and let the rollout move the service there.",
+    ]
+    return "\n".join(lines)
 
 
 class NodePoolFailedError(RuntimeError):
@@ -411,6 +491,28 @@ def _result(
     )
 
 
+def _refuse_disruption(name: str, pool: NodePool, drift: NodePoolDrift, in_use: bool) -> None:
+    if not in_use:
+        return
+    disruptions = disruptive_changes(drift, pool.status.total_nodes)
+    if disruptions:
+        raise NodePoolInUseError(in_use_error_message(name, pool.nodepool_id, disruptions))
+
+
+@task(name="pool-under-live", cache_policy=NO_CACHE)
+def refuse_disruptive_change(spec: NodePoolSpec, credentials: AlibabaCloudCredentials, cluster_id: str,
+                             live_nodepool_ids: Collection[str]) -> None:
+    """Before the run changes anything (the model upload included): raise :class:`NodePoolInUseError` if the
+    spec's pool runs the live version and the spec would change it disruptively. One read
+    (DescribeClusterNodePools); :func:`ensure_node_pool` checks again before it modifies."""
+    if not live_nodepool_ids:
+        return
+    pool = AckApi(credentials, cluster_id).find_node_pool(spec.name)
+    if pool is not None and pool.state != "deleting":
+        _refuse_disruption(spec.name, pool, diff_node_pool(render_create_nodepool_request(spec), pool),
+                           pool.nodepool_id in live_nodepool_ids)
+
+
 @task(name="ensure_node_pool", cache_policy=NO_CACHE)
 def ensure_node_pool(
     spec: NodePoolSpec,
@@ -419,9 +521,13 @@ def ensure_node_pool(
     timeout: float = 1800.0,
     poll_interval: float = 1.0,
     max_poll_interval: float = 15.0,
+    live_nodepool_ids: Collection[str] = (),
 ) -> NodePoolResult:
     """Find the pool by name, create it if missing (or update it in place / refuse, see the drift policy), and
-    wait until ACK reports it ``active``. Idempotent: a second run with the same spec changes nothing."""
+    wait until ACK reports it ``active``. Idempotent: a second run with the same spec changes nothing.
+
+    ``live_nodepool_ids``: the pools the live version's pods run on (:func:`tasks.live.live_usage`, read under the
+    service lock); on one of those, a disruptive change is refused (:func:`disruptive_changes`)."""
     logger = run_logger()
     api = AckApi(credentials, cluster_id)
     body = render_create_nodepool_request(spec)
@@ -476,12 +582,18 @@ def ensure_node_pool(
             )
         if drift.immutable:
             raise NodePoolDriftError(drift_error_message(spec.name, nodepool_id, drift))
+        in_use = nodepool_id in live_nodepool_ids
+        _refuse_disruption(spec.name, pool, drift, in_use)
         if drift.mutable:
             # Modify a settled pool: wait out a running scale or update first.
             pool = wait_node_pool_active(api, nodepool_id, **waits)
             drift = diff_node_pool(body, pool)
             if drift.immutable:
                 raise NodePoolDriftError(drift_error_message(spec.name, nodepool_id, drift))
+            _refuse_disruption(spec.name, pool, drift, in_use)
+            if in_use:
+                logger.info("node pool %r (%s) runs the live version: applying only changes that leave its pods "
+                            "in place", spec.name, nodepool_id)
             for c in drift.mutable:
                 logger.info(
                     "node pool %r drift: %s is %r, updating to %r", spec.name, c.field, c.actual, c.desired

@@ -4,6 +4,11 @@ Every version is an arena release of the same serving name (label ``servingName`
 ``<name>-<version>-tensorflow-serving``, a model-config ConfigMap ``<fullname>-cm`` and an HPA ``<release>-hpa``.
 Live services are sacred: nothing here deletes or scales the version the main Ingress routes to, and each function
 re-reads the main Ingress before it acts.
+
+One run at a time changes a service (the service lock, clients/lease.py). Every function that scales a version to
+zero or deletes anything takes ``still_held``, a callable that raises when the run has lost its lock (the flow
+passes ``LeaseLock.check``), and calls it immediately before each such step: a run that lost its lock while it
+drained or waited stops before it deletes what another run may be rolling out now.
 """
 
 from __future__ import annotations
@@ -34,6 +39,12 @@ HISTORY = "elastic-inference/release-history"
 ``[{"version", "service", "at"}, ...]``. Written with every change of its backend (in the same update), so
 ``rollback`` goes back to the release that served before the live one, as recorded, never guessed."""
 HISTORY_LIMIT = 20
+
+StillHeld = Callable[[], None]
+
+
+def unguarded() -> None:
+    """``still_held`` for a caller that holds no service lock (tests of one step): never raises."""
 
 
 class Version(BaseModel):
@@ -74,12 +85,17 @@ def hpas_targeting(kube: KubeClients, namespace: str, deployment: str) -> list[s
             if ((h.get("spec") or {}).get("scaleTargetRef") or {}).get("name") == deployment]
 
 
-def _delete_release(kube: KubeClients, namespace: str, deployment: str, protected: str | None) -> list[str]:
+def _delete_release(kube: KubeClients, namespace: str, deployment: str, protected: str | None,
+                    still_held: StillHeld) -> list[str]:
     if deployment == protected:
         raise RuntimeError(f"refusing to delete {deployment}: the main Ingress routes to it")
-    gone = [f"HorizontalPodAutoscaler {h}" for h in hpas_targeting(kube, namespace, deployment)
-            if kube.delete("HorizontalPodAutoscaler", h, namespace) == "deleted"]
+    gone = []
+    for h in hpas_targeting(kube, namespace, deployment):
+        still_held()
+        if kube.delete("HorizontalPodAutoscaler", h, namespace) == "deleted":
+            gone.append(f"HorizontalPodAutoscaler {h}")
     for kind, name in Version(version="", deployment=deployment, created="", replicas=0).release_objects:
+        still_held()
         if kube.delete(kind, name, namespace, "Foreground" if kind == "Deployment" else "Background") == "deleted":
             gone.append(f"{kind} {name}")
     return gone
@@ -87,7 +103,7 @@ def _delete_release(kube: KubeClients, namespace: str, deployment: str, protecte
 
 @task(name="roll-back", cache_policy=NO_CACHE)
 def remove_canary(kube: KubeClients, spec: DeploySpec, deployment: str | None = None,
-                  drain_s: float | None = None) -> list[str]:
+                  drain_s: float | None = None, *, still_held: StillHeld = unguarded) -> list[str]:
     """Send no user traffic to the new version and remove it: the canary Ingress first, then, after the drain
     (``rollout.drain_seconds``, or ``drain_s``: nginx applies an Ingress change on its next sync, and requests
     in flight finish), its HPA, Service, Deployment and ConfigMap (``deployment``: another version's release, for
@@ -96,12 +112,13 @@ def remove_canary(kube: KubeClients, spec: DeploySpec, deployment: str | None = 
     target = spec.names.deployment if deployment is None else deployment
     protected = routed_service(kube, spec)
     removed = []
+    still_held()
     if kube.delete("Ingress", spec.names.canary_ingress, ns) == "deleted":
         removed.append(f"Ingress {spec.names.canary_ingress}")
         if target and target != protected:
             drain(spec, drain_s, f"before removing {target}: user traffic left it with the canary Ingress")
     if target and target != protected:
-        removed += _delete_release(kube, ns, target, protected)
+        removed += _delete_release(kube, ns, target, protected, still_held)
     run_logger().info("rolled back %s: removed %s", target, ", ".join(removed) or "nothing (already gone)")
     return removed
 
@@ -199,44 +216,49 @@ class Promotion(BaseModel):
 
 @task(name="promote", cache_policy=NO_CACHE)
 def promote(kube: KubeClients, spec: DeploySpec, live: LiveVersion, drain_s: float | None = None,
-            retire_previous: bool = True) -> Promotion:
+            retire_previous: bool = True, *, still_held: StillHeld = unguarded) -> Promotion:
     """The new version becomes the live one: its HPA on its own route, the main Ingress to its Service, the canary
     Ingress removed; then (``retire_previous``) the previous version's HPAs removed and, after ``drain_s``
     seconds for requests in flight, its Deployment scaled to zero; releases beyond ``rollout.keep_versions``
     deleted."""
     ns = spec.names.namespace
     logger = run_logger()
+    still_held()
     kube.apply(render_hpa(spec))  # on its own route: the main route once the Ingress points at it
     switch_main(kube, spec, live, spec.names.service)
+    still_held()
     kube.delete("Ingress", spec.names.canary_ingress, ns)
     logger.info("promoted %s: the main Ingress %s routes to %s", spec.serving.version, live.ingress,
                 spec.names.service)
     if not retire_previous:
         return Promotion(previous=live.service, retired_hpas=[], scaled_to_zero="", pruned=[])
-    return retire(kube, spec, live.service, drain_s)
+    return retire(kube, spec, live.service, drain_s, still_held=still_held)
 
 
-def retire(kube: KubeClients, spec: DeploySpec, previous: str, drain_s: float | None = None) -> Promotion:
+def retire(kube: KubeClients, spec: DeploySpec, previous: str, drain_s: float | None = None, *,
+           still_held: StillHeld = unguarded) -> Promotion:
     """The previous version stops serving: its HPAs go, its replicas drain and go to zero; old releases pruned."""
     ns = spec.names.namespace
     if routed_service(kube, spec) == previous:
         raise RuntimeError(f"refusing to retire {previous}: the main Ingress still routes to it")
     hpas = hpas_targeting(kube, ns, previous)
     for h in hpas:
+        still_held()
         kube.delete("HorizontalPodAutoscaler", h, ns)
     drain(spec, drain_s, f"before scaling {previous} to zero: user traffic left it")
+    still_held()  # the drain may have outlasted the lock: scale to zero only while this run still holds it
     try:
         kube.scale(previous, ns, 0)
     except KubeApiError as exc:
         if not exc.not_found:
             raise
-    pruned = prune(kube, spec)
+    pruned = prune(kube, spec, still_held=still_held)
     run_logger().info("retired %s (HPA %s removed, scaled to zero); pruned %s", previous, ", ".join(hpas) or "-",
                       ", ".join(pruned) or "nothing")
     return Promotion(previous=previous, retired_hpas=hpas, scaled_to_zero=previous, pruned=pruned)
 
 
-def prune(kube: KubeClients, spec: DeploySpec) -> list[str]:
+def prune(kube: KubeClients, spec: DeploySpec, *, still_held: StillHeld = unguarded) -> list[str]:
     """Delete the oldest releases beyond ``rollout.keep_versions`` (the routed one always kept)."""
     ns = spec.names.namespace
     routed = routed_service(kube, spec)
@@ -245,13 +267,14 @@ def prune(kube: KubeClients, spec: DeploySpec) -> list[str]:
     doomed = versions[: max(0, len(versions) - keep_others)]
     out: list[str] = []
     for v in doomed:
-        out += _delete_release(kube, ns, v.deployment, routed)
+        out += _delete_release(kube, ns, v.deployment, routed, still_held)
     return out
 
 
 
 @task(name="hold-replicas", cache_policy=NO_CACHE)
-def hold_replicas(kube: KubeClients, spec: DeploySpec, deployment: str) -> list[dict[str, Any]]:
+def hold_replicas(kube: KubeClients, spec: DeploySpec, deployment: str, *,
+                  still_held: StillHeld = unguarded) -> list[dict[str, Any]]:
     """Keep ``deployment`` at its replicas: its HPAs are removed (an HPA whose route no longer gets traffic would
     scale it down) and returned as manifests, to be re-created by :func:`restore`."""
     ns = spec.names.namespace
@@ -262,19 +285,21 @@ def hold_replicas(kube: KubeClients, spec: DeploySpec, deployment: str) -> list[
         saved.append({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
                       "metadata": {"name": name, "namespace": ns, "labels": meta.get("labels") or {}},
                       "spec": obj.get("spec") or {}})
+        still_held()
         kube.delete("HorizontalPodAutoscaler", name, ns)
     return saved
 
 
 def restore(kube: KubeClients, spec: DeploySpec, live: LiveVersion, hpas: list[dict[str, Any]],
-            drain_s: float | None = None) -> list[str]:
+            drain_s: float | None = None, *, still_held: StillHeld = unguarded) -> list[str]:
     """Blue-green switched back: the main Ingress to the previous version (kept at its replicas), its HPAs
     re-created, then, after the drain, the new version removed."""
+    still_held()
     switch_main(kube, spec, live, live.service, live.serving_version or "")
     for manifest in hpas:
         kube.apply(manifest)
     drain(spec, drain_s, f"before removing {spec.names.deployment}: user traffic went back to {live.service}")
-    return remove_canary.fn(kube, spec, drain_s=0)
+    return remove_canary.fn(kube, spec, drain_s=0, still_held=still_held)
 
 
 def _canary_backend(kube: KubeClients, spec: DeploySpec) -> str | None:
@@ -290,7 +315,8 @@ def _canary_backend(kube: KubeClients, spec: DeploySpec) -> str | None:
 
 
 @task(name="recover", cache_policy=NO_CACHE)
-def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True) -> list[str]:
+def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True, *,
+            still_held: StillHeld = unguarded) -> list[str]:
     """Finish or undo what a run that died mid-rollout left, before this run changes anything:
 
     - a canary Ingress for another version: that rollout never promoted; its canary is removed (the version the
@@ -308,7 +334,7 @@ def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True) -> lis
     if interrupted:
         logger.warning("the rollout of %s (run %s) was interrupted at %s, %d%% of user traffic on it",
                        state.release, state.run or "unknown", state.stage, state.weight)
-    done += _recover(kube, spec, own_canary)
+    done += _recover(kube, spec, own_canary, still_held)
     if interrupted:
         save_state(kube, spec, state.model_copy(update={
             "phase": Phase.FAILED, "decision": "interrupted",
@@ -316,7 +342,7 @@ def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True) -> lis
     return done
 
 
-def _recover(kube: KubeClients, spec: DeploySpec, own_canary: bool) -> list[str]:
+def _recover(kube: KubeClients, spec: DeploySpec, own_canary: bool, still_held: StillHeld) -> list[str]:
     logger = run_logger()
     done: list[str] = []
     ns = spec.names.namespace
@@ -325,7 +351,8 @@ def _recover(kube: KubeClients, spec: DeploySpec, own_canary: bool) -> list[str]
     mine = spec.names.deployment if own_canary else None
     if backend is not None and backend != mine:
         logger.warning("an earlier run left a canary for %s: undoing that rollout", backend or "(no Service)")
-        done += remove_canary.fn(kube, spec, deployment=backend)  # "" (no Service): only the Ingress goes
+        # "" (no Service): only the Ingress goes
+        done += remove_canary.fn(kube, spec, deployment=backend, still_held=still_held)
     if routed is None:
         return done
     for v in list_versions(kube, spec):
@@ -334,6 +361,6 @@ def _recover(kube: KubeClients, spec: DeploySpec, own_canary: bool) -> list[str]
         if not v.replicas and not hpas_targeting(kube, ns, v.deployment):
             continue
         logger.warning("%s still runs though the main Ingress routes to %s: retiring it", v.deployment, routed)
-        retire(kube, spec, v.deployment, drain_s=0)
+        retire(kube, spec, v.deployment, drain_s=0, still_held=still_held)
         done.append(f"retired {v.deployment}")
     return done

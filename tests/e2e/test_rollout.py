@@ -289,11 +289,11 @@ def test_a_second_run_fails_clearly_a_killed_rollout_is_recovered_and_the_pool_s
 ) -> None:
     """Under constant user load: a rollout (v2) run by the CLI in a process of its own is at its first canary step
     when a second run (v4) for the same service fails at once, naming the lease's holder and changing nothing; the
-    first run is then killed (SIGKILL, mid-step); the next run (v4) waits out the dead run's lease, undoes its
-    canary, rolls v4 out and promotes it. No user request fails throughout, and once v1 is retired the pool gives
-    back the nodes it no longer needs."""
+    first run is then killed (SIGKILL, mid-step); the next run (v4) waits out the dead run's lease (until it has
+    seen it unchanged for its 60 s), undoes its canary, rolls v4 out and promotes it. No user request fails
+    throughout, and once v1 is retired the pool gives back the nodes it no longer needs."""
     import flows.deploy
-    from clients.lease import LeaseHeld
+    from clients.lease import LeaseHeld, rollout_lease_name
     from flows.deploy import deploy
 
     V4 = 1623831600
@@ -349,7 +349,8 @@ def test_a_second_run_fails_clearly_a_killed_rollout_is_recovered_and_the_pool_s
             assert run.poll() is None, (tmp_path / "v2.log").read_text()[-3000:]
 
             monkeypatch.setattr(flows.deploy, "SERVICE_LOCK_WAIT_S", 3.0)
-            with pytest.raises(LeaseHeld, match=r"another run holds the lease .*e2e-kill-rollout"):
+            lease = rollout_lease_name(v4.ingress.host, v4.ingress.path)  # by host and path, not serving name
+            with pytest.raises(LeaseHeld, match=rf"another run holds the lease {ns}/{lease} "):
                 deploy(spec=v4, cluster_block=block, reports_dir=str(tmp_path / "k4a"))
             assert canary() == (v2.names.service, "50") and routed() == v1.names.service  # nothing changed
             monkeypatch.undo()

@@ -101,7 +101,7 @@ def test_releases_beyond_keep_versions_are_pruned_oldest_first(kube, ns, sandbox
 
 
 def test_a_run_that_lost_its_lease_leaves_its_canary_to_the_next_run_and_any_other_failure_rolls_back(
-        kube, ns, sandbox_info):
+        kube, ns, sandbox_info, prefect_api):  # roll_back runs remove_canary as a task: on the session server
     from clients.lease import LeaseLost
     from flows.rollout import RolloutFailed, rolled_back_on_failure
 
@@ -144,3 +144,70 @@ def test_a_blue_green_run_that_died_in_its_bake_has_the_held_version_retired_by_
     assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] == 0
     assert routed_service(kube, v1) == v2.names.service and objects(kube, v2) == ALL
     assert recover.fn(kube, v2) == []
+
+
+def test_a_run_that_loses_its_lease_in_the_drain_does_not_scale_the_previous_version_to_zero(kube, ns, sandbox_info):
+    """The lock is asked immediately before each destructive step: a run whose lease is taken while it drains the
+    previous version (a long drain over a WAN is where a lease runs out) stops before scaling it to zero or pruning;
+    without that check, the old version went to zero under a run that no longer held the service."""
+    import threading
+    from datetime import UTC, datetime
+
+    from polling import wait_for
+
+    from clients.lease import MICROTIME, LeaseLost, acquire
+
+    v1, v2 = spec(sandbox_info, ns, "v1"), spec(sandbox_info, ns, "v2")
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    kube.apply(render_canary_ingress(v2, 50))
+    live = find_live_version.fn(kube, v1)
+    assert live is not None
+    replicas = kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"]
+    assert replicas > 0
+
+    def take_over_once_draining() -> None:  # another run takes the lease while this one drains v1
+        wait_for(lambda: kube.get("HorizontalPodAutoscaler", v1.names.hpa, ns) is None, "v1's HPA removed")
+        lease = kube.get("Lease", "svc-rollout", ns)
+        lease["spec"].update(holderIdentity="run-b", renewTime=datetime.now(UTC).strftime(MICROTIME))
+        kube.replace(lease)
+
+    intruder = threading.Thread(target=take_over_once_draining, daemon=True)
+    with acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=30, renew_s=0.2) as lock:
+        intruder.start()
+        with pytest.raises(LeaseLost, match="taken over by run-b"):
+            promote.fn(kube, v2, live, drain_s=6, still_held=lock.check)
+    intruder.join(10)
+    assert routed_service(kube, v1) == v2.names.service  # the switch happened while it held the lease
+    assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] == replicas  # not scaled to zero
+    assert objects(kube, v1) == {**ALL, "HorizontalPodAutoscaler": False}
+
+
+def test_a_roll_back_after_the_lease_is_lost_deletes_nothing(kube, ns, sandbox_info, prefect_api):
+    """A failure after the lease was lost (say, the API error that also kept the renewals from landing) does not
+    roll back: the deletion is refused by the lock check, and the canary is left to the next run's recovery."""
+    from datetime import UTC, datetime
+
+    from polling import wait_for
+
+    from clients.lease import MICROTIME, LeaseLost, acquire
+    from flows.rollout import rolled_back_on_failure
+
+    v1, v2 = spec(sandbox_info, ns, "v1"), spec(sandbox_info, ns, "v2")
+    release(kube, v1)
+    kube.apply(render_ingress(v1))
+    release(kube, v2)
+    kube.apply(render_canary_ingress(v2, 30))
+    live = find_live_version.fn(kube, v1)
+    assert live is not None
+    with acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=30, renew_s=0.2) as lock:
+        lease = kube.get("Lease", "svc-rollout", ns)
+        lease["spec"].update(holderIdentity="run-b", renewTime=datetime.now(UTC).strftime(MICROTIME))
+        kube.replace(lease)
+        wait_for(lambda: lock.lost, "the renewal to notice the new holder")
+        with pytest.raises(LeaseLost), rolled_back_on_failure(kube, v2, live, still_held=lock.check) as stage:
+            stage("traffic shift")
+            raise RuntimeError("the step's analysis failed")
+    assert kube.get("Ingress", v2.names.canary_ingress, ns) is not None and objects(kube, v2) == ALL
+    assert objects(kube, v1) == ALL and routed_service(kube, v1) == v1.names.service
