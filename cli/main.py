@@ -76,6 +76,17 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     return wrapper
 
+
+def _check_speed(speed: float) -> None:
+    """Refuse a --speed the sandbox clock cannot run at (inf, nan, 1e308, <= 0) before anything starts."""
+    from sandbox.clock import check_speed
+
+    try:
+        check_speed(speed)
+    except ValueError as e:
+        raise typer.BadParameter(str(e), param_hint="--speed") from None
+
+
 DirOpt = Annotated[Path, typer.Option("--dir", help="Sandbox state directory")]
 
 
@@ -100,8 +111,7 @@ def sandbox_up(
     if save_blocks is None:
         save_blocks = bool(os.environ.get("PREFECT_API_URL"))
 
-    if speed <= 0:
-        raise typer.BadParameter("must be > 0", param_hint="--speed")
+    _check_speed(speed)
     if (pid := running_pid(dir)) is not None:
         console.print(f"[yellow]a sandbox is already running in {dir} (pid {pid})[/]")
         raise typer.Exit(1)
@@ -215,6 +225,7 @@ def demo(
     """Start a sandbox, run the whole deploy flow on it, print what happened, stop the sandbox."""
     from .demo import DEFAULT_SPEC, run_demo, run_rollout_demo
 
+    _check_speed(speed)
     if rollout:
         if model is not None:
             raise typer.BadParameter("--rollout uses its own three-version demo model", param_hint="--model")
