@@ -28,6 +28,7 @@ import secrets
 from typing import Any
 
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
@@ -182,5 +183,12 @@ class AdminService(Service):
         return JSONResponse({"reclaimed": ids})
 
     def app(self) -> Any:
+        async def http_error(request: Request, exc: Exception) -> JSONResponse:
+            # routing answers (404 unknown path, 405 wrong method) in this endpoint's own {"error"} shape
+            code = getattr(exc, "status_code", 400)
+            return JSONResponse({"error": str(getattr(exc, "detail", "")) or "bad request"}, code,
+                                headers=getattr(exc, "headers", None))
+
         return Starlette(routes=[Route("/faults", self._faults, methods=["GET", "PUT"]),
-                                 Route("/reclaim", self._reclaim, methods=["POST"])])
+                                 Route("/reclaim", self._reclaim, methods=["POST"])],
+                         exception_handlers={HTTPException: http_error})
