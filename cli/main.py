@@ -112,6 +112,13 @@ def sandbox_up(
         save_blocks = bool(os.environ.get("PREFECT_API_URL"))
 
     _check_speed(speed)
+    if faults is not None:
+        from sandbox.faults import load_file
+
+        try:
+            load_file(faults)  # the whole reason in one line, before anything starts
+        except ValueError as e:
+            raise typer.BadParameter(str(e), param_hint="--faults") from None
     if (pid := running_pid(dir)) is not None:
         console.print(f"[yellow]a sandbox is already running in {dir} (pid {pid})[/]")
         raise typer.Exit(1)
@@ -374,7 +381,7 @@ def _key_values(values: list[str] | None, option: str) -> dict[str, str]:
 @user_errors
 def registry_webhook(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8787,
+    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8787,
     secret_env: Annotated[
         str, typer.Option(help="Environment variable holding the webhook secret (never pass it as an argument)")
     ] = "MLFLOW_WEBHOOK_SECRET",
@@ -407,7 +414,13 @@ def registry_webhook(
 
     from pydantic import ValidationError
 
-    from receivers.registry_webhook import ReceiverConfig, prefect_settings, secret_from_env, serve
+    from receivers.registry_webhook import (
+        ReceiverConfig,
+        ReplayGuard,
+        prefect_settings,
+        secret_from_env,
+        serve,
+    )
 
     api_url, api_key, auth_string = prefect_settings()
     if not api_url:
@@ -426,8 +439,12 @@ def registry_webhook(
         )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    try:
+        guard = ReplayGuard(config.replay_ttl, config.replay_file)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--replay-file") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    serve(config, host=host, port=port)
+    serve(config, host=host, port=port, replay=guard)
 
 
 @app.command("emit-model-event")
