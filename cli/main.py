@@ -77,6 +77,12 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
     return wrapper
 
 
+def _refuse(option: str, reason: str) -> typer.Exit:
+    """One line naming the option and what is wrong with it (exit 2, as usage errors do); raise what it returns."""
+    err_console.print(f"error: {option}: {' '.join(reason.split())}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
 def _check_speed(speed: float) -> None:
     """Refuse a --speed the sandbox clock cannot run at (inf, nan, 1e308, <= 0) before anything starts."""
     from sandbox.clock import check_speed
@@ -84,7 +90,7 @@ def _check_speed(speed: float) -> None:
     try:
         check_speed(speed)
     except ValueError as e:
-        raise typer.BadParameter(str(e), param_hint="--speed") from None
+        raise _refuse("--speed", str(e)) from None
 
 
 DirOpt = Annotated[Path, typer.Option("--dir", help="Sandbox state directory")]
@@ -118,7 +124,7 @@ def sandbox_up(
         try:
             load_file(faults)  # the whole reason in one line, before anything starts
         except ValueError as e:
-            raise typer.BadParameter(str(e), param_hint="--faults") from None
+            raise _refuse("--faults", str(e)) from None
     if (pid := running_pid(dir)) is not None:
         console.print(f"[yellow]a sandbox is already running in {dir} (pid {pid})[/]")
         raise typer.Exit(1)
@@ -442,7 +448,7 @@ def registry_webhook(
     try:
         guard = ReplayGuard(config.replay_ttl, config.replay_file)
     except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--replay-file") from None
+        raise _refuse("--replay-file", str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     serve(config, host=host, port=port, replay=guard)
 

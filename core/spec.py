@@ -846,6 +846,12 @@ def read_spec_data(path: Path) -> Any:
             data = load_yaml(text)
     except RecursionError:
         raise SpecError(f"{path}: not valid {kind}: nested deeper than {SPEC_MAX_DEPTH} levels") from None
+    except yaml.MarkedYAMLError as exc:
+        # the problem and where, without PyYAML's snippet of the file (which would echo its lines back)
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        detail = " ".join(str(exc.problem or exc.context or "malformed").split())
+        raise SpecError(f"{path}: not valid {kind}: {detail[:200]}{where}") from None
     except (ValueError, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())
         raise SpecError(f"{path}: not valid {kind}: {detail[:300]}") from None
@@ -1354,6 +1360,12 @@ class DeploySpec(_Model):
             raise SpecError(f"{path}: the spec is empty; give at least the groups that differ from the defaults")
         if not isinstance(data, dict):
             raise SpecError(f"{path}: the spec must be a mapping at the top level, not a {type(data).__name__}")
+        groups = set(cls.model_fields)
+        if not any(isinstance(k, str) and k in groups for k in data):
+            # A file that is no deploy spec at all (a config file behind a symlink, say): say so without echoing
+            # its keys, which would print its lines back
+            raise SpecError(f"{path}: not a deploy spec: none of its {len(data)} top-level keys is a spec group "
+                            f"({', '.join(sorted(groups))})")
         # Relative local paths are relative to the spec file's folder, not to the working directory.
         base = path.parent
         for group, key in (("model", "local_dir"), ("load_test", "payload_file")):
