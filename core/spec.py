@@ -805,14 +805,16 @@ def _json_depth_ok(data: Any) -> bool:
 
 
 def read_small_file(path: Path, limit: int) -> bytes:
-    """At most ``limit + 1`` bytes of a regular file (the caller refuses more).
+    """At most ``limit + 1`` bytes of a file (the caller refuses more).
 
-    Opened without blocking and checked to be a regular file before a byte is read: a FIFO would block the open
-    until a writer comes, and /dev/zero or a socket never ends. OSError (with a strerror) for anything else.
+    Opened without blocking and checked before a byte is read: a FIFO would block the open until a writer comes
+    and then hang the read, so only regular files and character devices are read (/dev/zero is read up to the
+    bound and refused as too large). OSError (with a strerror) for anything else.
     """
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
             raise OSError(errno.EINVAL, "not a regular file")
         os.set_blocking(fd, True)
         chunks, size = [], 0
