@@ -15,6 +15,7 @@ import pytest
 import requests
 import urllib3
 import yaml
+from hostile_tally import record  # tests/hostile_tally.py
 from typer.testing import CliRunner
 
 from cli.main import app
@@ -31,6 +32,8 @@ def test_the_cli_refuses_a_speed_the_clock_cannot_run_at(tmp_path: Path, command
     for speed in BAD_SPEEDS:
         state = tmp_path / "sb"
         result = CliRunner().invoke(app, [*command, "--dir", str(state), "--speed", speed])
+        record("CLI", "--speed", 400 if result.exit_code == 2 else 500, traceback="Traceback" in result.output,
+               state_left=state.exists())
         assert result.exit_code == 2, (speed, result.output)
         assert "--speed" in result.output and "Traceback" not in result.output, result.output
         assert not state.exists(), speed  # nothing created, nothing persisted
