@@ -76,6 +76,23 @@ def user_errors(command: Callable[..., Any]) -> Callable[..., Any]:
 
     return wrapper
 
+
+def _refuse(option: str, reason: str) -> typer.Exit:
+    """One line naming the option and what is wrong with it (exit 2, as usage errors do); raise what it returns."""
+    err_console.print(f"error: {option}: {' '.join(reason.split())}", markup=False, highlight=False, soft_wrap=True)
+    return typer.Exit(2)
+
+
+def _check_speed(speed: float) -> None:
+    """Refuse a --speed the sandbox clock cannot run at (inf, nan, 1e308, <= 0) before anything starts."""
+    from sandbox.clock import check_speed
+
+    try:
+        check_speed(speed)
+    except ValueError as e:
+        raise _refuse("--speed", str(e)) from None
+
+
 DirOpt = Annotated[Path, typer.Option("--dir", help="Sandbox state directory")]
 
 
@@ -100,8 +117,14 @@ def sandbox_up(
     if save_blocks is None:
         save_blocks = bool(os.environ.get("PREFECT_API_URL"))
 
-    if speed <= 0:
-        raise typer.BadParameter("must be > 0", param_hint="--speed")
+    _check_speed(speed)
+    if faults is not None:
+        from sandbox.faults import load_file
+
+        try:
+            load_file(faults)  # the whole reason in one line, before anything starts
+        except ValueError as e:
+            raise _refuse("--faults", str(e)) from None
     if (pid := running_pid(dir)) is not None:
         console.print(f"[yellow]a sandbox is already running in {dir} (pid {pid})[/]")
         raise typer.Exit(1)
@@ -215,6 +238,7 @@ def demo(
     """Start a sandbox, run the whole deploy flow on it, print what happened, stop the sandbox."""
     from .demo import DEFAULT_SPEC, run_demo, run_rollout_demo
 
+    _check_speed(speed)
     if rollout:
         if model is not None:
             raise typer.BadParameter("--rollout uses its own three-version demo model", param_hint="--model")
@@ -363,7 +387,7 @@ def _key_values(values: list[str] | None, option: str) -> dict[str, str]:
 @user_errors
 def registry_webhook(
     host: Annotated[str, typer.Option(help="Address to listen on")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on")] = 8787,
+    port: Annotated[int, typer.Option(help="Port to listen on", min=1, max=65535)] = 8787,
     secret_env: Annotated[
         str, typer.Option(help="Environment variable holding the webhook secret (never pass it as an argument)")
     ] = "MLFLOW_WEBHOOK_SECRET",
@@ -396,7 +420,13 @@ def registry_webhook(
 
     from pydantic import ValidationError
 
-    from receivers.registry_webhook import ReceiverConfig, prefect_settings, secret_from_env, serve
+    from receivers.registry_webhook import (
+        ReceiverConfig,
+        ReplayGuard,
+        prefect_settings,
+        secret_from_env,
+        serve,
+    )
 
     api_url, api_key, auth_string = prefect_settings()
     if not api_url:
@@ -415,8 +445,12 @@ def registry_webhook(
         )
     except ValidationError as exc:
         raise typer.BadParameter(str(exc)) from None
+    try:
+        guard = ReplayGuard(config.replay_ttl, config.replay_file)
+    except ValueError as exc:
+        raise _refuse("--replay-file", str(exc)) from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    serve(config, host=host, port=port)
+    serve(config, host=host, port=port, replay=guard)
 
 
 @app.command("emit-model-event")

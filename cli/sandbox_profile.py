@@ -11,15 +11,36 @@ from pathlib import Path
 from typing import Any
 
 from blocks import AckCluster, AlibabaCloudCredentials
+from core.spec import SpecError, read_small_file
 
 SANDBOX_BLOCK = "sandbox"
 
 
+class SandboxInfoError(SpecError):
+    """``sandbox.json`` is not what a sandbox writes (a user error: one line, exit 2)."""
+
+
+_REQUIRED = ("access_key_id", "access_key_secret", "region", "cs_endpoint", "oss_endpoint", "cluster_id")
+
+
 def read_sandbox_info(state_dir: Path | str = ".sandbox") -> dict[str, Any]:
+    """``sandbox.json``, checked to be what a sandbox writes: an object with the endpoint and credential strings;
+    SandboxInfoError naming the file and what is wrong otherwise (a file of another shape is not a sandbox's)."""
     path = Path(state_dir) / "sandbox.json"
     if not path.exists():
         raise FileNotFoundError(f"{path} not found: start the sandbox first (`elastic-inference sandbox up -d`)")
-    return json.loads(path.read_text())
+    try:
+        info = json.loads(read_small_file(path, 1024 * 1024))
+    except RecursionError:
+        raise SandboxInfoError(f"{path} is not a sandbox's sandbox.json: nested too deeply") from None
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise SandboxInfoError(f"{path} is not a sandbox's sandbox.json: not JSON ({type(exc).__name__})") from None
+    if not isinstance(info, dict):
+        raise SandboxInfoError(f"{path} is not a sandbox's sandbox.json: expected an object, got {type(info).__name__}")
+    bad = [k for k in _REQUIRED if not isinstance(info.get(k), str) or not info[k]]
+    if bad:
+        raise SandboxInfoError(f"{path} is not a sandbox's sandbox.json: {', '.join(bad)} missing or not a string")
+    return info
 
 
 def credentials_from_sandbox(info: dict[str, Any]) -> AlibabaCloudCredentials:

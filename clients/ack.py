@@ -43,6 +43,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -327,6 +328,10 @@ class AckApi:
         req.set_protocol_type(protocol_type.HTTPS if self.protocol == "https" else protocol_type.HTTP)
         req.set_method(method)
         req.set_accept_format("JSON")
+        # A fresh nonce per attempt (signed: every x-acs-* header is in the classic string to sign): the gateway
+        # refuses a reused one with SignatureNonceUsed, so a captured request cannot be replayed (Alibaba Cloud
+        # ROA "Signature Mechanism": x-acs-signature-nonce prevents network replay attacks).
+        req.add_header("x-acs-signature-nonce", uuid.uuid4().hex)
         for key, value in path.items():
             req.add_path_param(key, value)
         for key, value in query.items():

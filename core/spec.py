@@ -10,10 +10,13 @@ prefix the model is uploaded to, ...) is derived in :class:`DerivedNames`, never
 
 from __future__ import annotations
 
+import errno
 import functools
 import itertools
 import json
+import os
 import re
+import stat
 from datetime import UTC, datetime
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -720,19 +723,20 @@ class _BoundedLoader(yaml.SafeLoader):
     """PyYAML's SafeLoader with a nesting limit while composing (the composer recurses once per level)."""
 
     _depth = 0
+    max_depth = SPEC_MAX_DEPTH
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self._depth += 1
         try:
-            if self._depth > SPEC_MAX_DEPTH:
+            if self._depth > self.max_depth:
                 mark = self.peek_event().start_mark
-                raise yaml.YAMLError(f"nested deeper than {SPEC_MAX_DEPTH} levels (line {mark.line + 1})")
+                raise yaml.YAMLError(f"nested deeper than {self.max_depth} levels (line {mark.line + 1})")
             return super().compose_node(parent, index)
         finally:
             self._depth -= 1
 
 
-def _measure(root: yaml.Node) -> None:
+def _measure(root: yaml.Node, max_depth: int = SPEC_MAX_DEPTH, max_nodes: int = SPEC_MAX_NODES) -> None:
     """Refuse a node graph whose alias-expanded tree is too big or too deep, or that refers to itself.
 
     The composer shares a node between its anchor and every alias, so ten levels of ten aliases stay small in
@@ -759,10 +763,10 @@ def _measure(root: yaml.Node) -> None:
             kids = children(node)
             size[key] = 1 + sum(size[id(k)] for k in kids)
             depth[key] = 1 + max((depth[id(k)] for k in kids), default=0)
-            if size[key] > SPEC_MAX_NODES:
-                raise yaml.YAMLError(f"more than {SPEC_MAX_NODES} values once aliases are expanded (an alias bomb?)")
-            if depth[key] > SPEC_MAX_DEPTH:
-                raise yaml.YAMLError(f"nested deeper than {SPEC_MAX_DEPTH} levels once aliases are expanded")
+            if size[key] > max_nodes:
+                raise yaml.YAMLError(f"more than {max_nodes} values once aliases are expanded (an alias bomb?)")
+            if depth[key] > max_depth:
+                raise yaml.YAMLError(f"nested deeper than {max_depth} levels once aliases are expanded")
             continue
         if key in size:
             continue
@@ -773,14 +777,15 @@ def _measure(root: yaml.Node) -> None:
         stack.extend((k, False) for k in children(node) if id(k) not in size)
 
 
-def load_yaml(text: str) -> Any:
-    """``yaml.safe_load`` with the nesting and alias-expansion bounds above."""
+def load_yaml(text: str | bytes, max_depth: int = SPEC_MAX_DEPTH, max_nodes: int = SPEC_MAX_NODES) -> Any:
+    """``yaml.safe_load`` with bounds on nesting and on the size once aliases are expanded (yaml.YAMLError)."""
     loader = _BoundedLoader(text)
+    loader.max_depth = max_depth
     try:
         node = loader.get_single_node()
         if node is None:
             return None
-        _measure(node)
+        _measure(node, max_depth, max_nodes)
         return loader.construct_document(node)
     finally:
         loader.dispose()
@@ -799,12 +804,33 @@ def _json_depth_ok(data: Any) -> bool:
     return True
 
 
+def read_small_file(path: Path, limit: int) -> bytes:
+    """At most ``limit + 1`` bytes of a file (the caller refuses more).
+
+    Opened without blocking and checked before a byte is read: a FIFO would block the open until a writer comes
+    and then hang the read, so only regular files and character devices are read (/dev/zero is read up to the
+    bound and refused as too large). OSError (with a strerror) for anything else.
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    try:
+        mode = os.fstat(fd).st_mode
+        if not (stat.S_ISREG(mode) or stat.S_ISCHR(mode)):
+            raise OSError(errno.EINVAL, "not a regular file")
+        os.set_blocking(fd, True)
+        chunks, size = [], 0
+        while size <= limit and (chunk := os.read(fd, min(1 << 16, limit + 1 - size))):
+            chunks.append(chunk)
+            size += len(chunk)
+        return b"".join(chunks)
+    finally:
+        os.close(fd)
+
+
 def read_spec_data(path: Path) -> Any:
     """The parsed content of a spec file (YAML or JSON by suffix), bounded; SpecError for anything unreadable."""
     kind = "JSON" if path.suffix == ".json" else "YAML"
     try:
-        with path.open("rb") as f:
-            raw = f.read(SPEC_MAX_BYTES + 1)
+        raw = read_small_file(path, SPEC_MAX_BYTES)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read the spec: {exc.strerror or exc}") from None
     if len(raw) > SPEC_MAX_BYTES:
@@ -822,6 +848,12 @@ def read_spec_data(path: Path) -> Any:
             data = load_yaml(text)
     except RecursionError:
         raise SpecError(f"{path}: not valid {kind}: nested deeper than {SPEC_MAX_DEPTH} levels") from None
+    except yaml.MarkedYAMLError as exc:
+        # the problem and where, without PyYAML's snippet of the file (which would echo its lines back)
+        mark = exc.problem_mark or exc.context_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        detail = " ".join(str(exc.problem or exc.context or "malformed").split())
+        raise SpecError(f"{path}: not valid {kind}: {detail[:200]}{where}") from None
     except (ValueError, yaml.YAMLError) as exc:
         detail = " ".join(str(exc).split())
         raise SpecError(f"{path}: not valid {kind}: {detail[:300]}") from None
@@ -1330,6 +1362,12 @@ class DeploySpec(_Model):
             raise SpecError(f"{path}: the spec is empty; give at least the groups that differ from the defaults")
         if not isinstance(data, dict):
             raise SpecError(f"{path}: the spec must be a mapping at the top level, not a {type(data).__name__}")
+        groups = set(cls.model_fields)
+        if not any(isinstance(k, str) and k in groups for k in data):
+            # A file that is no deploy spec at all (a config file behind a symlink, say): say so without echoing
+            # its keys, which would print its lines back
+            raise SpecError(f"{path}: not a deploy spec: none of its {len(data)} top-level keys is a spec group "
+                            f"({', '.join(sorted(groups))})")
         # Relative local paths are relative to the spec file's folder, not to the working directory.
         base = path.parent
         for group, key in (("model", "local_dir"), ("load_test", "payload_file")):

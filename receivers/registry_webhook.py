@@ -188,11 +188,16 @@ class ReplayGuard:
         self.clock = clock
         self._lock = threading.Lock()
         self._seen: dict[str, float] = {}
-        if path is not None and path.exists():
+        if path is not None and path.is_file():
             try:
                 self._seen = {str(k): float(v) for k, v in json.loads(path.read_text()).items()}
-            except (OSError, ValueError, AttributeError):
+            except (OSError, ValueError, AttributeError, RecursionError):
                 log.warning("replay file %s unreadable; starting empty", path)
+        if path is not None:
+            try:
+                self._save()  # a file that cannot be written is refused now, not at every delivery
+            except OSError as exc:
+                raise ValueError(f"replay file {path}: cannot be written: {exc.strerror or exc}") from None
 
     def claim(self, delivery_id: str) -> bool:
         """Record ``delivery_id``; False if it was already seen (a replay)."""
@@ -202,14 +207,14 @@ class ReplayGuard:
             if delivery_id in self._seen:
                 return False
             self._seen[delivery_id] = now + self.ttl
-            self._save()
+            self._save_or_log()
             return True
 
     def release(self, delivery_id: str) -> None:
         """Forget a claim whose processing failed, so that the registry's retry is accepted."""
         with self._lock:
             self._seen.pop(delivery_id, None)
-            self._save()
+            self._save_or_log()
 
     def _save(self) -> None:
         if self.path is None:
@@ -218,9 +223,23 @@ class ReplayGuard:
         tmp.write_text(json.dumps(self._seen))
         tmp.replace(self.path)
 
+    def _save_or_log(self) -> None:
+        """Persist; if the file became unwritable since the start (disk full, removed directory) the ids stay
+        remembered in memory and the failure is logged, so deliveries are still answered."""
+        try:
+            self._save()
+        except OSError as exc:
+            log.error("replay file %s cannot be written (%s); delivery ids kept in memory only", self.path,
+                      exc.strerror or exc)
+
 
 # --- model source -------------------------------------------------------------------------------------------------
 def _mlflow_client(tracking_uri: str | None):
+    if not tracking_uri:
+        # MLflow's own default is a sqlite database in the current directory (mlruns / mlflow.db): looking a
+        # version up there would create it and find nothing
+        raise SourceError("resolving an MLflow source needs the tracking server: set --mlflow-tracking-uri or "
+                          "MLFLOW_TRACKING_URI")
     try:
         from mlflow import MlflowClient
     except ImportError:
@@ -439,6 +458,15 @@ def _too_deep(value: Any) -> bool:
     return False
 
 
+def loggable(text: str, limit: int = 80) -> str:
+    """``text`` for one log line: control characters (newline, NUL, ESC, ...) escaped, so a signed field cannot
+    start a forged line, and cut to ``limit`` characters."""
+    text = str(text)
+    if text.isprintable():
+        return text[:limit]
+    return text.encode("unicode_escape").decode("ascii")[:limit]
+
+
 def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
     """The Starlette application: ``POST /webhooks/mlflow`` and ``GET /healthz``."""
     from starlette.applications import Starlette
@@ -459,10 +487,16 @@ def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
         delivery_id = request.headers.get(DELIVERY_HEADER, "")
         timestamp = request.headers.get(TIMESTAMP_HEADER, "")
         try:
+            # MLflow posts JSON with "Content-Type: application/json" (mlflow/webhooks/delivery.py); anything else
+            # is not a delivery, refused before the body is read
+            ctype = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+            if ctype != "application/json":
+                raise WebhookRefused(415, "Content-Type must be application/json")
             body = await _bounded_body(request)
             outcome = await _handle(body, delivery_id, timestamp, request.headers.get(SIGNATURE_HEADER))
         except WebhookRefused as exc:
-            log.warning("delivery %r refused (%d): %s", delivery_id[:80] or "-", exc.status, exc.reason)
+            log.warning("delivery %s refused (%d): %s", loggable(delivery_id) or "-", exc.status,
+                        loggable(exc.reason, 300))
             return JSONResponse({"status": "refused", "reason": exc.reason}, status_code=exc.status)
         return JSONResponse(outcome)
 
@@ -470,7 +504,8 @@ def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
         """The body, refused with 413 before it is read when its declared length is too big, or as soon as
         the bytes received pass the limit (a chunked body declares none)."""
         declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        if declared is not None and (not (declared.isascii() and declared.isdigit()) or len(declared) > 12
+                                     or int(declared) > MAX_BODY_BYTES):
             raise WebhookRefused(413, f"the body is larger than {MAX_BODY_BYTES} bytes")
         chunks, size = [], 0
         async for chunk in request.stream():
@@ -508,7 +543,7 @@ def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
                 raise WebhookRefused(400, "the body is not a JSON object")
             mapped = await run_in_threadpool(map_delivery, payload, config)
             if isinstance(mapped, str):
-                log.info("delivery %s ignored: %s", delivery_id, mapped)
+                log.info("delivery %s ignored: %s", loggable(delivery_id), loggable(mapped, 300))
                 return {"status": "ignored", "reason": mapped}
             # One event id per delivery: Prefect de-duplicates events by id, so a retried post is harmless.
             event = mapped.to_prefect_event(event_id=uuid.uuid5(uuid.NAMESPACE_URL, f"mlflow-delivery:{delivery_id}"))
@@ -523,7 +558,8 @@ def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
             raise
         log.info(
             "delivery %s: %s → %s %s (source %s)",
-            delivery_id, mapped.registry_event, EVENT_NAME, mapped.resource_id, mapped.source,
+            loggable(delivery_id), mapped.registry_event, EVENT_NAME, loggable(mapped.resource_id, 300),
+            loggable(mapped.source, 300),
         )
         return {"status": "emitted", "event_id": event["id"], "resource_id": mapped.resource_id}
 
@@ -535,7 +571,8 @@ def create_app(config: ReceiverConfig, replay: ReplayGuard | None = None):
     )
 
 
-def serve(config: ReceiverConfig, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info") -> None:
+def serve(config: ReceiverConfig, host: str = "127.0.0.1", port: int = 8787, log_level: str = "info",
+          replay: ReplayGuard | None = None) -> None:
     import uvicorn
 
     log.info(
@@ -544,7 +581,7 @@ def serve(config: ReceiverConfig, host: str = "127.0.0.1", port: int = 8787, log
         f"; aliases {','.join(sorted(config.aliases))}" if config.aliases else "",
         f"; models {','.join(sorted(config.models))}" if config.models else "",
     )
-    uvicorn.run(create_app(config), host=host, port=port, log_level=log_level)
+    uvicorn.run(create_app(config, replay), host=host, port=port, log_level=log_level)
 
 
 def secret_from_env(var: str) -> SecretStr:

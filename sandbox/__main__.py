@@ -6,6 +6,7 @@ import argparse
 import logging
 from pathlib import Path
 
+from .clock import check_speed
 from .daemon import run_foreground
 from .runner import DEFAULT_DIR, DEFAULT_SPEED
 
@@ -18,6 +19,10 @@ def main() -> None:
     up.add_argument("--speed", type=float, default=DEFAULT_SPEED)
     up.add_argument("--faults", type=Path, default=None)
     args = parser.parse_args()
+    try:
+        check_speed(args.speed)
+    except ValueError as e:
+        parser.error(f"--speed: {e}")  # exit 2, one line, before the state directory is touched
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     run_foreground(args.dir, args.speed, {"faults": str(args.faults)} if args.faults else {})
 

@@ -72,6 +72,8 @@ from urllib.parse import parse_qs
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from core.spec import load_yaml, read_small_file
+
 SERVICES = {"oss": "oss", "ack": "cs", "kube": "kube", "sls": "sls"}  # file key -> sandbox service name
 
 
@@ -149,9 +151,10 @@ def describe_validation_error(err: ValidationError, source: str) -> str:
     """``faults file x.yaml: oss.rules.0.throttle_rate: Input should be less than or equal to 1``."""
     parts = []
     for e in err.errors():
-        loc = ".".join(str(x) for x in e["loc"]) or "(top level)"
-        parts.append(f"{loc}: {e['msg']}")
-    return f"{source}: " + "; ".join(parts)
+        loc = ".".join(str(x) if str(x).isprintable() and len(str(x)) <= 60 else repr(x)[:60]
+                       for x in e["loc"]) or "(top level)"
+        parts.append(f"{loc}: {' '.join(e['msg'].split())}")
+    return f"{source}: " + "; ".join(parts[:5]) + (f"; and {len(parts) - 5} more" if len(parts) > 5 else "")
 
 
 def parse_spec(data: Any, source: str = "faults") -> FaultsSpec:
@@ -165,15 +168,35 @@ def parse_spec(data: Any, source: str = "faults") -> FaultsSpec:
         raise ValueError(describe_validation_error(err, source)) from None
 
 
+# A faults file is a few KiB; the bounds keep /dev/zero, a FIFO, an alias bomb or thousands of nested brackets from
+# hanging or exhausting the sandbox (the same bounds as a spec file, core.spec).
+MAX_FAULTS_BYTES = 1024 * 1024
+
+
+def load_text(raw: bytes, source: str) -> FaultsSpec:
+    """A faults document (YAML or JSON) from bytes; ValueError naming ``source`` and what is wrong, in one line."""
+    if len(raw) > MAX_FAULTS_BYTES:
+        raise ValueError(f"{source}: larger than {MAX_FAULTS_BYTES} bytes; a faults file is a few KiB")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ValueError(f"{source}: not UTF-8 text (byte {e.start})") from None
+    try:
+        data = load_yaml(text) if text.strip() else {}
+    except RecursionError:
+        raise ValueError(f"{source}: not valid YAML: nested too deeply") from None
+    except yaml.YAMLError as e:
+        raise ValueError(f"{source}: not valid YAML: {' '.join(str(e).split())[:300]}") from None
+    return parse_spec(data, source)
+
+
 def load_file(path: str | Path) -> FaultsSpec:
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text())
+        raw = read_small_file(p, MAX_FAULTS_BYTES)
     except OSError as e:
         raise ValueError(f"faults file {p}: {e.strerror or e}") from None
-    except yaml.YAMLError as e:
-        raise ValueError(f"faults file {p}: not valid YAML: {e}") from None
-    return parse_spec(data, f"faults file {p}")
+    return load_text(raw, f"faults file {p}")
 
 
 # ---- the services' side -------------------------------------------------------------------------------------------

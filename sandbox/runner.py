@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import uvicorn
 
 from .accounts import Accounts
-from .clock import SimClock
+from .clock import SimClock, check_speed, valid_timestamp
 from .context import SandboxContext
 from .faults import wrap_app
 from .listen import listen_socket
@@ -49,6 +49,15 @@ def write_private(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def _save_clock(store: Store, clock: SimClock) -> None:
+    """Persist the simulated time, only ever as a value the next start can resume from."""
+    now = clock.now()
+    if valid_timestamp(now):
+        store.set_meta("clock", now)
+    else:
+        log.error("simulated time %r is beyond what can be stored; the clock is not persisted", now)
+
+
 class Sandbox:
     def __init__(
         self,
@@ -60,7 +69,7 @@ class Sandbox:
         if host not in ("127.0.0.1", "localhost", "::1"):
             raise ValueError("the sandbox listens on loopback only")
         self.state_dir = Path(state_dir).resolve()
-        self.speed = speed
+        self.speed = check_speed(speed)  # refused before anything is created or persisted
         self.host = host
         self.options = options or {}
         self.info: dict[str, Any] = {}
@@ -125,7 +134,13 @@ class Sandbox:
         self._loop = asyncio.get_running_loop()
         self.state_dir.mkdir(parents=True, exist_ok=True)
         store = Store(self.state_dir / "state.db")
-        clock = SimClock(self.speed, start=store.get_meta("clock"))
+        stored = store.get_meta("clock")
+        if stored is not None and not valid_timestamp(stored):
+            # Written by an older version that accepted any --speed (inf, nan, 1e308): resume from real time
+            # rather than refuse to start this state directory forever.
+            log.warning("the stored simulated clock %r is not a Unix time; resuming from the real time", stored)
+            stored = None
+        clock = SimClock(self.speed, start=stored)
         accounts = Accounts(store)
         ctx = SandboxContext(state_dir=self.state_dir, store=store, clock=clock, accounts=accounts, host=self.host,
                              options=self.options)
@@ -176,14 +191,14 @@ class Sandbox:
                 server.should_exit = True
             if tasks:
                 await asyncio.wait(tasks, timeout=10)
-            store.set_meta("clock", clock.now())
+            _save_clock(store, clock)
             store.close()
 
     async def _persist_clock(self) -> None:
         assert self.ctx
         while True:
             await asyncio.sleep(1.0)
-            self.ctx.store.set_meta("clock", self.ctx.clock.now())
+            _save_clock(self.ctx.store, self.ctx.clock)
 
     async def _stopped_async(self) -> None:
         self._stop_event = asyncio.Event()

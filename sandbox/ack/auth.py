@@ -25,6 +25,14 @@ ACS3-HMAC-SHA256, as ``alibabacloud_tea_openapi`` 0.4.6 composes it (``utils.py`
 ``x-acs-content-sha256`` must equal hex(sha256(body)); ``x-acs-date`` (ISO 8601 UTC) must be within 15 minutes;
 ``x-acs-signature-nonce`` must not repeat within that window.
 
+Replays: in both schemes a signed ``x-acs-signature-nonce`` seen before within the 15-minute window is refused with
+400 ``SignatureNonceUsed`` ("Specified signature nonce was used already."). Alibaba Cloud's ROA "Signature
+Mechanism" page lists ``x-acs-signature-nonce`` among the classic scheme's headers, "a unique random number used to
+prevent network replay attacks"; ``aliyunsdkcore`` 2.16 does not send one, and the "Common parameters" page of ROA
+APIs marks it optional, so a classic request without it is still accepted (its ``Date`` bounds its replay to the
+window); ``clients/ack.py`` sends one with every call. Signatures are compared as bytes, so a signature of any
+characters is a mismatch, never an error.
+
 Errors: see :mod:`sandbox.ack.errors`.
 """
 
@@ -42,6 +50,7 @@ from datetime import datetime
 from email.utils import parsedate_to_datetime
 from urllib.parse import quote, unquote, unquote_plus
 
+from ..strict import same_secret
 from .errors import AckError
 
 MAX_SKEW = 15 * 60  # seconds, both schemes
@@ -170,9 +179,16 @@ class Verifier:
                                "altered or the header is missing.")
         sts = classic_string_to_sign(method, headers, unquote(raw_path), parse_query(raw_query))
         expected = base64.b64encode(hmac.new(secret.encode(), sts.encode(), hashlib.sha1).digest()).decode()
-        if not hmac.compare_digest(expected, signature):
+        if not same_secret(expected, signature):
             raise AckError(400, "SignatureDoesNotMatch", f"{SIG_MISMATCH} server string to sign is:{sts}")
+        nonce = headers.get("x-acs-signature-nonce")
+        if nonce is not None:
+            self._use_nonce(nonce)
         return ak
+
+    def _use_nonce(self, nonce: str) -> None:
+        if not self._nonces.use(nonce, self._now()):
+            raise AckError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
 
     def _acs3(self, method: str, raw_path: str, raw_query: str, headers: Mapping[str, str],
               header_lists: Mapping[str, list[str]], body: bytes, auth: str) -> str:
@@ -209,8 +225,7 @@ class Verifier:
                                            headers["x-acs-content-sha256"])
         sts = "ACS3-HMAC-SHA256\n" + hashlib.sha256(canonical.encode()).hexdigest()
         expected = hmac.new(secret.encode(), sts.encode(), hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, signature):
+        if not same_secret(expected, signature):
             raise AckError(400, "SignatureDoesNotMatch", f"{SIG_MISMATCH} server string to sign is:{sts}")
-        if not self._nonces.use(headers["x-acs-signature-nonce"], self._now()):
-            raise AckError(400, "SignatureNonceUsed", "Specified signature nonce was used already.")
+        self._use_nonce(headers["x-acs-signature-nonce"])
         return ak

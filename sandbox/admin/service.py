@@ -7,7 +7,9 @@ AccessKey. Routes:
 - ``GET /faults`` -> ``{"faults": <active configuration>, "counters": {service: {requests, throttled, errors,
   delayed}}, "boot_failures_done": [...], "reclaims_done": [...], "injected": [...]}``
 - ``PUT /faults`` with a JSON or YAML body in the :mod:`sandbox.faults` format -> replaces the configuration
-  (422 with ``{"error": "<field>: <problem>"}`` when invalid); an empty body clears every fault.
+  (422 with ``{"error": "<field>: <problem>"}`` when invalid, naming an instance type or zone the fleet does not
+  have included, and then nothing is applied; 400 when it is not JSON/YAML or nested/aliased beyond the faults
+  file's bounds; 413 beyond :data:`MAX_BODY_BYTES`, refused before it is read); an empty body clears every fault.
 - ``POST /reclaim`` ``{"instance_id": ...}`` or ``{"nodepool_id": ..., "count": n}`` -> spot interruption notices now.
 
 It owns the :class:`~sandbox.faults.FaultEngine` the HTTP middleware consults, applies the fleet faults (spot
@@ -25,21 +27,24 @@ import logging
 import secrets
 from typing import Any
 
-import yaml
 from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
 from ..context import SandboxContext
-from ..faults import FaultEngine, FaultsSpec, load_file, parse_spec
+from ..faults import MAX_FAULTS_BYTES, FaultEngine, FaultsSpec, load_file, load_text
+from ..fleet import catalogue
 from ..fleet.service import FleetService
 from ..service import Service
+from ..strict import TooLarge, read_capped
 
 log = logging.getLogger("sandbox.admin")
 
 TOKEN_META = "admin_token"
 TICK = 5.0  # simulated seconds between reclaim checks
+MAX_BODY_BYTES = MAX_FAULTS_BYTES  # a faults document over HTTP has the file's bound
 
 
 class AdminService(Service):
@@ -57,6 +62,8 @@ class AdminService(Service):
         self._saved_stock: dict[tuple[str, str], int] = {}
         path = ctx.options.get("faults")
         self._initial: FaultsSpec | None = load_file(path) if path else None
+        if self._initial is not None:
+            self.check(self._initial, f"faults file {path}")
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -68,8 +75,21 @@ class AdminService(Service):
         return {"admin_token": self.token}
 
     # ---- faults --------------------------------------------------------------------------------------------------
+    def check(self, spec: FaultsSpec, source: str = "faults") -> None:
+        """ValueError naming the entry when ``spec`` names an instance type or zone the fleet does not have: the
+        stock-outs are applied to the fleet, so they are checked before anything is."""
+        zones = list(self.ctx.identity.zones)
+        for i, so in enumerate(spec.spot_stockouts):
+            if catalogue.get(so.instance_type) is None:
+                raise ValueError(f"{source}: spot_stockouts.{i}.instance_type: unknown instance type "
+                                 f"{so.instance_type[:80]!r}")
+            if so.zone is not None and so.zone not in zones:
+                raise ValueError(f"{source}: spot_stockouts.{i}.zone: unknown zone {so.zone[:80]!r}; zones are "
+                                 f"{zones}")
+
     def apply(self, spec: FaultsSpec) -> None:
         """Make ``spec`` the active configuration (HTTP faults at once; fleet stock-outs now)."""
+        self.check(spec)
         fleet = self.fleet
         self.faults.set(spec, now=self.ctx.clock.now())
         zones = list(self.ctx.identity.zones)
@@ -135,14 +155,16 @@ class AdminService(Service):
             return JSONResponse({"error": "unauthorized: send Authorization: Bearer <admin_token>"}, 401,
                                 headers={"WWW-Authenticate": "Bearer"})
         if request.method == "PUT":
-            raw = await request.body()
             try:
-                data = yaml.safe_load(raw) if raw.strip() else {}
-                spec = parse_spec(data, "faults")
-            except yaml.YAMLError as e:
-                return JSONResponse({"error": f"faults: not valid JSON/YAML: {e}"}, 400)
+                raw = await read_capped(request.headers, request.stream, MAX_BODY_BYTES)
+            except TooLarge:
+                return JSONResponse({"error": f"faults: larger than {MAX_BODY_BYTES} bytes"}, 413)
+            try:
+                spec = load_text(raw, "faults")
+                self.check(spec)
             except ValueError as e:
-                return JSONResponse({"error": str(e)}, 422)
+                code = 400 if "not valid YAML" in str(e) or "not UTF-8" in str(e) else 422
+                return JSONResponse({"error": str(e)}, code)
             self.apply(spec)
         return JSONResponse(self.faults.status())
 
@@ -150,12 +172,23 @@ class AdminService(Service):
         if not self._authorized(request):
             return JSONResponse({"error": "unauthorized"}, 401, headers={"WWW-Authenticate": "Bearer"})
         try:
-            body = json.loads(await request.body() or b"{}")
+            body = json.loads(await read_capped(request.headers, request.stream, 64 * 1024) or b"{}")
+            if not isinstance(body, dict):
+                raise ValueError("expected a JSON object")
             ids = self.reclaim(body.get("instance_id"), body.get("nodepool_id"), int(body.get("count", 1)))
+        except TooLarge:
+            return JSONResponse({"error": "reclaim: the body is larger than 64 KiB"}, 413)
         except Exception as e:  # noqa: BLE001 - report any bad request plainly
             return JSONResponse({"error": str(e)}, 400)
         return JSONResponse({"reclaimed": ids})
 
     def app(self) -> Any:
+        async def http_error(request: Request, exc: Exception) -> JSONResponse:
+            # routing answers (404 unknown path, 405 wrong method) in this endpoint's own {"error"} shape
+            code = getattr(exc, "status_code", 400)
+            return JSONResponse({"error": str(getattr(exc, "detail", "")) or "bad request"}, code,
+                                headers=getattr(exc, "headers", None))
+
         return Starlette(routes=[Route("/faults", self._faults, methods=["GET", "PUT"]),
-                                 Route("/reclaim", self._reclaim, methods=["POST"])])
+                                 Route("/reclaim", self._reclaim, methods=["POST"])],
+                         exception_handlers={HTTPException: http_error})

@@ -55,6 +55,9 @@ from typing import Any
 import orjson
 import yaml
 
+from core.spec import load_yaml
+
+from ..strict import nesting_ok
 from . import conversion, defaults, defaults_batch, managed, validation
 from . import patch as patches
 from . import schema as sch
@@ -752,6 +755,16 @@ class KubeStore:
         return {"kind": rt.kind, "apiVersion": rt.api_version, "metadata": {"resourceVersion": str(rv)}}
 
 
+# Bounds on decoded bodies (issue 22). Go's decoders nest up to 10000 levels (encoding/json scanner.go
+# maxNestingDepth), but the built-in kinds the sandbox serves are a dozen levels deep and Python's decoder and the
+# validators recurse once per level: deeper bodies are refused as the undecodable body they are here (400), before
+# anything reads them. YAML: gopkg.in/yaml.v2 (sigs.k8s.io/yaml) refuses "excessive aliasing" once a document
+# decodes to more than 400000 values mostly through aliases (decode.go allowedAliasRatio); the sandbox refuses any
+# document that expands past that many values, which no object within etcd's 1.5 MiB request limit reaches.
+MAX_BODY_DEPTH = 64
+MAX_YAML_VALUES = 400_000
+
+
 def _parse_body(raw: bytes | str, yaml_ok: bool = False) -> Any:
     if isinstance(raw, bytes):
         try:
@@ -761,14 +774,21 @@ def _parse_body(raw: bytes | str, yaml_ok: bool = False) -> Any:
     if not raw.strip():
         raise bad_request("the request body is empty")
     try:
-        return json.loads(raw)
+        value = json.loads(raw)
+    except RecursionError:
+        raise bad_request(f"error decoding JSON body: nested deeper than {MAX_BODY_DEPTH} levels") from None
     except ValueError as e:
         if not yaml_ok:
             raise bad_request(f"error decoding JSON body: {e}") from None
-    try:
-        return yaml.safe_load(raw)
-    except yaml.YAMLError as e:
-        raise bad_request(f"error decoding YAML: {e}") from None
+        try:
+            value = load_yaml(raw, max_depth=MAX_BODY_DEPTH, max_nodes=MAX_YAML_VALUES)
+        except RecursionError:
+            raise bad_request(f"error decoding YAML: nested deeper than {MAX_BODY_DEPTH} levels") from None
+        except yaml.YAMLError as e:
+            raise bad_request(f"error decoding YAML: {' '.join(str(e).split())[:500]}") from None
+    if not nesting_ok(value, MAX_BODY_DEPTH):
+        raise bad_request(f"error decoding JSON body: nested deeper than {MAX_BODY_DEPTH} levels")
+    return value
 
 
 def parse_body(raw: bytes | str, yaml_ok: bool = False) -> Any:
@@ -801,6 +821,10 @@ def decode_continue(token: str) -> tuple[int, tuple[str, str]]:
     try:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         d = json.loads(raw)
-        return int(d["rv"]), (d["start"][0], d["start"][1])
+        rv, start = d["rv"], d["start"]
+        if not (isinstance(rv, int) and isinstance(start, list) and len(start) == 2
+                and all(isinstance(x, str) for x in start)):
+            raise ValueError("malformed")
+        return rv, (start[0], start[1])
     except Exception:  # noqa: BLE001
         raise bad_request("continue key is not valid: incorrect encoded start resourceVersion") from None

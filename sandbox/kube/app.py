@@ -19,9 +19,18 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
 
+from ..strict import TooLarge, ascii_uint, read_capped
 from . import conversion, discovery, openapi, protobuf, tables
 from .api import KubeStore, decode_continue, encode_continue, parse_body
-from .errors import KubeError, bad_request, method_not_allowed, unauthorized, unsupported_media_type
+from .errors import (
+    KubeError,
+    bad_request,
+    field_cause,
+    invalid,
+    method_not_allowed,
+    unauthorized,
+    unsupported_media_type,
+)
 from .patch import APPLY_PATCH, APPLY_PATCH_CBOR, PATCH_TYPES
 from .resources import GROUPS, ResourceType, lookup, served
 
@@ -37,16 +46,10 @@ MAX_REQUEST_BODY_BYTES = 3 * 1024 * 1024
 async def _limited_body(request: Request) -> bytes:
     too_large = KubeError(413, "RequestEntityTooLarge",
                           f"Request entity too large: limit is {MAX_REQUEST_BODY_BYTES}")
-    declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > MAX_REQUEST_BODY_BYTES:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_REQUEST_BODY_BYTES:
-            raise too_large
-        chunks.append(chunk)
-    return b"".join(chunks)
+    try:
+        return await read_capped(request.headers, request.stream, MAX_REQUEST_BODY_BYTES)
+    except TooLarge:
+        raise too_large from None
 
 
 def _parse(raw: bytes, yaml_ok: bool = False) -> Any:
@@ -209,6 +212,7 @@ class KubeApp:
             return _not_found_page()
         q = request.query_params
         method = request.method
+        _check_field_manager(q.get("fieldManager"), method)
         manager = q.get("fieldManager") or _default_manager(request)
         dry_run = q.get("dryRun") == "All"
         if q.get("dryRun") not in (None, "All"):
@@ -301,9 +305,12 @@ class KubeApp:
             raise bad_request(f"container {container} is not valid for pod {name}")
         text = self.kube.logs.logs(ns, name, container)
         tail = q.get("tailLines")
-        if tail is not None and tail.isdigit():
+        if tail is not None:
+            n = ascii_uint(tail)
+            if n is None:
+                raise bad_request(f'strconv.ParseInt: parsing "{tail[:100]}": invalid syntax')
             lines = text.splitlines(keepends=True)
-            text = "".join(lines[-int(tail):]) if int(tail) else ""
+            text = "".join(lines[-n:]) if n else ""
         return PlainTextResponse(text)
 
     async def _body(self, request: Request) -> Any:
@@ -324,16 +331,18 @@ class KubeApp:
             if not isinstance(parsed, dict):
                 raise bad_request("DeleteOptions must be an object")
             body = parsed
+        _check_delete_body(body)
         policy = q.get("propagationPolicy") or body.get("propagationPolicy")
         orphan = q.get("orphanDependents") or body.get("orphanDependents")
         if policy is None and orphan is not None:
             policy = "Orphan" if str(orphan).lower() == "true" else "Background"
+        if policy is not None and policy not in _PROPAGATION:
+            raise invalid("DeleteOptions", "meta.k8s.io", "", [field_cause(
+                "propagationPolicy", f'Unsupported value: "{policy[:100]}": supported values: "Foreground", '
+                '"Background", "Orphan"', "FieldValueNotSupported")])
         grace = q.get("gracePeriodSeconds", body.get("gracePeriodSeconds"))
         dry = q.get("dryRun") == "All" or "All" in (body.get("dryRun") or [])
-        try:
-            grace_i = None if grace is None else int(grace)
-        except ValueError:
-            raise bad_request(f"invalid gracePeriodSeconds {grace!r}") from None
+        grace_i = _go_int(grace, "gracePeriodSeconds") if isinstance(grace, str) else grace
         return {"propagation_policy": policy, "grace_period_seconds": grace_i,
                 "preconditions": body.get("preconditions"), "dry_run": dry}
 
@@ -375,10 +384,13 @@ class KubeApp:
     def _watch(self, request: Request, rt: ResourceType, ns: str | None, table: bool) -> Response:
         q = request.query_params
         timeout = q.get("timeoutSeconds")
-        try:
-            timeout_f = float(timeout) if timeout else None
-        except ValueError:
-            raise bad_request(f"invalid timeoutSeconds {timeout!r}") from None
+        timeout_f = float(_go_int(timeout, "timeoutSeconds")) if timeout else None
+        rv = q.get("resourceVersion")
+        if rv and ascii_uint(rv) is None:
+            # APIObjectVersioner.ParseResourceVersion (apiserver pkg/storage/api_object_versioner.go) refuses it
+            # before the watch starts: a 400 Status, not a stream cut off after its 200
+            raise bad_request(f'invalid resource version "{rv[:100]}": resourceVersion: Invalid value: '
+                              f'"{rv[:100]}": strconv.ParseUint: parsing "{rv[:100]}": invalid syntax')
         # parse selectors now so a bad one is a 400, not an error inside the stream
         from .selectors import parse_fields, parse_labels
         parse_labels(q.get("labelSelector"))
@@ -402,6 +414,73 @@ class KubeApp:
                     await gen.aclose()
 
         return StreamingResponse(stream(), media_type=JSON)
+
+
+_PROPAGATION = ("Foreground", "Background", "Orphan")
+# metav1.DeleteOptions field types (apimachinery pkg/apis/meta/v1/types.go); a body of other types is refused by the
+# JSON decoder with a 400 before any deletion (json: cannot unmarshal ... into Go struct field ...).
+_DELETE_TYPES: dict[str, tuple[type, ...]] = {
+    "gracePeriodSeconds": (int,), "propagationPolicy": (str,), "orphanDependents": (bool,),
+    "preconditions": (dict,), "dryRun": (list,), "kind": (str,), "apiVersion": (str,),
+    "ignoreStoreReadErrorWithClusterBreakingPotential": (bool,),
+}
+_GO_TYPE = {int: "int64", str: "string", bool: "bool", dict: "v1.Preconditions", list: "[]string"}
+_JSON_TYPE = {dict: "object", list: "array", str: "string", bool: "bool", int: "number", float: "number"}
+FIELD_MANAGER_MAX_LENGTH = 128  # apimachinery pkg/apis/meta/v1/validation ValidateFieldManager
+
+
+def _unmarshal_error(field: str, value: object) -> KubeError:
+    want = _GO_TYPE[_DELETE_TYPES[field][0]]
+    got = "null" if value is None else _JSON_TYPE.get(type(value), "value")
+    return bad_request(f"json: cannot unmarshal {got} into Go struct field DeleteOptions.{field} of type {want}")
+
+
+def _check_delete_body(body: dict[str, Any]) -> None:
+    for field, types in _DELETE_TYPES.items():
+        if field not in body or body[field] is None:
+            continue
+        value = body[field]
+        if not isinstance(value, types) or (types == (int,) and isinstance(value, bool)):
+            raise _unmarshal_error(field, value)
+    if "dryRun" in body and body["dryRun"] is not None and not all(isinstance(x, str) for x in body["dryRun"]):
+        raise _unmarshal_error("dryRun", next(x for x in body["dryRun"] if not isinstance(x, str)))
+    pre = body.get("preconditions") or {}
+    for key in ("uid", "resourceVersion"):
+        if pre.get(key) is not None and not isinstance(pre[key], str):
+            raise bad_request(f"json: cannot unmarshal {_JSON_TYPE.get(type(pre[key]), 'value')} into Go struct "
+                              f"field Preconditions.preconditions.{key} of type string")
+    grace = body.get("gracePeriodSeconds")
+    if isinstance(grace, int) and not -(2**63) <= grace < 2**63:
+        raise bad_request("json: cannot unmarshal number into Go struct field DeleteOptions.gracePeriodSeconds "
+                          "of type int64")
+
+
+def _go_int(text: str, name: str) -> int:
+    """A query parameter of Go type int64, as the parameter codec converts it (strconv.ParseInt)."""
+    digits = text[1:] if text[:1] == "-" else text
+    n = ascii_uint(digits)
+    if n is None:
+        raise bad_request(f'strconv.ParseInt: parsing "{text[:100]}": invalid syntax ({name})')
+    return -n if text[:1] == "-" else n
+
+
+def _check_field_manager(manager: str | None, method: str) -> None:
+    """ValidateFieldManager (apimachinery pkg/apis/meta/v1/validation/validation.go): at most 128 bytes, printable
+    characters only; the handlers answer 422 Invalid on the options kind (CreateOptions, UpdateOptions,
+    PatchOptions)."""
+    if not manager or method not in ("POST", "PUT", "PATCH"):
+        return
+    causes = []
+    if len(manager.encode()) > FIELD_MANAGER_MAX_LENGTH:
+        causes.append(field_cause("fieldManager", f"Too long: may not be more than {FIELD_MANAGER_MAX_LENGTH} bytes",
+                                  "FieldValueTooLong"))
+    bad = next(((i, c) for i, c in enumerate(manager) if not c.isprintable()), None)
+    if bad is not None:
+        causes.append(field_cause("fieldManager", f'Invalid value: "{manager[:128]}": invalid character '
+                                  f"U+{ord(bad[1]):04X} (at position {bad[0]})"))
+    if causes:
+        kind = {"POST": "CreateOptions", "PUT": "UpdateOptions", "PATCH": "PatchOptions"}[method]
+        raise invalid(kind, "meta.k8s.io", "", causes)
 
 
 def _default_manager(request: Request) -> str:

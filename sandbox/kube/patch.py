@@ -85,6 +85,9 @@ def _merge_map(orig: dict[str, Any], patch: dict[str, Any], node: dict[str, Any]
         return _strip(patch)
     if directive == "delete":
         return None
+    if directive is not None and directive != "merge":
+        # strategicpatch handleDirectiveInMergeMap -> mergepatch.ErrBadPatchType (apimachinery pkg/util/mergepatch)
+        raise bad_request(f"unknown patch type: {str(directive)[:100]} in map: {str(patch)[:200]}")
     result = dict(orig) if isinstance(orig, dict) else {}
     retain = patch.get("$retainKeys")
     if isinstance(retain, list):

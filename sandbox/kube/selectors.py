@@ -16,7 +16,183 @@ from .errors import bad_request
 LabelReq = tuple[str, str, tuple[str, ...]]  # (key, op, values); op in = != in notin exists !exists
 
 
+# ---- label selectors: apimachinery pkg/labels/selector.go (Lexer, Parser.parse, NewRequirement) ---------------
+_SPECIAL = frozenset("=!(),><")
+_WHITESPACE = frozenset(" \t\r\n")
+_SYMBOLS = {"!": "!", "!=": "!=", "(": "(", ")": ")", ",": ",", "=": "=", "==": "==", ">": ">", "<": "<"}
+_QUALIFIED_NAME_MSG = ('must be a qualified name (at most 63 characters, matching regex '
+                       "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]), with an optional DNS subdomain prefix (at most 253 "
+                       "characters, matching regex [a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*) "
+                       'and slash (/): e.g. "MyName" or "example.com/MyName"')
+_LABEL_VALUE_MSG = ('must have at most 63 characters, matching regex (([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?: '
+                    'e.g. "MyValue" or ""')
+_NAME_RE = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_PREFIX_RE = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_VALUE_RE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
+_INT_RE = re.compile(r"[-+]?[0-9]+")
+
+
+def _lex(selector: str) -> list[tuple[str, str]]:
+    """Tokens as ``(kind, literal)``; kind is ``id``, ``in``, ``notin``, a symbol, ``end`` or ``error``."""
+    out: list[tuple[str, str]] = []
+    i, n = 0, len(selector)
+    while True:
+        while i < n and selector[i] in _WHITESPACE:
+            i += 1
+        if i >= n:
+            out.append(("end", ""))
+            return out
+        if selector[i] in _SPECIAL:
+            buf, last = "", None
+            while i < n and selector[i] in _SPECIAL:
+                if buf + selector[i] in _SYMBOLS:
+                    buf += selector[i]
+                    last = buf
+                    i += 1
+                elif last is None:
+                    buf += selector[i]
+                    i += 1
+                else:
+                    break
+            if last is None:
+                out.append(("error", f"error expected: keyword found '{buf}'"))
+            else:
+                out.append((last, last))
+            continue
+        j = i
+        while j < n and selector[j] not in _WHITESPACE and selector[j] not in _SPECIAL:
+            j += 1
+        word = selector[i:j]
+        out.append((word if word in ("in", "notin") else "id", word))
+        i = j
+
+
+def _valid_key(key: str) -> bool:
+    prefix, _, name = key.rpartition("/")
+    if "/" in key and (not prefix or len(prefix) > 253 or not _PREFIX_RE.fullmatch(prefix)):
+        return False
+    return 0 < len(name) <= 63 and bool(_NAME_RE.fullmatch(name))
+
+
+def _valid_value(value: str) -> bool:
+    return len(value) <= 63 and bool(_VALUE_RE.fullmatch(value))
+
+
+class _SelectorError(Exception):
+    pass
+
+
+class _LabelParser:
+    def __init__(self, selector: str) -> None:
+        self.items = _lex(selector)
+        self.pos = 0
+
+    def peek(self, values: bool = True) -> tuple[str, str]:
+        kind, lit = self.items[self.pos]
+        return ("id" if values and kind in ("in", "notin") else kind), lit
+
+    def take(self, values: bool = True) -> tuple[str, str]:
+        tok = self.peek(values)
+        self.pos += 1
+        return tok
+
+    def parse(self) -> list[LabelReq]:
+        reqs: list[LabelReq] = []
+        while True:
+            kind, lit = self.peek()
+            if kind in ("id", "!"):
+                try:
+                    reqs.append(self.requirement())
+                except _SelectorError as e:
+                    raise bad_request(f"unable to parse requirement: {e}") from None
+                kind, lit = self.take()
+                if kind == "end":
+                    return reqs
+                if kind != ",":
+                    raise bad_request(f"found '{lit}', expected: ',' or 'end of string'")
+                kind2, lit2 = self.peek()
+                if kind2 not in ("id", "!"):
+                    raise bad_request(f"found '{lit2}', expected: identifier after ','")
+            elif kind == "end":
+                return reqs
+            else:
+                raise bad_request(f"found '{lit}', expected: !, identifier, or 'end of string'")
+
+    def requirement(self) -> LabelReq:
+        op = ""
+        kind, key = self.take()
+        if kind == "!":
+            op = "!exists"
+            kind, key = self.take()
+        if kind != "id":
+            raise _SelectorError(f"found '{key}', expected: identifier")
+        if not _valid_key(key):
+            raise _SelectorError(f"invalid label key: {_QUALIFIED_NAME_MSG}")
+        if op or self.peek()[0] in ("end", ","):  # "!k" ends the requirement whatever follows
+            return (key, op or "exists", ())
+        kind, lit = self.take(values=False)
+        ops = {"in": "in", "notin": "notin", "=": "=", "==": "=", "!=": "!=", ">": "gt", "<": "lt"}
+        if kind not in ops:
+            raise _SelectorError(f"found '{lit}', expected: '=', '!=', '==', 'in', notin'")
+        op = ops[kind]
+        values = self.set_values() if op in ("in", "notin") else self.exact_value()
+        for v in values:
+            if not _valid_value(v):
+                raise _SelectorError(f"invalid label value: {_LABEL_VALUE_MSG}")
+        if op in ("gt", "lt") and not _INT_RE.fullmatch(values[0]):
+            raise _SelectorError("for 'Gt', 'Lt' operators, the value must be an integer")
+        return (key, op, values)
+
+    def set_values(self) -> tuple[str, ...]:
+        kind, lit = self.take()
+        if kind != "(":
+            raise _SelectorError(f"found '{lit}' expected: '('")
+        kind, lit = self.peek()
+        if kind == ")":  # "()" is the set {""}
+            self.take()
+            return ("",)
+        if kind not in ("id", ","):
+            raise _SelectorError(f"found '{lit}', expected: ',', ')' or identifier")
+        values: list[str] = []
+        while True:
+            kind, lit = self.take()
+            if kind == "id":
+                values.append(lit)
+                kind2, lit2 = self.peek()
+                if kind2 == ",":
+                    continue
+                if kind2 == ")":
+                    break
+                raise _SelectorError(f"found '{lit2}', expected: ',' or ')'")
+            if kind == ",":
+                if not values:
+                    values.append("")
+                kind2, _ = self.peek()
+                if kind2 == ")":
+                    values.append("")
+                    break
+                if kind2 == ",":
+                    self.take()
+                    values.append("")
+                continue
+            raise _SelectorError(f"found '{lit}', expected: ',', or identifier")
+        kind, lit = self.take()
+        if kind != ")":
+            raise _SelectorError(f"found '{lit}', expected: ')'")
+        return tuple(dict.fromkeys(values))
+
+    def exact_value(self) -> tuple[str, ...]:
+        kind, lit = self.peek()
+        if kind in ("end", ","):
+            return ("",)
+        kind, lit = self.take()
+        if kind == "id":
+            return (lit,)
+        raise _SelectorError(f"found '{lit}', expected: identifier")
+
+
 def _split_top(s: str) -> list[str]:
+    """Comma-separated parts of a field selector, outside parentheses."""
     out, depth, cur = [], 0, []
     for ch in s:
         if ch == "(":
@@ -32,37 +208,11 @@ def _split_top(s: str) -> list[str]:
     return [p.strip() for p in out if p.strip()]
 
 
-_SET_RE = re.compile(r"^([^\s!=()]+)\s+(in|notin)\s*\(([^()]*)\)$")
-_KEY_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_./]*[A-Za-z0-9])?$")
-
-
 def parse_labels(selector: str | None) -> list[LabelReq]:
+    """A label selector as requirements, or the 400 the API server answers for it (``labels.Parse``)."""
     if not selector:
         return []
-    reqs: list[LabelReq] = []
-    for part in _split_top(selector):
-        m = _SET_RE.match(part)
-        if m:
-            vals = tuple(v.strip() for v in m.group(3).split(",") if v.strip())
-            reqs.append((m.group(1), m.group(2), vals))
-            continue
-        for op in ("==", "!=", "="):
-            if op in part:
-                k, v = part.split(op, 1)
-                k, v = k.strip(), v.strip()
-                if not _KEY_RE.match(k):
-                    raise bad_request(f"unable to parse requirement: invalid label key {k!r}")
-                reqs.append((k, "!=" if op == "!=" else "=", (v,)))
-                break
-        else:
-            if part.startswith("!"):
-                key, op = part[1:].strip(), "!exists"
-            else:
-                key, op = part, "exists"
-            if not _KEY_RE.match(key):
-                raise bad_request(f"unable to parse requirement: found '{part}', expected: identifier")
-            reqs.append((key, op, ()))
-    return reqs
+    return _LabelParser(selector).parse()
 
 
 def match_labels(reqs: list[LabelReq], labels: dict[str, str] | None) -> bool:
@@ -87,6 +237,11 @@ def match_labels(reqs: list[LabelReq], labels: dict[str, str] | None) -> bool:
                 return False
         elif op == "!exists" and have:
             return False
+        elif op in ("gt", "lt"):  # the label must be an integer (Requirement.Matches)
+            if not have or not _INT_RE.fullmatch(v or "") or len(v or "") > 19:
+                return False
+            if (int(v) > int(vals[0])) != (op == "gt") or int(v) == int(vals[0]):
+                return False
     return True
 
 

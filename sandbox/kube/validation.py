@@ -26,6 +26,9 @@ DNS1035_LABEL = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 LABEL_VALUE = re.compile(r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$")
 QUALIFIED_NAME = re.compile(r"^([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]$")
 
+CONFIG_MAP_KEY = re.compile(r"[-._a-zA-Z0-9]+")
+TOTAL_ANNOTATION_SIZE_LIMIT = 256 * 1024  # apimachinery pkg/api/validation/objectmeta.go TotalAnnotationSizeLimitB
+
 _LABEL_NAMED = {"namespaces"}
 _DNS1035_NAMED = {"services"}
 _FREE_NAMED = {"events", "events.events.k8s.io"}
@@ -156,6 +159,45 @@ def _name_causes(rt: ResourceType, meta: dict[str, Any]) -> list[dict[str, str]]
                 causes.append(field_cause(f"metadata.{what}", f"Invalid value: {json.dumps(v)}: a valid label "
                                           "must be an empty string or consist of alphanumeric characters, '-', '_' "
                                           "or '.', and must start and end with an alphanumeric character"))
+    annotations = meta.get("annotations") or {}
+    if isinstance(annotations, dict):
+        # apimachinery pkg/api/validation/objectmeta.go ValidateAnnotationsSize: len(k)+len(v) in bytes, summed,
+        # at most TotalAnnotationSizeLimitB = 256 KiB; field.TooLong(metadata.annotations, "", limit)
+        total = sum(len(str(k).encode()) + len(str(v).encode()) for k, v in annotations.items())
+        if total > TOTAL_ANNOTATION_SIZE_LIMIT:
+            causes.append(field_cause("metadata.annotations", f"Too long: may not be more than "
+                                      f"{TOTAL_ANNOTATION_SIZE_LIMIT} bytes", "FieldValueTooLong"))
+    return causes
+
+
+def _config_key_causes(key: str, prefix: str) -> list[dict[str, str]]:
+    """apimachinery pkg/util/validation IsConfigMapKey (ValidateConfigMap, data and binaryData keys)."""
+    msgs = []
+    if len(key) > 253:
+        msgs.append("must be no more than 253 characters")
+    if not CONFIG_MAP_KEY.fullmatch(key):
+        msgs.append("a valid config key must consist of alphanumeric characters, '-', '_' or '.' (e.g. 'key.name', "
+                    " or 'KEY_NAME',  or 'key-name', regex used for validation is '[-._a-zA-Z0-9]+')")
+    if key == ".":
+        msgs.append("must not be '.'")
+    elif key == "..":
+        msgs.append("must not be '..'")
+    elif key.startswith(".."):
+        msgs.append("must not start with '..'")
+    return [field_cause(f"{prefix}[{key[:300]}]", f"Invalid value: {json.dumps(key[:300])}: {m}") for m in msgs]
+
+
+def _configmap(obj: dict, old: dict | None) -> list[dict[str, str]]:
+    causes: list[dict[str, str]] = []
+    data, binary = obj.get("data") or {}, obj.get("binaryData") or {}
+    for prefix, section in (("data", data), ("binaryData", binary)):
+        if isinstance(section, dict):
+            for key in section:
+                causes += _config_key_causes(str(key), prefix)
+    if isinstance(data, dict) and isinstance(binary, dict):
+        for key in sorted(set(data) & set(binary)):
+            causes.append(field_cause(f"data[{key[:300]}]", f"Invalid value: {json.dumps(key[:300])}: duplicate of "
+                                      "key present in binaryData"))
     return causes
 
 
@@ -349,6 +391,7 @@ def _lease(obj: dict, old: dict | None) -> list[dict[str, str]]:
 
 
 SEMANTIC = {
+    "configmaps": _configmap,
     "leases.coordination.k8s.io": _lease,
     "jobs.batch": _job,
     "deployments.apps": _workload,

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from ..accounts import Accounts
+from ..strict import ascii_uint, same_secret
 from .errors import OssError
 from .wire import OssRequest, parse_http_date
 
@@ -230,7 +231,7 @@ def _verify_v1(req: OssRequest, accounts: Accounts, value: str, now: float) -> P
     date = req.header("x-oss-date") or req.header("date")
     _check_skew(parse_http_date(date) if date else None, now)
     sts = v1_string_to_sign(req, date)
-    if not hmac.compare_digest(_b64_hmac(secret, sts.encode("utf-8"), hashlib.sha1), provided):
+    if not same_secret(_b64_hmac(secret, sts.encode("utf-8"), hashlib.sha1), provided):
         raise _mismatch(ak, sts, provided)
     return Principal(ak, "v1")
 
@@ -240,12 +241,12 @@ def _verify_v1_url(req: OssRequest, accounts: Accounts, now: float) -> Principal
     provided = req.params.get("Signature", "")
     expires = req.params.get("Expires", "")
     secret = _secret(ak, accounts)
-    if not expires.isdigit():
+    if ascii_uint(expires) is None:
         raise OssError("AccessDenied", "Invalid Expires parameter in the URL.")
     if int(expires) < now:
         raise OssError("AccessDenied", "Request has expired.", Expires=expires, ServerTime=str(int(now)))
     sts = v1_string_to_sign(req, expires)
-    if not hmac.compare_digest(_b64_hmac(secret, sts.encode("utf-8"), hashlib.sha1), provided):
+    if not same_secret(_b64_hmac(secret, sts.encode("utf-8"), hashlib.sha1), provided):
         raise _mismatch(ak, sts, provided)
     return Principal(ak, "v1-url")
 
@@ -284,7 +285,7 @@ def _verify_v2(req: OssRequest, accounts: Accounts, value: str, now: float) -> P
         + "\n"
         + resource
     )
-    if not hmac.compare_digest(_b64_hmac(secret, sts.encode("utf-8"), hashlib.sha256), provided):
+    if not same_secret(_b64_hmac(secret, sts.encode("utf-8"), hashlib.sha256), provided):
         raise _mismatch(ak, sts, provided)
     return Principal(ak, "v2")
 
@@ -339,7 +340,7 @@ def _v4_verify(
     for item in (day, cred_region, product, "aliyun_v4_request"):
         key = hmac.new(key, item.encode("utf-8"), hashlib.sha256).digest()
     expected = hmac.new(key, sts.encode("utf-8"), hashlib.sha256).hexdigest()
-    if not hmac.compare_digest(expected, provided):
+    if not same_secret(expected, provided):
         raise _mismatch(ak, sts, provided, CanonicalRequest=canonical_request)
     if cred_region != region:
         raise OssError(
@@ -378,7 +379,7 @@ def _verify_v4_url(req: OssRequest, accounts: Accounts, now: float, region: str)
     date_time = p.get("x-oss-date", "")
     ts = _v4_parse_time(date_time)
     expires = p.get("x-oss-expires", "")
-    if ts is None or not expires.isdigit():
+    if ts is None or ascii_uint(expires) is None:
         raise OssError("AccessDenied", "Invalid x-oss-date or x-oss-expires in the URL.")
     if ts + int(expires) < now:
         raise OssError("AccessDenied", "Request has expired.")

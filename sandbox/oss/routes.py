@@ -18,6 +18,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 
+from ..strict import ascii_uint
 from . import partcopy
 from .auth import Principal
 from .errors import OssError
@@ -88,15 +89,16 @@ def _int_param(req: OssRequest, name: str, default: int, lo: int, hi: int) -> in
     raw = req.params.get(name, "")
     if raw == "":
         return default
-    try:
-        value = int(raw)
-    except ValueError as exc:
+    negative = raw.startswith("-")
+    value = ascii_uint(raw[1:] if negative else raw)
+    if value is None:
         raise OssError(
-            "InvalidArgument", f"{name} is not an integer.", ArgumentName=name, ArgumentValue=raw
-        ) from exc
+            "InvalidArgument", f"{name} is not an integer.", ArgumentName=name, ArgumentValue=raw[:100]
+        )
+    value = -value if negative else value
     if not lo <= value <= hi:
         raise OssError(
-            "InvalidArgument", f"{name} must be between {lo} and {hi}.", ArgumentName=name, ArgumentValue=raw
+            "InvalidArgument", f"{name} must be between {lo} and {hi}.", ArgumentName=name, ArgumentValue=raw[:100]
         )
     return value
 
@@ -110,8 +112,17 @@ def _encoding(req: OssRequest) -> bool:
     return enc == "url"
 
 
+# "The total size of all user metadata cannot exceed 8 KB" (OSS PutObject; error 0011-00000002: the total of every
+# x-oss-meta-* header's name and value). OSS documents the rule and the EC, not the Code: InvalidArgument is
+# OSS's code for a bad request header.
+MAX_USER_META_BYTES = 8 * 1024
+
+
 def _user_meta(req: OssRequest) -> dict[str, str]:
     meta = {k.lower(): v for k, v in req.headers.items() if k.lower().startswith("x-oss-meta-")}
+    if sum(len(k.encode("latin-1")) + len(v.encode("latin-1")) for k, v in meta.items()) > MAX_USER_META_BYTES:
+        raise OssError("InvalidArgument", "Your metadata headers exceed the maximum allowed metadata size.",
+                       EC="0011-00000002")
     for h in _META_HEADERS:
         if h in req.headers:
             meta[h] = req.headers[h]
@@ -464,6 +475,7 @@ class Handlers:
 
     async def put_object(self, req: OssRequest, request: Request) -> Response:
         _check_length(req, MAX_OBJECT_SIZE)
+        meta = _user_meta(req)  # refused before a byte of the body is read
         md5 = expected_md5(req.header("content-md5"))
         tmp = self.state.tmp_path()
         got = await receive_to_file(request, tmp, self.svc.executor, max_size=MAX_OBJECT_SIZE, md5=md5)
@@ -476,7 +488,7 @@ class Handlers:
                 etag=got.etag,
                 crc64=got.crc,
                 content_type=req.header("content-type") or "application/octet-stream",
-                meta=_user_meta(req),
+                meta=meta,
             )
         finally:
             tmp.unlink(missing_ok=True)
@@ -501,6 +513,7 @@ class Handlers:
             )
         src = self.state.require_bucket(src_bucket)
         _authorize(principal, src.acl, write=False)
+        meta = _user_meta(req)
         info = await self._thread(
             lambda: self.state.copy_object(
                 src_bucket,
@@ -509,7 +522,7 @@ class Handlers:
                 req.key,
                 replace_meta=directive == "REPLACE",
                 content_type=req.header("content-type") or None,
-                meta=_user_meta(req),
+                meta=meta,
             )
         )
         root = Element("CopyObjectResult")
@@ -590,7 +603,7 @@ class Handlers:
             requested = []
             for node in root.findall("Part"):
                 num, etag = text(node, "PartNumber"), text(node, "ETag")
-                if num is None or etag is None or not num.strip().isdigit():
+                if num is None or etag is None or ascii_uint(num.strip(), 5) is None:
                     raise OssError("MalformedXML")
                 requested.append((int(num), etag))
         info = await self._thread(self.state.complete_upload, req.bucket, req.key, upload_id, requested)
@@ -685,7 +698,7 @@ async def _small_body(request: Request) -> bytes:
 
 def _check_length(req: OssRequest, limit: int) -> None:
     raw = req.header("content-length")
-    if raw and raw.isdigit() and int(raw) > limit:
+    if raw and ascii_uint(raw) is not None and int(raw) > limit:
         raise OssError("EntityTooLarge", MaxSizeAllowed=str(limit), ProposedSize=raw)
 
 

@@ -58,7 +58,8 @@ def valid_bucket_name(name: str) -> bool:
     """OSS bucket naming: 3-63 chars of lower-case letters, digits and '-', not starting or ending with '-'."""
     return (
         3 <= len(name) <= 63
-        and all(c.islower() and c.isascii() or c.isdigit() or c == "-" for c in name)
+        and name.isascii()  # str.isdigit is true for "²" and "٣": OSS names are ASCII
+        and all(c.islower() or c.isdigit() or c == "-" for c in name)
         and name[0] != "-"
         and name[-1] != "-"
     )

@@ -114,7 +114,12 @@ def parse_request(scope: dict, sandbox_host: str) -> OssRequest:
     )
 
 
-_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*$")
+_RANGE_RE = re.compile(r"^\s*bytes\s*=\s*([0-9]*)\s*-\s*([0-9]*)\s*$", re.ASCII)
+_MAX_RANGE_DIGITS = 19  # beyond any object (48.8 TB); longer numbers are read as "past the end", never int()-ed
+
+
+def _bound(digits: str) -> int:
+    return int(digits) if len(digits) <= _MAX_RANGE_DIGITS else 10**_MAX_RANGE_DIGITS
 
 
 def parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | None:
@@ -127,7 +132,7 @@ def parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | Non
         return None
     s, e = m.group(1), m.group(2)
     if s == "":  # suffix: the last N bytes
-        n = int(e)
+        n = _bound(e)
         if n == 0:
             if standard:
                 raise OssError("InvalidRange", ActualObjectSize=str(size), RangeRequested=header)
@@ -135,8 +140,8 @@ def parse_range(header: str, size: int, standard: bool) -> tuple[int, int] | Non
         if n > size:
             return (0, size - 1) if standard and size > 0 else None
         return (size - n, size - 1)
-    start = int(s)
-    end = int(e) if e != "" else size - 1
+    start = _bound(s)
+    end = _bound(e) if e != "" else size - 1
     if start >= size:
         if standard:
             raise OssError("InvalidRange", ActualObjectSize=str(size), RangeRequested=header)

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from hostile_tally import record  # tests/hostile_tally.py
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from processes import free_port  # tests/processes.py
@@ -95,7 +96,15 @@ def post(url: str, body: bytes, *, timestamp: str | None = None, delivery_id: st
     return httpx.post(url, content=body, headers=headers, timeout=60)
 
 
+def _case() -> str:
+    """The running test's name: the class of input in issue 22's tally."""
+    name = os.environ.get("PYTEST_CURRENT_TEST", "").split("::")[-1].split(" ")[0].split("[")[0]
+    return name.removeprefix("test_")[:48]
+
+
 def assert_clean(response: httpx.Response, *allowed: int) -> None:
+    record("webhook receiver", _case(), response.status_code,
+           traceback="Traceback" in response.text)
     assert response.status_code < 500, (response.status_code, response.text)
     if allowed:
         assert response.status_code in allowed, (response.status_code, response.text)
@@ -209,3 +218,70 @@ def test_any_request_is_answered_2xx_or_4xx(url: str, body: bytes, timestamp: st
         assert response.text == "Invalid HTTP request received."
         return
     assert_clean(response)
+
+
+# ---- issue 22 ----------------------------------------------------------------------------------------------------
+GOOD = json.dumps({"entity": "model_version", "action": "created", "data": {
+    "name": "m", "version": "1", "source": "/srv/m"}}).encode()
+
+
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded", "", "application/jsonx",
+                                   "multipart/form-data; boundary=x"])
+def test_a_delivery_that_is_not_json_by_content_type_is_415(url: str, ctype: str) -> None:
+    delivery_id, stamp = str(uuid.uuid4()), str(int(time.time()))
+    r = httpx.post(url, content=GOOD, timeout=60, headers={
+        "Content-Type": ctype, "X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": stamp,
+        "X-MLflow-Signature": sign(delivery_id, stamp, GOOD)})
+    assert_clean(r, 415)
+
+
+def test_a_content_length_of_non_ascii_digits_is_refused(url: str) -> None:
+    port = int(url.split(":")[2].split("/")[0])
+    head = ("POST /webhooks/mlflow HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            "X-MLflow-Delivery-Id: d\r\nX-MLflow-Timestamp: 1\r\nContent-Length: \u00b2\r\n\r\n").encode("latin-1")
+    status = raw_exchange(port, head, b"{}")
+    assert status.split()[1] in (b"400", b"413"), status  # h11 itself may refuse it; never a 500
+
+
+def test_signed_fields_with_newlines_are_logged_escaped(url: str, caplog: pytest.LogCaptureFixture) -> None:
+    forged = "\n2026-01-01 INFO elastic_inference.registry_webhook delivery ok: emitted\x00"
+    body = json.dumps({"entity": "model_version", "action": "created", "data": {
+        "name": "m" + forged, "version": "1", "source": "/srv/m" + forged}}).encode()
+    with caplog.at_level("INFO", logger="elastic_inference.registry_webhook"):
+        r = post(url, body, delivery_id="d-" + str(uuid.uuid4()))
+    assert_clean(r)
+    lines = [rec.getMessage() for rec in caplog.records if rec.name == "elastic_inference.registry_webhook"]
+    assert lines, "the delivery was not logged"
+    for line in lines:
+        assert "\n" not in line and "\x00" not in line, line
+
+
+@pytest.mark.parametrize("make", ["directory", "missing parent"])
+def test_a_replay_file_that_cannot_be_written_is_refused_at_start(tmp_path, make: str) -> None:
+    from receivers.registry_webhook import ReplayGuard
+
+    path = tmp_path / "d" if make == "directory" else tmp_path / "missing" / "replay.json"
+    if make == "directory":
+        path.mkdir()
+    with pytest.raises(ValueError, match="replay file"):
+        ReplayGuard(600, path)
+    config = ReceiverConfig(secret=SECRET, prefect_api_url="http://127.0.0.1:9/api", replay_file=path)
+    with pytest.raises(ValueError, match="replay file"):
+        create_app(config)
+
+
+def test_a_replay_file_that_breaks_later_keeps_answering(tmp_path) -> None:
+    from receivers.registry_webhook import ReplayGuard
+
+    path = tmp_path / "r" / "replay.json"
+    path.parent.mkdir()
+    guard = ReplayGuard(600, path)
+    path.parent.chmod(0o500)  # no longer writable (root ignores this, so the directory goes instead)
+    try:
+        import shutil
+
+        shutil.rmtree(path.parent)
+        assert guard.claim("a") is True and guard.claim("a") is False  # remembered in memory, no exception
+    finally:
+        if path.parent.exists():
+            path.parent.chmod(0o700)
