@@ -26,6 +26,7 @@ import time
 from email.utils import parsedate_to_datetime
 
 from ..accounts import Accounts
+from ..strict import same_secret
 from .errors import SlsError
 
 MAX_SKEW_SECONDS = 15 * 60
@@ -69,6 +70,6 @@ def authenticate(accounts: Accounts, method: str, path: str, query: list[tuple[s
         raise SlsError(401, "Unauthorized", "The AccessKeyId is unauthorized.")
     expected = base64.b64encode(hmac.new(secret.encode(), string_to_sign(method, path, query, headers, body)
                                          .encode(), hashlib.sha1).digest()).decode()
-    if not hmac.compare_digest(expected, signature):
+    if not same_secret(expected, signature):  # bytes: a non-ASCII signature is a mismatch, not an error
         raise SlsError(401, "SignatureNotMatch", f"Signature {signature} not matched.")
     return ak.strip()

@@ -341,3 +341,14 @@ def test_a_release_failing_only_user_requests_is_rolled_back_on_sls_data(sandbox
         assert got.stats.data.startswith(f"users' requests from SLS ({new.requests} new, {stable.requests} stable)")
     finally:
         cleanup()
+
+
+def test_a_non_ascii_signature_is_a_mismatch_not_a_crash(sandbox_info, project):
+    """Signatures are compared as bytes (hmac.compare_digest refuses non-ASCII str: a 500 before)."""
+    ep = sandbox_info["sls_endpoint"]
+    date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime())
+    r = httpx.get(f"http://{ep}/logstores/nginx-ingress/index", params={"type": "log", "from": 0, "to": 1},
+                  headers={"Host": f"{project}.{ep}", "Date": date, "x-log-apiversion": "0.6.0",
+                           "x-log-signaturemethod": "hmac-sha1", "x-log-bodyrawsize": "0",
+                           "Authorization": f"LOG {sandbox_info['access_key_id']}:sig²nature".encode()})
+    assert r.status_code == 401 and r.json()["errorCode"] == "SignatureNotMatch", r.text
