@@ -1,7 +1,9 @@
 """A rollout: the new version replaces the live one only after it proved itself, step by step.
 
-    (deploy: new release beside the live one ─ canary HPA ─ canary Ingress at weight 0 ─ smoke and the isolated
-     stress test through the production ingress with the canary header ─ verify the new version)
+    (deploy: new release beside the live one ─ its HPA on its own route ─ preview Ingress (the live one's twin on
+     the preview host) ─ smoke and the isolated stress test through the preview ─ verify the new version)
+    then:       preview removed ─ canary Ingress (the live one's twin) at weight 0 ─ prove that the header reaches
+                the new release
     canary:     for each weight: canary Ingress at weight ─ analysis window ─ roll back at the first failed check
                 ─ promote (main Ingress → new Service, canary removed, old HPA removed, old replicas drained to 0)
     blue-green: switch 100% at once ─ bake window (analysis) with the old version still at its replicas
@@ -23,7 +25,16 @@ from clients.lease import LeaseLost
 from clients.logs import run_logger
 from core.spec import DeploySpec
 from tasks.analysis import StepAnalysis, analyse_step
-from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
+from tasks.canary import (
+    canary_endpoint,
+    canary_headers,
+    preview_endpoint,
+    remove_preview,
+    set_canary,
+    set_canary_hpa,
+    set_preview,
+)
+from tasks.canary_probe import prove_header, wait_for_preview
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
 from tasks.versions import Promotion, hold_replicas, promote, remove_canary, restore, retire
@@ -83,11 +94,23 @@ def main_route(spec: DeploySpec, live: LiveVersion) -> str:
 
 
 def prepare_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> IngressEndpoint:
-    """The new version reachable by header only (weight 0), scaled on the users' route: where the isolated stress
-    test goes."""
-    set_canary_hpa(kube, spec, main_route(spec, live), 100)
-    set_canary(kube, spec, 0)
-    return canary_endpoint(endpoint, spec)
+    """The new version alone on the preview host, scaled on its own route (so the live version's HPA does not
+    see the stress load): where the isolated stress test goes, once requests prove the preview reaches it."""
+    set_canary_hpa(kube, spec, route_of(spec, spec.names.service), 100)
+    set_preview(kube, spec, live)
+    preview = preview_endpoint(endpoint, spec)
+    wait_for_preview(preview, spec)
+    return preview
+
+
+def canary_at_zero(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> bool:
+    """From the preview to the canary: the new release's answer read through the preview, the preview removed,
+    the canary Ingress at weight 0, and the header proven to reach the new release (False: the releases answer
+    alike, see tasks/canary_probe.py)."""
+    new = wait_for_preview(preview_endpoint(endpoint, spec), spec)
+    remove_preview(kube, spec)
+    set_canary(kube, spec, live, 0)
+    return prove_header(endpoint, spec, new, canary_headers(spec))
 
 
 def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason: str) -> RolloutFailed:
@@ -106,6 +129,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     target = canary_endpoint(endpoint, spec)
     if r.strategy == "blue-green":
         still_held()
+        remove_preview(kube, spec)
         held = hold_replicas(kube, spec, live.service)  # the previous version stays at its replicas for the bake
         promote(kube, spec, live, retire_previous=False)
         bake = analyse_step(kube, target, spec, "bake", 100, r.bake_seconds, live.service,
@@ -122,10 +146,12 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
         report.promotion = retire(kube, spec, live.service)
         report.decision, report.reason = "promoted", "the bake window passed" if bake else "no bake window"
         return report
+    still_held()
+    canary_at_zero(kube, spec, live, endpoint)
     for i, weight in enumerate(r.steps, 1):
         still_held()
         set_canary_hpa(kube, spec, main_route(spec, live), weight)
-        set_canary(kube, spec, weight)
+        set_canary(kube, spec, live, weight)
         step = analyse_step(kube, target, spec, f"step {i}", weight, r.step_seconds, live.service,
                             main_route(spec, live))
         report.steps.append(step)

@@ -77,13 +77,16 @@ def _delete_release(kube: KubeClients, namespace: str, deployment: str, protecte
 
 @task(name="roll-back", cache_policy=NO_CACHE)
 def remove_canary(kube: KubeClients, spec: DeploySpec, deployment: str | None = None) -> list[str]:
-    """Send no user traffic to the new version and remove it: the canary Ingress first, then its HPA, Service,
-    Deployment and ConfigMap (``deployment``: another version's release, for a half-done rollout of an earlier run).
+    """Send no user traffic to the new version and remove it: the preview and canary Ingresses first, then its
+    HPA, Service, Deployment and ConfigMap (``deployment``: another version's release, for a half-done rollout of
+    an earlier run).
     The version the main Ingress routes to is never touched."""
     ns = spec.names.namespace
     target = deployment or spec.names.deployment
     protected = routed_service(kube, spec)
     removed = []
+    if kube.delete("Ingress", spec.names.preview_ingress, ns) == "deleted":
+        removed.append(f"Ingress {spec.names.preview_ingress}")
     if kube.delete("Ingress", spec.names.canary_ingress, ns) == "deleted":
         removed.append(f"Ingress {spec.names.canary_ingress}")
     if target != protected:

@@ -9,16 +9,23 @@ from ``upstreamName()``: ``{namespace}-{service}-{port}`` with the backend's ser
   only uses that server's paths (no fallback to the catch-all's paths), as nginx picks one ``server`` block.
   Wildcard hosts (``*.example.com``) match exactly one leading label.
 - Paths: ``Exact`` is ``location = /p``; ``Prefix`` matches whole path elements (``/foo`` matches ``/foo`` and
-  ``/foo/bar``, not ``/foobar``); ``ImplementationSpecific`` is a plain string prefix, like ingress-nginx without
-  regex annotations. Longest path wins; Exact before Prefix on equal paths.
+  ``/foo/bar``, not ``/foobar``: ``internal/ingress/controller/location.go`` ``updateServerLocations`` turns it into
+  ``location /foo/`` plus ``location = /foo``). ingress-nginx's store rewrites every Ingress it reads before
+  anything else: an empty path becomes ``/`` (``store.go`` ``updateSecretIngressMap``/``syncIngress``) and a missing
+  or ``ImplementationSpecific`` pathType becomes ``Prefix`` (``internal/k8s/main.go`` ``SetDefaultNGINXPathType``,
+  since controller v0.34), so the two are one and the same everywhere below (:func:`nginx_path`). Longest path
+  wins; Exact before Prefix on equal paths.
 - Endpoints: the ready ``addresses`` of the Service's Endpoints subsets, on the port whose name equals the Service
   port's name (the single port when unnamed). ``notReadyAddresses`` are never used.
 - Canary Ingresses (``nginx.ingress.kubernetes.io/canary: "true"``, :mod:`.canary`) add no route of their own
   (``createServers`` skips them). As ``mergeAlternativeBackends`` does, each path of a canary is merged into the
-  main location of the same host, path and pathType, as an *alternative backend of the main location's upstream*
+  main location of the same host, path and pathType (``loc.Path == path.Path && *loc.PathType == *path.PathType``,
+  after the defaulting above: a canary ``Prefix`` joins a main ``ImplementationSpecific``, never a main ``Exact``),
+  as an *alternative backend of the main location's upstream*
   (so it applies wherever that upstream is the primary); the canary's ``spec.defaultBackend`` merges into the
   catch-all server's locations. A canary with no matching main location is dropped ("unable to find real backend
-  for alternative backend ... Deleting"), and none is merged at all when no non-canary Ingress exists
+  for alternative backend ... Deleting", :attr:`RouteTable.dropped`; the header then reaches the main backend),
+  and none is merged at all when no non-canary Ingress exists
   (``nonCanaryIngressExists``). A canary whose Service is the main location's own is not merged ("alternative
   upstream ... is primary upstream in Other Ingress"). Several canaries on one upstream: each is appended to
   ``AlternativeBackends`` in Ingress order (``sortIngressSlice``: creationTimestamp), and the Lua balancer only ever
@@ -63,6 +70,12 @@ class Backend:
         return alt if canary_rules.route_to_canary(alt.policy, headers, *args) else self
 
 
+def nginx_path(path: str | None, path_type: str | None) -> tuple[str, str]:
+    """(path, pathType) as ingress-nginx's store holds them: ``""`` -> ``/``; none or ``ImplementationSpecific`` ->
+    ``Prefix`` (``SetDefaultNGINXPathType``)."""
+    return path or "/", "Exact" if path_type == "Exact" else "Prefix"
+
+
 @dataclass(frozen=True)
 class PathRule:
     path: str
@@ -73,12 +86,10 @@ class PathRule:
         p = self.path
         if self.path_type == "Exact":
             return path == p
-        if self.path_type == "Prefix":
-            if p == "/" or path == p:
-                return True
-            base = p.rstrip("/")
-            return path.startswith(base + "/")
-        return path.startswith(p)
+        if p == "/" or path == p:
+            return True
+        base = p.rstrip("/")
+        return path.startswith(base + "/")
 
 
 @dataclass
@@ -87,6 +98,8 @@ class RouteTable:
     wildcards: dict[str, list[PathRule]] = field(default_factory=dict)  # suffix ".example.com" -> rules
     catch_all: list[PathRule] = field(default_factory=list)
     default_backend: Backend | None = None
+    dropped: list[str] = field(default_factory=list)
+    """The controller's warnings for canary backends it could not merge (one line each, ingress-nginx's words)."""
 
     def match(self, host: str, path: str) -> Backend | None:
         rules = self.hosts.get(host)
@@ -204,7 +217,7 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
                 ref = _backend_ref(p.get("backend"))
                 if ref is None:
                     continue
-                path, ptype = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
+                path, ptype = nginx_path(p.get("path"), p.get("pathType"))
                 if (host, path, ptype) in seen:
                     continue
                 seen.add((host, path, ptype))
@@ -246,26 +259,42 @@ def _merge_canary(table: RouteTable, ing: dict[str, Any], policy: canary_rules.T
     """``mergeAlternativeBackends`` for one canary Ingress; the canary's upstream gets its traffic-shaping policy."""
     ns = ing["metadata"].get("namespace", "default")
     spec = ing.get("spec") or {}
+    name = f"{ns}/{ing['metadata']['name']}"
     dref = _backend_ref(spec.get("defaultBackend"))
     if dref:
         alt = backend(ns, dref)
         alt.policy = policy
+        merged = equals_primary = False
         for r in table.catch_all:
-            if not _merge(r.backend, alt):
+            if r.backend.upstream == alt.upstream:
+                equals_primary = True
                 break
+            merged = _merge(r.backend, alt) or merged
+        if not merged and not equals_primary:
+            table.dropped.append(f"unable to find real backend for alternative backend {alt.upstream}. Deleting. "
+                                 f"(canary Ingress {name}, default backend)")
     for rule in spec.get("rules") or []:
-        rules = _server_rules(table, (rule.get("host") or "").lower())
-        if rules is None:
-            continue  # "cannot merge alternative backend ... into hostname ... that does not exist"
+        host = (rule.get("host") or "").lower()
+        rules = _server_rules(table, host)
         for p in ((rule.get("http") or {}).get("paths") or []):
             ref = _backend_ref(p.get("backend"))
             if ref is None:
                 continue
             alt = backend(ns, ref)
+            path, ptype = nginx_path(p.get("path"), p.get("pathType"))
+            if rules is None:
+                table.dropped.append(f"cannot merge alternative backend {alt.upstream} into hostname "
+                                     f"{host or '_'} that does not exist (canary Ingress {name})")
+                continue
             alt.policy = policy
-            path, ptype = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
+            merged = equals_primary = False
             for r in rules:
                 if r.backend.upstream == alt.upstream:
+                    equals_primary = True
                     break  # the canary's Service is the primary of another location: not merged
                 if r.path == path and r.path_type == ptype:
-                    _merge(r.backend, alt)
+                    merged = _merge(r.backend, alt) or merged
+            if not merged and not equals_primary:
+                table.dropped.append(f"unable to find real backend for alternative backend {alt.upstream}. "
+                                     f"Deleting. (canary Ingress {name}: no main location {host or '_'} {path} "
+                                     f"pathType {ptype})")
