@@ -195,17 +195,17 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
             # the few user requests that can pass between setting weight 20 and this test's 50 ms poll noticing it
             assert 6 <= canary_lines <= 40, (canary_lines, phases)
             assert main_lines - canary_lines >= 0.8 * USER_RATE, phases  # the users, on v1
+        elif weight in STEPS:
+            users = main_lines - analysis[weight]
+            share = 100 * (canary_lines - analysis[weight]) / users
+            assert abs(share - weight) <= 5, f"step {weight}%: users' share on the canary {share:.1f}% ({phases})"
+            print(f"step {weight}%: {users} user requests, {share:.1f}% on the canary")
     # the isolated stress test went through the preview host: on v2's own route, not the users' (main) route
     lt = second.load_test
     assert lt is not None and lt.requests > 0
     preview_requests = lt.requests + lt.metadata_requests + 2  # Locust's predicts and metadata, the smoke's 2
     assert watch.own_at_canary is not None and watch.own_at_canary >= preview_requests, (watch.own_at_canary,
                                                                                          preview_requests)
-        elif weight in STEPS:
-            users = main_lines - analysis[weight]
-            share = 100 * (canary_lines - analysis[weight]) / users
-            assert abs(share - weight) <= 5, f"step {weight}%: users' share on the canary {share:.1f}% ({phases})"
-            print(f"step {weight}%: {users} user requests, {share:.1f}% on the canary")
     assert after_v2 == {"v1 replicas": 0, "HPA targets": [v2.names.deployment], "main": v2.names.service,
                         "canary": False}
 
