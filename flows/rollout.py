@@ -97,6 +97,7 @@ def prepare_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpo
     """The new version alone on the preview host, scaled on its own route (so the live version's HPA does not
     see the stress load): where the isolated stress test goes, once requests prove the preview reaches it."""
     set_canary_hpa(kube, spec, route_of(spec, spec.names.service), 100)
+    kube.delete("Ingress", spec.names.canary_ingress, spec.names.namespace)  # a dead run's: never beside the preview
     set_preview(kube, spec, live)
     preview = preview_endpoint(endpoint, spec)
     wait_for_preview(preview, spec)

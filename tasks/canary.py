@@ -27,8 +27,10 @@ its own, as Argo Rollouts' blue-green ``previewService`` does: an ordinary (non-
 (``rollout.preview_host``, default ``preview.<host>``), same class, path, pathType and annotations as the live
 Ingress, backend the new release's Service. Its requests are logged under the new release's own route
 ``<ns>-<new service>-<port>``, which the new release's HPA reads during the test. It is removed before the canary
-Ingress is created: ingress-nginx marks a canary's upstream ``NoServer`` (``createUpstreams``), and a location of
-another Ingress with the same upstream is then skipped (``getBackendServers``), so the two must not coexist.
+Ingress is created, and a canary a dead run left for this version is removed before the preview is made: one
+upstream per Service, made by the oldest Ingress naming it (``createUpstreams``), is either a canary's (``NoServer``,
+so the preview's location is skipped in ``getBackendServers``) or an ordinary one (then the canary's traffic-shaping
+policy is never set and its header selects nothing), so the two must never coexist.
 
 The per-version HPA. Each version owns its HPA (``<release>-hpa``), but on ACK a canary's requests are logged in
 SLS under the **main** route (``proxy_upstream_name`` stays the main Service's; only

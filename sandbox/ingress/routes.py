@@ -31,6 +31,10 @@ from ``upstreamName()``: ``{namespace}-{service}-{port}`` with the backend's ser
   ``AlternativeBackends`` in Ingress order (``sortIngressSlice``: creationTimestamp), and the Lua balancer only ever
   uses the first ("TODO: support traffic shaping for n > 1 alternative backends"), so the oldest canary wins; the
   traffic-shaping policy lives on the canary's upstream (``createUpstreams``).
+- One upstream per Service and port, made by the oldest Ingress naming it (``createUpstreams``: ``if _, ok :=
+  upstreams[name]; ok { continue }``). Made by a canary, it is ``NoServer`` and a location of an ordinary Ingress on
+  it is skipped ("Backend is not referenced to by a server"); made by an ordinary Ingress, a canary on the same
+  Service gets no traffic-shaping policy and selects nothing.
 """
 
 from __future__ import annotations
@@ -198,6 +202,7 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
     table = RouteTable()
     seen: set[tuple[str, str, str]] = set()
     ordered = sorted(ingresses, key=lambda i: (i["metadata"].get("creationTimestamp") or "", i["metadata"]["name"]))
+    owners = _upstream_owners(ordered, default_class)
     canaries: list[tuple[dict[str, Any], canary_rules.TrafficShapingPolicy]] = []
     for ing in ordered:
         if not is_nginx_ingress(ing, default_class) or (ing["metadata"].get("deletionTimestamp")):
@@ -218,6 +223,8 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
                 if ref is None:
                     continue
                 path, ptype = nginx_path(p.get("path"), p.get("pathType"))
+                if owners.get(f"{ns}-{ref[0]}-{ref[1]}", ("", False))[1]:
+                    continue  # the upstream is a canary's (NoServer): "Backend is not referenced to by a server"
                 if (host, path, ptype) in seen:
                     continue
                 seen.add((host, path, ptype))
@@ -233,8 +240,29 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
     if len(canaries) < sum(1 for i in ordered if is_nginx_ingress(i, default_class)
                            and not i["metadata"].get("deletionTimestamp")):
         for ing, policy in canaries:
-            _merge_canary(table, ing, policy, backend)
+            _merge_canary(table, ing, policy, backend, owners)
     return table
+
+
+def _upstream_owners(ordered: list[dict[str, Any]], default_class: str | None) -> dict[str, tuple[str, bool]]:
+    """``createUpstreams``: each upstream is made once, by the oldest Ingress naming it (``if _, ok :=
+    upstreams[name]; ok { continue }``): upstream -> (that Ingress's namespace/name, whether it is a canary). Only
+    a canary that made its upstream sets ``NoServer`` and the traffic-shaping policy on it."""
+    owners: dict[str, tuple[str, bool]] = {}
+    for ing in ordered:
+        if not is_nginx_ingress(ing, default_class) or ing["metadata"].get("deletionTimestamp"):
+            continue
+        ns = ing["metadata"].get("namespace", "default")
+        key = f"{ns}/{ing['metadata']['name']}"
+        is_canary = canary_rules.parse(ing["metadata"].get("annotations")) is not None
+        spec = ing.get("spec") or {}
+        refs = [_backend_ref(spec.get("defaultBackend"))] + [
+            _backend_ref(p.get("backend")) for rule in spec.get("rules") or []
+            for p in ((rule.get("http") or {}).get("paths") or [])]
+        for ref in refs:
+            if ref is not None:
+                owners.setdefault(f"{ns}-{ref[0]}-{ref[1]}", (key, is_canary))
+    return owners
 
 
 def _merge(primary: Backend, alt: Backend) -> bool:
@@ -255,15 +283,21 @@ def _server_rules(table: RouteTable, host: str) -> list[PathRule] | None:
 
 
 def _merge_canary(table: RouteTable, ing: dict[str, Any], policy: canary_rules.TrafficShapingPolicy,
-                  backend) -> None:
-    """``mergeAlternativeBackends`` for one canary Ingress; the canary's upstream gets its traffic-shaping policy."""
+                  backend, owners: dict[str, tuple[str, bool]]) -> None:
+    """``mergeAlternativeBackends`` for one canary Ingress; the canary's upstream gets its traffic-shaping policy
+    when this canary made it (:func:`_upstream_owners`), else it has none and selects nothing."""
     ns = ing["metadata"].get("namespace", "default")
     spec = ing.get("spec") or {}
     name = f"{ns}/{ing['metadata']['name']}"
+
+    def shaped(alt: Backend) -> Backend:
+        if owners.get(alt.upstream) == (name, True):
+            alt.policy = policy
+        return alt
+
     dref = _backend_ref(spec.get("defaultBackend"))
     if dref:
-        alt = backend(ns, dref)
-        alt.policy = policy
+        alt = shaped(backend(ns, dref))
         merged = equals_primary = False
         for r in table.catch_all:
             if r.backend.upstream == alt.upstream:
@@ -286,7 +320,7 @@ def _merge_canary(table: RouteTable, ing: dict[str, Any], policy: canary_rules.T
                 table.dropped.append(f"cannot merge alternative backend {alt.upstream} into hostname "
                                      f"{host or '_'} that does not exist (canary Ingress {name})")
                 continue
-            alt.policy = policy
+            shaped(alt)
             merged = equals_primary = False
             for r in rules:
                 if r.backend.upstream == alt.upstream:

@@ -367,3 +367,23 @@ def test_changes_take_effect_after_sync_and_reload_and_the_status_comes_from_its
     second = wait_for(lambda: written("second"), what="second's address", timeout=120)
     # one second of resolution in managedFields times
     assert second - first >= ingress.status_period - 1, (first, second)
+
+
+def test_an_upstream_is_a_canarys_or_an_ordinary_one_never_both(app, host, net, http, sandbox):
+    """``createUpstreams``: the oldest Ingress naming a Service makes its upstream. A canary's upstream has no
+    server: an ordinary Ingress on the same Service (a preview host, say) is not served while the canary is."""
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
+    _until(http, "stable", "main route installed")
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(canary_by_header="X-Canary")))
+    _until(http, "canary", "canary merged", headers={"X-Canary": "always"})
+    created = net.read_namespaced_ingress("canary", app).metadata.creation_timestamp
+    wait_for(lambda: sandbox.ctx.clock.now() >= created.timestamp() + 1.0, what="the next (simulated) second")
+    preview = f"preview-{host}"
+    net.create_namespaced_ingress(app, _ingress(preview, "preview", "canary"))
+    net.create_namespaced_ingress(app, _ingress(f"probe-{host}", "probe", "stable"))  # a later change, applied
+    wait_for(lambda: http.get("/", headers={"Host": f"probe-{host}"}).status_code == 200, what="the later change")
+    assert http.get("/v1/models/m", headers={"Host": preview}).status_code == 404
+    # the canary gone, the preview's Ingress makes the upstream: served
+    net.delete_namespaced_ingress("canary", app)
+    wait_for(lambda: http.get("/v1/models/m", headers={"Host": preview}).status_code == 200, what="preview served")
+    assert _version(http, {"Host": preview}) == "canary"

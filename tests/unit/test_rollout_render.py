@@ -196,3 +196,18 @@ def test_p95_is_the_nearest_rank(latencies: list[float]) -> None:
     assert sum(1 for x in ordered if x <= got) >= 0.95 * len(ordered)
     assert sum(1 for x in ordered if x < got) < 0.95 * len(ordered)
     assert p95([]) is None
+
+
+@given(st.text(alphabet=st.characters(codec="latin-1"), min_size=0, max_size=70))
+def test_the_rollout_header_is_accepted_exactly_when_nginx_keeps_it(name: str) -> None:
+    """nginx's ``ngx_http_parse_header_line`` with ``ignore_invalid_headers on``: letters, digits and '-' only."""
+    import re
+
+    ok = bool(re.fullmatch(r"[A-Za-z0-9-]{1,64}", name)) and name.lower() not in (
+        "host", "content-length", "content-type", "cookie", "connection", "transfer-encoding")
+    try:
+        got = spec(header=name).rollout.header
+    except SpecError:
+        assert not ok
+    else:
+        assert ok and got == name
