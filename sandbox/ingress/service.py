@@ -196,12 +196,6 @@ class IngressService(Service):
             self._dropped = list(table.dropped)
         return table
 
-    def sync(self) -> None:
-        """Rebuild the routing table and publish the addresses at once, without the controller's delays (for
-        callers that set the stage, e.g. a test or a restart)."""
-        self.table = self.build()
-        self.publish_status()
-
     async def _status_loop(self) -> None:
         """``statusSync.Run``: an immediate pass, then one every ``status_period``."""
         while True:
