@@ -127,6 +127,11 @@ class WeightWatch:
         self._stop.set()
         self._thread.join(10)
 
+    def seconds(self, weight: int) -> float:
+        """How long the first phase at ``weight`` lasted."""
+        i = next(i for i, m in enumerate(self.marks) if m[1] == weight)
+        return self.marks[i + 1][0] - self.marks[i][0]
+
     def phases(self) -> list[tuple[int | None, int, int]]:
         """(weight, main lines, canary lines) of each phase between weight changes."""
         return [(w, m2 - m1, c2 - c1) for (_, w, m1, c1), (_, _, m2, c2) in itertools.pairwise(self.marks)]
@@ -160,7 +165,9 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     predict_url = f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}:predict"
 
     v2 = spec_for(model_dir, V2)
-    v3 = spec_for(model_dir, V3, **{"load_test.stages": [{"duration_s": 10, "users": 10, "spawn_rate": 10}]})
+    # v3's short stress test is there to show its errors, not a scale-out (its HPA sees only that load now)
+    v3 = spec_for(model_dir, V3, **{"load_test.stages": [{"duration_s": 10, "users": 10, "spawn_rate": 10}],
+                                    "verification.require_scale_out": False})
     with OpenLoopLoad(predict_url, endpoint.host, body, USER_RATE) as load:
         time.sleep(2)  # the user load is flowing before the rollout begins
         with WeightWatch(sandbox, net, v2, main_route) as watch:
@@ -198,7 +205,8 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
             # 3 reads in a row (status + metadata each) once merged; a few more while ingress-nginx reloads, and
             # the few user requests that can pass between setting weight 20 and this test's 50 ms poll noticing it
             assert 6 <= canary_lines <= 40, (canary_lines, phases)
-            assert main_lines - canary_lines >= 0.8 * USER_RATE, phases  # the users, on v1
+            # the users, on v1, through the whole phase (it lasts as long as the proof: about a second)
+            assert main_lines - canary_lines >= 0.5 * USER_RATE * watch.seconds(0) - 2, (phases, watch.seconds(0))
         elif weight in STEPS:
             users = main_lines - analysis[weight]
             share = 100 * (canary_lines - analysis[weight]) / users
