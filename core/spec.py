@@ -1196,8 +1196,12 @@ class VerificationSpec(_Model):
     """Fail when the pay-as-you-go count is off the mix rule by more than the observed scale-in explains."""
 
 
-# An HTTP header field name is an RFC 9110 token; ingress-nginx matches canary-by-header on it.
-_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]{1,64}")
+# The canary header as nginx lets it through: ``ngx_http_parse_header_line`` (nginx src/http/ngx_http_parse.c) marks
+# a header name with any character other than letters, digits and ``-`` invalid (``_`` too unless
+# ``underscores_in_headers on``), and with ``ignore_invalid_headers on`` (ingress-nginx's ConfigMap default
+# ``ignore-invalid-headers: "true"``, ``enable-underscores-in-headers: "false"``, as on ACK) the request header is
+# dropped before ``canary-by-header`` is looked at: the canary would never be selected.
+_HEADER_NAME = re.compile(r"[0-9A-Za-z-]{1,64}")
 MAX_CANARY_STEPS = 20
 
 
@@ -1246,6 +1250,19 @@ class RolloutSpec(_Model):
         "stress test and the analysis",
     )
 
+    preview_host: str | None = Field(
+        default=None,
+        description="Host of the preview Ingress the isolated stress test goes through, so that its requests are "
+        "counted on the new release's own route (default: preview.<ingress host>). The flow sends to the ingress "
+        "address with this Host header: no DNS record is needed for the rollout, only for people who want to "
+        "open the preview themselves",
+    )
+
+    @field_validator("preview_host")
+    @classmethod
+    def _preview_host(cls, v: str | None) -> str | None:
+        return None if v is None else _dns_subdomain(v, "rollout.preview_host")
+
     @field_validator("steps")
     @classmethod
     def _steps(cls, v: list[int]) -> list[int]:
@@ -1261,7 +1278,11 @@ class RolloutSpec(_Model):
     @classmethod
     def _header(cls, v: str) -> str:
         if not _HEADER_NAME.fullmatch(v):
-            raise ValueError(f"header {v!r} is not an HTTP header name (1-64 token characters, RFC 9110)")
+            raise ValueError(
+                f"rollout.header {v[:80]!r} must be 1-64 letters, digits and '-': nginx drops request headers with "
+                "any other character (ignore_invalid_headers, on in ingress-nginx), so canary-by-header would "
+                "never match"
+            )
         if v.lower() in ("host", "content-length", "content-type", "cookie", "connection", "transfer-encoding"):
             raise ValueError(f"header {v!r} is a header HTTP itself uses; pick a name of your own")
         return v
@@ -1293,6 +1314,18 @@ class DeploySpec(_Model):
     @model_validator(mode="after")
     def _cross(self) -> DeploySpec:
         self._check_derived_names()
+        if self.preview_host == self.ingress.host:
+            raise _FieldError(
+                "rollout.preview_host",
+                f"rollout.preview_host {self.preview_host!r} must differ from ingress.host: the preview Ingress "
+                "needs a host of its own, or its requests would be counted on the users' route",
+            )
+        if len(self.preview_host) > 253:
+            raise _FieldError(
+                "rollout.preview_host",
+                f"the preview host preview.<ingress.host> is {len(self.preview_host)} characters (at most 253): "
+                "set rollout.preview_host",
+            )
         if self.ingress.service_port != self.serving.rest_api_port:
             raise _FieldError(
                 "ingress.service_port",
@@ -1351,6 +1384,11 @@ class DeploySpec(_Model):
     @property
     def names(self) -> DerivedNames:
         return DerivedNames.of(self)
+
+    @property
+    def preview_host(self) -> str:
+        """The preview Ingress's host: ``rollout.preview_host``, else ``preview.<ingress host>``."""
+        return self.rollout.preview_host or f"preview.{self.ingress.host}"
 
     # ---- loading -----------------------------------------------------------------------------------------------
     @classmethod
@@ -1434,6 +1472,8 @@ class DerivedNames(BaseModel):
     hpa: str
     ingress: str
     canary_ingress: str
+    preview_ingress: str
+    preview_host: str
     pv: str
     pvc: str
     volume_handle: str
@@ -1467,6 +1507,8 @@ class DerivedNames(BaseModel):
             hpa=truncate_name(f"{release}-hpa"),
             ingress=s.name,
             canary_ingress=truncate_name(f"{s.name}-canary"),
+            preview_ingress=truncate_name(f"{s.name}-preview"),
+            preview_host=spec.preview_host,
             pv=spec.storage.pv_name,
             pvc=spec.storage.pvc_name,
             volume_handle=spec.storage.pv_name,

@@ -1,7 +1,9 @@
 """A rollout: the new version replaces the live one only after it proved itself, step by step.
 
-    (deploy: new release beside the live one ─ canary HPA ─ canary Ingress at weight 0 ─ smoke and the isolated
-     stress test through the production ingress with the canary header ─ verify the new version)
+    (deploy: new release beside the live one ─ its HPA on its own route ─ preview Ingress (the live one's twin on
+     the preview host) ─ smoke and the isolated stress test through the preview ─ verify the new version)
+    then:       preview removed ─ canary Ingress (the live one's twin) at weight 0 ─ prove that the header reaches
+                the new release
     canary:     for each weight: canary Ingress at weight ─ analysis window ─ roll back at the first failed check
                 ─ promote (main Ingress → new Service, canary removed, old HPA removed, old replicas drained to 0)
     blue-green: switch 100% at once ─ bake window (analysis) with the old version still at its replicas
@@ -25,7 +27,16 @@ from clients.logs import run_logger
 from clients.sls import SlsReader
 from core.spec import DeploySpec
 from tasks.analysis import StepAnalysis, analyse_step
-from tasks.canary import canary_endpoint, set_canary, set_canary_hpa
+from tasks.canary import (
+    canary_endpoint,
+    canary_headers,
+    preview_endpoint,
+    remove_preview,
+    set_canary,
+    set_canary_hpa,
+    set_preview,
+)
+from tasks.canary_probe import prove_header, wait_for_preview
 from tasks.capacity import ensure_available, live_replicas, share_replicas
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
@@ -194,11 +205,24 @@ def main_route(spec: DeploySpec, live: LiveVersion) -> str:
 
 
 def prepare_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> IngressEndpoint:
-    """The new version reachable by header only (weight 0), scaled on the users' route: where the isolated stress
-    test goes."""
-    set_canary_hpa(kube, spec, main_route(spec, live), 100)
-    set_canary(kube, spec, 0)
-    return canary_endpoint(endpoint, spec)
+    """The new version alone on the preview host, scaled on its own route (so the live version's HPA does not
+    see the stress load): where the isolated stress test goes, once requests prove the preview reaches it."""
+    set_canary_hpa(kube, spec, route_of(spec, spec.names.service), 100)
+    kube.delete("Ingress", spec.names.canary_ingress, spec.names.namespace)  # a dead run's: never beside the preview
+    set_preview(kube, spec, live)
+    preview = preview_endpoint(endpoint, spec)
+    wait_for_preview(preview, spec)
+    return preview
+
+
+def canary_at_zero(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> bool:
+    """From the preview to the canary: the new release's answer read through the preview, the preview removed,
+    the canary Ingress at weight 0, and the header proven to reach the new release (False: the releases answer
+    alike, see tasks/canary_probe.py)."""
+    new = wait_for_preview(preview_endpoint(endpoint, spec), spec)
+    remove_preview(kube, spec)
+    set_canary(kube, spec, live, 0)
+    return prove_header(endpoint, spec, new, canary_headers(spec))
 
 
 def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason: str,
@@ -228,6 +252,12 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     (tasks/analysis.py)."""
     report = stage.report
     target = canary_endpoint(endpoint, spec)
+    still_held()
+    if spec.rollout.strategy == "canary":  # the preview gives way to the canary at 0%, the header proven first
+        stage("header proof")
+        canary_at_zero(kube, spec, live, endpoint)
+    else:
+        remove_preview(kube, spec)
     steps = plan(spec)
     done, failed = 0, None
     while not isinstance(step := decide(steps, done, failed), Outcome):
@@ -255,7 +285,7 @@ def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: I
         set_canary_hpa(kube, spec, main_route(spec, live), step.weight, min_replicas=needed)
         ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), step.name)
         still_held()
-        set_canary(kube, spec, step.weight)
+        set_canary(kube, spec, live, step.weight)
         stage(step.name, step.weight)
     elif step.kind == "analyse":
         # a canary's requests count on the main route; after a (blue-green) switch the new release's is the main one

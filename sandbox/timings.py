@@ -72,6 +72,10 @@ DEFAULTS: dict[str, float] = {
     "ca_max_node_provision": 900.0,  # --max-node-provision-time
     "ca_backoff": 300.0,  # a node group whose scale-up failed is skipped this long (doubling, max 30 min)
     "ca_scale_down_utilization_threshold": 0.5,  # NOT a delay: --scale-down-utilization-threshold (a fraction)
+    # ingress-nginx (sandbox.ingress; kubernetes/ingress-nginx, see sandbox/ingress/service.py)
+    "ingress_sync_period": 1 / 0.3,  # --sync-rate-limit 0.3: at most one syncIngress per 3.3 s (token bucket of 1)
+    "ingress_reload": 2.0,  # a sync -> requests see it: nginx reload / dynamic /configuration + balancer.lua's 1 s sync
+    "ingress_status_period": 60.0,  # --status-update-interval: the status loop writes Ingress addresses this often
     # TF-Serving-compatible pod runtime (sandbox.runtime)
     "tfserving_startup": 2.0,  # process start -> flags parsed and the model config read (TF/CUDA init)
     "tfserving_load": 5.0,  # fixed part of loading one model version (graph import, session, warmup) ...

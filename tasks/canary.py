@@ -8,6 +8,30 @@ implement canary releases and blue-green deployments") takes a second Ingress on
   (what the isolated stress test and the analysis send: header ``rollout.header``, value the serving version);
 - ``canary-weight``: that percentage of the other requests goes to the canary (the users' share of a step).
 
+**The canary is the live Ingress's twin.** ingress-nginx merges a canary into a main location only when host, path
+and pathType are the same (``internal/ingress/controller/controller.go`` ``mergeAlternativeBackends``: ``loc.Path ==
+path.Path && *loc.PathType == *path.PathType``); otherwise it logs "unable to find real backend for alternative
+backend ... Deleting." and every request, the canary header's included, goes to the main backend. So the canary is
+not rendered from the spec but derived from the **live** main Ingress, as Flagger's nginx router does
+(fluxcd/flagger ``pkg/router/ingress.go`` ``IngressRouter.Reconcile``: a deep copy of the apex Ingress with the
+backend swapped; ``makeAnnotations``: its annotations without the canary ones and
+``kubectl.kubernetes.io/last-applied-configuration``): its class (``spec.ingressClassName`` or the legacy
+annotation), the rule of the spec's host with the live path entry (path and pathType as they are), the TLS entry
+of that host, the other annotations. Whether the header then reaches the new release is proven by requests
+(:mod:`tasks.canary_probe`), not by the Ingress's status: the controller writes the status from its own 60 s loop
+(``internal/ingress/status/status.go``), whether or not the canary merged.
+
+**The preview Ingress** (the isolated stress test). Through the canary header, the stress test's requests are
+logged on the main route and move the live version's HPA. So the isolated stress test goes through an Ingress of
+its own, as Argo Rollouts' blue-green ``previewService`` does: an ordinary (non-canary) Ingress on the preview host
+(``rollout.preview_host``, default ``preview.<host>``), same class, path, pathType and annotations as the live
+Ingress, backend the new release's Service. Its requests are logged under the new release's own route
+``<ns>-<new service>-<port>``, which the new release's HPA reads during the test. It is removed before the canary
+Ingress is created, and a canary a dead run left for this version is removed before the preview is made: one
+upstream per Service, made by the oldest Ingress naming it (``createUpstreams``), is either a canary's (``NoServer``,
+so the preview's location is skipped in ``getBackendServers``) or an ordinary one (then the canary's traffic-shaping
+policy is never set and its header selects nothing), so the two must never coexist.
+
 The per-version HPA. Each version owns its HPA (``<release>-hpa``), but on ACK a canary's requests are logged in
 SLS under the **main** route (``proxy_upstream_name`` stays the main Service's; only
 ``proxy_alternative_upstream_name`` names the canary: ingress-nginx ``balancer.lua`` and its log-format docs), and
@@ -15,9 +39,8 @@ alibaba-cloud-metrics-adapter selects ``sls_ingress_qps`` by ``proxy_upstream_na
 (``pkg/metrics/sls/ingress.go``). An HPA on the canary's own route would read 0 and never scale. So while it is a
 canary, its HPA reads the **main** route, the users' total, with a target raised by the share the canary gets:
 ``averageValue = target_qps * 100 / share`` gives ``ceil(total * share / 100 / target_qps)`` replicas, the canary's
-part of the load. During the isolated stress test the share is 100 (the stress load is counted on the main route
-too). At promotion the HPA is re-rendered on its own route, which is then the main one. (The stable version's HPA
-also sees the stress traffic on the main route and may scale out for it: more capacity, never less.)
+part of the load. During the isolated stress test it reads its own route, the preview's. At promotion the HPA is
+re-rendered on its own route, which is then the main one.
 """
 
 from __future__ import annotations
@@ -33,7 +56,7 @@ from clients.logs import run_logger
 from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
 from tasks.ingress import IngressEndpoint, render_ingress
-from tasks.live import go_atoi
+from tasks.live import LiveVersion, go_atoi
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 CANARY = PREFIX + "canary"
@@ -52,20 +75,73 @@ def canary_endpoint(endpoint: IngressEndpoint, spec: DeploySpec) -> IngressEndpo
     return endpoint.model_copy(update={"headers": canary_headers(spec)})
 
 
-def render_canary_ingress(spec: DeploySpec, weight: int) -> dict[str, Any]:
-    """The canary Ingress: the main rule for the new version's Service, selected by header and ``weight`` %."""
+NOT_COPIED = ("kubectl.kubernetes.io/last-applied-configuration",)
+
+
+def copied_annotations(main: dict[str, Any]) -> dict[str, str]:
+    """The live Ingress's annotations a twin keeps: all but the canary ones (``nginx.ingress.kubernetes.io/canary*``)
+    and ``kubectl.kubernetes.io/last-applied-configuration`` (Flagger's ``makeAnnotations``)."""
+    ann = (main.get("metadata") or {}).get("annotations") or {}
+    return {k: v for k, v in ann.items() if not k.startswith(CANARY) and k not in NOT_COPIED}
+
+
+def _live_path(main: dict[str, Any], host: str, path: str) -> dict[str, Any]:
+    """The live Ingress's path entry for ``host`` + ``path`` (as :func:`tasks.live.serving_backend` found it)."""
+    for rule in (main.get("spec") or {}).get("rules") or []:
+        if (rule.get("host") or "") != host:
+            continue
+        for p in (rule.get("http") or {}).get("paths") or []:
+            if (p.get("path") or "/") == path and ((p.get("backend") or {}).get("service") or {}).get("name"):
+                return p
+    raise ValueError(f"the live Ingress {main['metadata']['name']} has no rule for {host}{path}")
+
+
+def _twin(spec: DeploySpec, main: dict[str, Any], name: str, host: str, tls: bool) -> dict[str, Any]:
+    """An Ingress with the live one's class, annotations and path entry for the spec's host and path (path and
+    pathType as the live one has them), on ``host``, sending to the new release's Service."""
+    live = _live_path(main, spec.ingress.host, spec.ingress.path)
+    entry = {"path": live.get("path") or "/", "pathType": live.get("pathType") or "ImplementationSpecific",
+             "backend": {"service": {"name": spec.names.service, "port": {"number": spec.ingress.service_port}}}}
+    obj = render_ingress(spec)
+    obj["metadata"]["name"] = name
+    obj["metadata"]["labels"]["servingVersion"] = str(spec.serving.version)
+    obj["metadata"]["annotations"] = copied_annotations(main)
+    main_spec = main.get("spec") or {}
+    out: dict[str, Any] = {"rules": [{"host": host, "http": {"paths": [entry]}}]}
+    if main_spec.get("ingressClassName"):
+        out["ingressClassName"] = main_spec["ingressClassName"]
+    if tls:
+        entries = [copy.deepcopy(t) for t in main_spec.get("tls") or [] if host in (t.get("hosts") or [])]
+        if entries:
+            out["tls"] = entries
+    obj["spec"] = out
+    return obj
+
+
+def render_canary_ingress(spec: DeploySpec, weight: int, main: dict[str, Any]) -> dict[str, Any]:
+    """The canary Ingress, derived from the live main Ingress ``main``: its twin for the spec's host and path,
+    sending to the new release's Service, selected by header and ``weight`` %."""
     if not 0 <= weight <= 100:
         raise ValueError(f"canary weight {weight} is not a percentage")
-    obj = render_ingress(spec)
-    obj["metadata"]["name"] = spec.names.canary_ingress
-    obj["metadata"]["labels"]["servingVersion"] = str(spec.serving.version)
-    obj["metadata"]["annotations"] = {
+    obj = _twin(spec, main, spec.names.canary_ingress, spec.ingress.host, tls=True)
+    obj["metadata"]["annotations"].update({
         CANARY: "true",
         BY_HEADER: spec.rollout.header,
         BY_HEADER_VALUE: str(spec.serving.version),
         WEIGHT: str(weight),
-    }
+    })
     return obj
+
+
+def render_preview_ingress(spec: DeploySpec, main: dict[str, Any]) -> dict[str, Any]:
+    """The preview Ingress: the live Ingress's twin on the preview host, an ordinary Ingress of the new release
+    (no TLS: the flow speaks HTTP to the ingress address; a certificate for the preview host is the user's)."""
+    return _twin(spec, main, spec.names.preview_ingress, spec.names.preview_host, tls=False)
+
+
+def preview_endpoint(endpoint: IngressEndpoint, spec: DeploySpec) -> IngressEndpoint:
+    """The production ingress address with the preview host: the new release alone."""
+    return endpoint.model_copy(update={"host": spec.names.preview_host, "headers": {}})
 
 
 def canary_weight(ingress: dict[str, Any] | None) -> int | None:
@@ -113,16 +189,44 @@ def with_backend(ingress: dict[str, Any], host: str, path: str, service: str, po
     return out
 
 
+def live_ingress(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> dict[str, Any]:
+    """The live main Ingress as the cluster has it now."""
+    main = kube.get("Ingress", live.ingress, spec.names.namespace)
+    if main is None:
+        raise RuntimeError(f"the live Ingress {spec.names.namespace}/{live.ingress} is gone")
+    return main
+
+
 @task(name="canary-ingress", cache_policy=NO_CACHE)
-def set_canary(kube: KubeClients, spec: DeploySpec, weight: int) -> None:
-    """Apply the canary Ingress at ``weight`` % and wait until the controller has taken it (it publishes the
-    address on every Ingress it serves)."""
-    kube.apply(render_canary_ingress(spec, weight))
-    kube.wait_for("Ingress", spec.names.canary_ingress, spec.names.namespace,
-                  lambda o: bool(((o.get("status") or {}).get("loadBalancer") or {}).get("ingress")), 300,
-                  what="be taken by the ingress controller")
+def set_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, weight: int) -> None:
+    """Apply the canary Ingress, derived from the live one, at ``weight`` %. It is in effect after the
+    controller's next sync and reload (seconds), which nothing in the Ingress object tells: the header is proven
+    by requests (:func:`tasks.canary_probe.prove_header`)."""
+    kube.apply(render_canary_ingress(spec, weight, live_ingress(kube, spec, live)))
     run_logger().info("canary %s: %d%% of user traffic, and every request with %s", spec.serving.version, weight,
                       ", ".join(f"{k}: {v}" for k, v in canary_headers(spec).items()))
+
+
+@task(name="preview-ingress", cache_policy=NO_CACHE)
+def set_preview(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> None:
+    """Apply the preview Ingress (the new release alone on the preview host). Refuses a preview host another
+    Ingress of the class already routes (its requests would reach that one, or be counted on its route)."""
+    ns = spec.names.namespace
+    host = spec.names.preview_host
+    for other in kube.list("Ingress", ns).get("items") or []:
+        name = (other.get("metadata") or {}).get("name")
+        if name == spec.names.preview_ingress:
+            continue
+        if any((r.get("host") or "") == host for r in (other.get("spec") or {}).get("rules") or []):
+            raise RuntimeError(f"rollout.preview_host {host!r} is already routed by Ingress {ns}/{name}: give the "
+                               "preview a host of its own (rollout.preview_host)")
+    kube.apply(render_preview_ingress(spec, live_ingress(kube, spec, live)))
+    run_logger().info("preview %s: Host %s reaches the new release alone", spec.serving.version, host)
+
+
+def remove_preview(kube: KubeClients, spec: DeploySpec) -> bool:
+    """Delete the preview Ingress (and wait until it is gone); True when there was one."""
+    return kube.delete("Ingress", spec.names.preview_ingress, spec.names.namespace) == "deleted"
 
 
 @task(name="canary-hpa", cache_policy=NO_CACHE)

@@ -35,7 +35,7 @@ class Phase(StrEnum):
 
 def phase_of(stage: str) -> Phase:
     """The phase a stage of flows/rollout.py belongs to."""
-    if stage in ("canary set-up", "isolated stress test"):
+    if stage in ("canary set-up", "isolated stress test", "header proof"):
         return Phase.INITIALIZING
     if stage.startswith("step ") or stage == "bake":
         return Phase.PROGRESSING

@@ -104,15 +104,18 @@ def _delete_release(kube: KubeClients, namespace: str, deployment: str, protecte
 @task(name="roll-back", cache_policy=NO_CACHE)
 def remove_canary(kube: KubeClients, spec: DeploySpec, deployment: str | None = None,
                   drain_s: float | None = None, *, still_held: StillHeld = unguarded) -> list[str]:
-    """Send no user traffic to the new version and remove it: the canary Ingress first, then, after the drain
-    (``rollout.drain_seconds``, or ``drain_s``: nginx applies an Ingress change on its next sync, and requests
-    in flight finish), its HPA, Service, Deployment and ConfigMap (``deployment``: another version's release, for
-    a half-done rollout of an earlier run). The version the main Ingress routes to is never touched."""
+    """Send no user traffic to the new version and remove it: the preview and canary Ingresses first, then, after
+    the drain (``rollout.drain_seconds``, or ``drain_s``: nginx applies an Ingress change on its next sync, and
+    requests in flight finish), its HPA, Service, Deployment and ConfigMap (``deployment``: another version's
+    release, for a half-done rollout of an earlier run). The version the main Ingress routes to is never
+    touched."""
     ns = spec.names.namespace
     target = spec.names.deployment if deployment is None else deployment
     protected = routed_service(kube, spec)
     removed = []
     still_held()
+    if kube.delete("Ingress", spec.names.preview_ingress, ns) == "deleted":
+        removed.append(f"Ingress {spec.names.preview_ingress}")
     if kube.delete("Ingress", spec.names.canary_ingress, ns) == "deleted":
         removed.append(f"Ingress {spec.names.canary_ingress}")
         if target and target != protected:

@@ -20,6 +20,14 @@ Sources (kubernetes/ingress-nginx):
   3. ``math.random(total) <= weight``, ``total`` = ``canary-weight-total`` when it is above 100, else 100 (a
      total below 100 is ignored by the Lua code).
   Session affinity (``is_affinitized``) is not emulated: the sandbox has no sticky sessions.
+- Request headers nginx never sees: ``ngx_http_parse_header_line`` (nginx ``src/http/ngx_http_parse.c``) marks a
+  header name with a character other than letters, digits and ``-`` invalid (``_`` as well, unless
+  ``underscores_in_headers on``), and ``ngx_http_process_request_headers`` (``ngx_http_request.c``) skips it with
+  "client sent invalid header line" when ``ignore_invalid_headers`` is on. ingress-nginx's ConfigMap defaults are
+  ``ignore-invalid-headers: "true"`` and ``enable-underscores-in-headers: "false"``
+  (``internal/ingress/controller/config/config.go``; ``nginx.tmpl`` writes both directives), as on ACK. So
+  ``X_Canary: always`` selects nothing, while an annotation ``canary-by-header: X_Canary`` (valid for the annotation
+  parser) is ``$http_x_canary`` and matches the request header ``X-Canary`` (:func:`header_value`).
 - Documentation: ``docs/user-guide/nginx-configuration/annotations.md#canary`` ("Canary rules are evaluated in order
   of precedence ... canary-by-header -> canary-by-cookie -> canary-weight"; "Currently a maximum of one canary
   ingress can be applied per Ingress rule").
@@ -102,11 +110,22 @@ def _nginx_header_name(name: str) -> str:
     return name.lower().replace("-", "_")
 
 
+_VALID_NAME = re.compile(rb"[A-Za-z0-9-]+")
+
+
+@lru_cache(maxsize=1024)
+def valid_header_name(name: bytes) -> bool:
+    """Whether nginx keeps a request header of this name (``ignore_invalid_headers on``, no underscores)."""
+    return _VALID_NAME.fullmatch(name) is not None
+
+
 def header_value(headers: Iterable[tuple[bytes, bytes]], name: str) -> str | None:
     """``$http_<name>``: every request header of that name (case-insensitive, ``-`` as ``_``), joined by ``, ``
-    (nginx >= 1.23.0 joins repeated headers; ingress-nginx's current images are built on nginx 1.25+)."""
+    (nginx >= 1.23.0 joins repeated headers; ingress-nginx's current images are built on nginx 1.25+). Headers
+    nginx dropped as invalid are not there."""
     want = _nginx_header_name(name)
-    found = [v.decode("latin-1") for k, v in headers if _nginx_header_name(k.decode("latin-1")) == want]
+    found = [v.decode("latin-1") for k, v in headers
+             if valid_header_name(k) and _nginx_header_name(k.decode("latin-1")) == want]
     return ", ".join(found) if found else None
 
 

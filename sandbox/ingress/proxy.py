@@ -7,6 +7,9 @@ nginx semantics followed (ingress-nginx defaults, ``nginx.tmpl``):
 - round robin over the endpoints; a connection error moves to the next endpoint (``proxy_next_upstream error
   timeout``, ``proxy_next_upstream_tries 3``); when every try failed -> ``502 Bad Gateway``; a response that does
   not come within ``proxy-read-timeout`` -> ``504 Gateway Time-out``; an upstream that breaks the response -> 502;
+- request headers with a name nginx finds invalid (anything but letters, digits and ``-``) are dropped, as
+  ``ignore_invalid_headers on`` does (:func:`.canary.valid_header_name`): neither forwarded nor seen by the canary
+  rules;
 - request headers as ``nginx.tmpl`` sets them: ``Host`` kept, ``X-Request-ID``, ``X-Real-IP``,
   ``X-Forwarded-For``/``-Host``/``-Port``/``-Proto``/``-Scheme``, ``X-Scheme``; hop-by-hop headers dropped; the
   upstream's ``Server`` and ``Date`` hidden (``proxy_hide_header`` defaults);
@@ -26,6 +29,7 @@ import os
 import time
 from typing import TYPE_CHECKING, Any
 
+from .canary import valid_header_name
 from .upstream import ConnectFailed, UpstreamBroken, UpstreamTimeout
 
 if TYPE_CHECKING:
@@ -119,7 +123,8 @@ class IngressProxy:
                 if k == b"x-forwarded-for":
                     xff = v + b", " + client
                 continue
-            lines.append(k + b": " + v)
+            if valid_header_name(k):
+                lines.append(k + b": " + v)
         scheme = scope.get("scheme", "http").encode()
         lines += [b"x-request-id: " + os.urandom(16).hex().encode(), b"x-real-ip: " + client,
                   b"x-forwarded-for: " + xff, b"x-forwarded-host: " + host, b"x-forwarded-port: " + self.port,

@@ -9,21 +9,32 @@ from ``upstreamName()``: ``{namespace}-{service}-{port}`` with the backend's ser
   only uses that server's paths (no fallback to the catch-all's paths), as nginx picks one ``server`` block.
   Wildcard hosts (``*.example.com``) match exactly one leading label.
 - Paths: ``Exact`` is ``location = /p``; ``Prefix`` matches whole path elements (``/foo`` matches ``/foo`` and
-  ``/foo/bar``, not ``/foobar``); ``ImplementationSpecific`` is a plain string prefix, like ingress-nginx without
-  regex annotations. Longest path wins; Exact before Prefix on equal paths.
+  ``/foo/bar``, not ``/foobar``: ``internal/ingress/controller/location.go`` ``updateServerLocations`` turns it into
+  ``location /foo/`` plus ``location = /foo``). ingress-nginx's store rewrites every Ingress it reads before
+  anything else: an empty path becomes ``/`` (``store.go`` ``updateSecretIngressMap``/``syncIngress``) and a missing
+  or ``ImplementationSpecific`` pathType becomes ``Prefix`` (``internal/k8s/main.go`` ``SetDefaultNGINXPathType``,
+  since controller v0.34), so the two are one and the same everywhere below (:func:`nginx_path`). Longest path
+  wins; Exact before Prefix on equal paths.
 - Endpoints: the ready ``addresses`` of the Service's Endpoints subsets, on the port whose name equals the Service
   port's name (the single port when unnamed). ``notReadyAddresses`` are never used.
 - Canary Ingresses (``nginx.ingress.kubernetes.io/canary: "true"``, :mod:`.canary`) add no route of their own
   (``createServers`` skips them). As ``mergeAlternativeBackends`` does, each path of a canary is merged into the
-  main location of the same host, path and pathType, as an *alternative backend of the main location's upstream*
+  main location of the same host, path and pathType (``loc.Path == path.Path && *loc.PathType == *path.PathType``,
+  after the defaulting above: a canary ``Prefix`` joins a main ``ImplementationSpecific``, never a main ``Exact``),
+  as an *alternative backend of the main location's upstream*
   (so it applies wherever that upstream is the primary); the canary's ``spec.defaultBackend`` merges into the
   catch-all server's locations. A canary with no matching main location is dropped ("unable to find real backend
-  for alternative backend ... Deleting"), and none is merged at all when no non-canary Ingress exists
+  for alternative backend ... Deleting", :attr:`RouteTable.dropped`; the header then reaches the main backend),
+  and none is merged at all when no non-canary Ingress exists
   (``nonCanaryIngressExists``). A canary whose Service is the main location's own is not merged ("alternative
   upstream ... is primary upstream in Other Ingress"). Several canaries on one upstream: each is appended to
   ``AlternativeBackends`` in Ingress order (``sortIngressSlice``: creationTimestamp), and the Lua balancer only ever
   uses the first ("TODO: support traffic shaping for n > 1 alternative backends"), so the oldest canary wins; the
   traffic-shaping policy lives on the canary's upstream (``createUpstreams``).
+- One upstream per Service and port, made by the oldest Ingress naming it (``createUpstreams``: ``if _, ok :=
+  upstreams[name]; ok { continue }``). Made by a canary, it is ``NoServer`` and a location of an ordinary Ingress on
+  it is skipped ("Backend is not referenced to by a server"); made by an ordinary Ingress, a canary on the same
+  Service gets no traffic-shaping policy and selects nothing.
 """
 
 from __future__ import annotations
@@ -63,6 +74,12 @@ class Backend:
         return alt if canary_rules.route_to_canary(alt.policy, headers, *args) else self
 
 
+def nginx_path(path: str | None, path_type: str | None) -> tuple[str, str]:
+    """(path, pathType) as ingress-nginx's store holds them: ``""`` -> ``/``; none or ``ImplementationSpecific`` ->
+    ``Prefix`` (``SetDefaultNGINXPathType``)."""
+    return path or "/", "Exact" if path_type == "Exact" else "Prefix"
+
+
 @dataclass(frozen=True)
 class PathRule:
     path: str
@@ -73,12 +90,10 @@ class PathRule:
         p = self.path
         if self.path_type == "Exact":
             return path == p
-        if self.path_type == "Prefix":
-            if p == "/" or path == p:
-                return True
-            base = p.rstrip("/")
-            return path.startswith(base + "/")
-        return path.startswith(p)
+        if p == "/" or path == p:
+            return True
+        base = p.rstrip("/")
+        return path.startswith(base + "/")
 
 
 @dataclass
@@ -87,6 +102,8 @@ class RouteTable:
     wildcards: dict[str, list[PathRule]] = field(default_factory=dict)  # suffix ".example.com" -> rules
     catch_all: list[PathRule] = field(default_factory=list)
     default_backend: Backend | None = None
+    dropped: list[str] = field(default_factory=list)
+    """The controller's warnings for canary backends it could not merge (one line each, ingress-nginx's words)."""
 
     def match(self, host: str, path: str) -> Backend | None:
         rules = self.hosts.get(host)
@@ -185,6 +202,7 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
     table = RouteTable()
     seen: set[tuple[str, str, str]] = set()
     ordered = sorted(ingresses, key=lambda i: (i["metadata"].get("creationTimestamp") or "", i["metadata"]["name"]))
+    owners = _upstream_owners(ordered, default_class)
     canaries: list[tuple[dict[str, Any], canary_rules.TrafficShapingPolicy]] = []
     for ing in ordered:
         if not is_nginx_ingress(ing, default_class) or (ing["metadata"].get("deletionTimestamp")):
@@ -204,7 +222,9 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
                 ref = _backend_ref(p.get("backend"))
                 if ref is None:
                     continue
-                path, ptype = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
+                path, ptype = nginx_path(p.get("path"), p.get("pathType"))
+                if owners.get(f"{ns}-{ref[0]}-{ref[1]}", ("", False))[1]:
+                    continue  # the upstream is a canary's (NoServer): "Backend is not referenced to by a server"
                 if (host, path, ptype) in seen:
                     continue
                 seen.add((host, path, ptype))
@@ -220,8 +240,29 @@ def build_table(ingresses: list[dict[str, Any]], services: dict[tuple[str, str],
     if len(canaries) < sum(1 for i in ordered if is_nginx_ingress(i, default_class)
                            and not i["metadata"].get("deletionTimestamp")):
         for ing, policy in canaries:
-            _merge_canary(table, ing, policy, backend)
+            _merge_canary(table, ing, policy, backend, owners)
     return table
+
+
+def _upstream_owners(ordered: list[dict[str, Any]], default_class: str | None) -> dict[str, tuple[str, bool]]:
+    """``createUpstreams``: each upstream is made once, by the oldest Ingress naming it (``if _, ok :=
+    upstreams[name]; ok { continue }``): upstream -> (that Ingress's namespace/name, whether it is a canary). Only
+    a canary that made its upstream sets ``NoServer`` and the traffic-shaping policy on it."""
+    owners: dict[str, tuple[str, bool]] = {}
+    for ing in ordered:
+        if not is_nginx_ingress(ing, default_class) or ing["metadata"].get("deletionTimestamp"):
+            continue
+        ns = ing["metadata"].get("namespace", "default")
+        key = f"{ns}/{ing['metadata']['name']}"
+        is_canary = canary_rules.parse(ing["metadata"].get("annotations")) is not None
+        spec = ing.get("spec") or {}
+        refs = [_backend_ref(spec.get("defaultBackend"))] + [
+            _backend_ref(p.get("backend")) for rule in spec.get("rules") or []
+            for p in ((rule.get("http") or {}).get("paths") or [])]
+        for ref in refs:
+            if ref is not None:
+                owners.setdefault(f"{ns}-{ref[0]}-{ref[1]}", (key, is_canary))
+    return owners
 
 
 def _merge(primary: Backend, alt: Backend) -> bool:
@@ -242,30 +283,52 @@ def _server_rules(table: RouteTable, host: str) -> list[PathRule] | None:
 
 
 def _merge_canary(table: RouteTable, ing: dict[str, Any], policy: canary_rules.TrafficShapingPolicy,
-                  backend) -> None:
-    """``mergeAlternativeBackends`` for one canary Ingress; the canary's upstream gets its traffic-shaping policy."""
+                  backend, owners: dict[str, tuple[str, bool]]) -> None:
+    """``mergeAlternativeBackends`` for one canary Ingress; the canary's upstream gets its traffic-shaping policy
+    when this canary made it (:func:`_upstream_owners`), else it has none and selects nothing."""
     ns = ing["metadata"].get("namespace", "default")
     spec = ing.get("spec") or {}
+    name = f"{ns}/{ing['metadata']['name']}"
+
+    def shaped(alt: Backend) -> Backend:
+        if owners.get(alt.upstream) == (name, True):
+            alt.policy = policy
+        return alt
+
     dref = _backend_ref(spec.get("defaultBackend"))
     if dref:
-        alt = backend(ns, dref)
-        alt.policy = policy
+        alt = shaped(backend(ns, dref))
+        merged = equals_primary = False
         for r in table.catch_all:
-            if not _merge(r.backend, alt):
+            if r.backend.upstream == alt.upstream:
+                equals_primary = True
                 break
+            merged = _merge(r.backend, alt) or merged
+        if not merged and not equals_primary:
+            table.dropped.append(f"unable to find real backend for alternative backend {alt.upstream}. Deleting. "
+                                 f"(canary Ingress {name}, default backend)")
     for rule in spec.get("rules") or []:
-        rules = _server_rules(table, (rule.get("host") or "").lower())
-        if rules is None:
-            continue  # "cannot merge alternative backend ... into hostname ... that does not exist"
+        host = (rule.get("host") or "").lower()
+        rules = _server_rules(table, host)
         for p in ((rule.get("http") or {}).get("paths") or []):
             ref = _backend_ref(p.get("backend"))
             if ref is None:
                 continue
             alt = backend(ns, ref)
-            alt.policy = policy
-            path, ptype = p.get("path") or "/", p.get("pathType") or "ImplementationSpecific"
+            path, ptype = nginx_path(p.get("path"), p.get("pathType"))
+            if rules is None:
+                table.dropped.append(f"cannot merge alternative backend {alt.upstream} into hostname "
+                                     f"{host or '_'} that does not exist (canary Ingress {name})")
+                continue
+            shaped(alt)
+            merged = equals_primary = False
             for r in rules:
                 if r.backend.upstream == alt.upstream:
+                    equals_primary = True
                     break  # the canary's Service is the primary of another location: not merged
                 if r.path == path and r.path_type == ptype:
-                    _merge(r.backend, alt)
+                    merged = _merge(r.backend, alt) or merged
+            if not merged and not equals_primary:
+                table.dropped.append(f"unable to find real backend for alternative backend {alt.upstream}. "
+                                     f"Deleting. (canary Ingress {name}: no main location {host or '_'} {path} "
+                                     f"pathType {ptype})")

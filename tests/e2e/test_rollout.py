@@ -38,7 +38,11 @@ V1, V2, V3 = 1623831335, 1623831400, 1623831500
 USER_RATE = 30.0  # requests/s through the main Ingress, the whole time
 STEPS = [20, 40]
 STEP_S = 30.0
-STRESS = [{"duration_s": 5, "users": 2, "spawn_rate": 2}, {"duration_s": 25, "users": 30, "spawn_rate": 15}]
+# The isolated stress test goes through the preview host, counted on the new release's own route: its HPA scales
+# it out for the stress load alone, during the test (before, it read the users' route and came pre-scaled for
+# traffic it never served). The 30-user load is held for a scale-out stage, then for the final stage the SLOs judge.
+STRESS = [{"duration_s": 5, "users": 2, "spawn_rate": 2}, {"duration_s": 15, "users": 30, "spawn_rate": 15},
+          {"duration_s": 15, "users": 30, "spawn_rate": 15}]
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +93,7 @@ class WeightWatch:
         self.sandbox, self.net, self.spec, self.main_route = sandbox, net, spec, main_route
         self.canary_route = f"{spec.names.namespace}-{spec.names.service}-{spec.serving.rest_api_port}"
         self.marks: list[tuple[float, int | None, int, int]] = []
+        self.own_at_canary: int | None = None  # lines on the new release's own route when its canary appeared
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -107,6 +112,8 @@ class WeightWatch:
             if w != last:
                 self.marks.append((time.monotonic(), w, log.total(self.main_route),
                                    log.total(self.canary_route, "proxy_alternative_upstream_name")))
+                if w is not None and self.own_at_canary is None:
+                    self.own_at_canary = log.total(self.canary_route)
                 last = w
             self._stop.wait(0.05)
         self.marks.append((time.monotonic(), -1, log.total(self.main_route),
@@ -119,6 +126,11 @@ class WeightWatch:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(10)
+
+    def seconds(self, weight: int) -> float:
+        """How long the first phase at ``weight`` lasted."""
+        i = next(i for i, m in enumerate(self.marks) if m[1] == weight)
+        return self.marks[i + 1][0] - self.marks[i][0]
 
     def phases(self) -> list[tuple[int | None, int, int]]:
         """(weight, main lines, canary lines) of each phase between weight changes."""
@@ -153,7 +165,9 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     predict_url = f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}:predict"
 
     v2 = spec_for(model_dir, V2)
-    v3 = spec_for(model_dir, V3, **{"load_test.stages": [{"duration_s": 10, "users": 10, "spawn_rate": 10}]})
+    # v3's short stress test is there to show its errors, not a scale-out (its HPA sees only that load now)
+    v3 = spec_for(model_dir, V3, **{"load_test.stages": [{"duration_s": 10, "users": 10, "spawn_rate": 10}],
+                                    "verification.require_scale_out": False})
     with OpenLoopLoad(predict_url, endpoint.host, body, USER_RATE) as load:
         time.sleep(2)  # the user load is flowing before the rollout begins
         with WeightWatch(sandbox, net, v2, main_route) as watch:
@@ -187,19 +201,23 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     weights_seen = [w for w, _, _ in phases if w not in (None, -1)]
     assert weights_seen[:1] == [0] and [w for w in weights_seen if w] == STEPS, phases
     for weight, main_lines, canary_lines in phases:
-        if weight == 0:  # before step 1: users stay on v1; the stress test reached only v2
-            lt = second.load_test
-            assert lt is not None and lt.requests > 0
-            header_requests = lt.requests + lt.metadata_requests + 2  # Locust's predicts and metadata, the smoke's 2
-            # every header request was served by v2 (>=) and no user request was (<=, but for the few that can pass
-            # between setting weight 20 and this test's 50 ms poll noticing it)
-            assert 0 <= canary_lines - header_requests <= 3, (canary_lines, header_requests, phases)
-            assert main_lines - canary_lines >= 0.8 * USER_RATE, phases  # the users, on v1
+        if weight == 0:  # before step 1: users stay on v1; only the flow's proof of the header reached v2
+            # 3 reads in a row (status + metadata each) once merged; a few more while ingress-nginx reloads, and
+            # the few user requests that can pass between setting weight 20 and this test's 50 ms poll noticing it
+            assert 6 <= canary_lines <= 40, (canary_lines, phases)
+            # the users, on v1, through the whole phase (it lasts as long as the proof: about a second)
+            assert main_lines - canary_lines >= 0.5 * USER_RATE * watch.seconds(0) - 2, (phases, watch.seconds(0))
         elif weight in STEPS:
             users = main_lines - analysis[weight]
             share = 100 * (canary_lines - analysis[weight]) / users
             assert abs(share - weight) <= 5, f"step {weight}%: users' share on the canary {share:.1f}% ({phases})"
             print(f"step {weight}%: {users} user requests, {share:.1f}% on the canary")
+    # the isolated stress test went through the preview host: on v2's own route, not the users' (main) route
+    lt = second.load_test
+    assert lt is not None and lt.requests > 0
+    preview_requests = lt.requests + lt.metadata_requests + 2  # Locust's predicts and metadata, the smoke's 2
+    assert watch.own_at_canary is not None and watch.own_at_canary >= preview_requests, (watch.own_at_canary,
+                                                                                         preview_requests)
     assert after_v2 == {"v1 replicas": 0, "HPA targets": [v2.names.deployment], "main": v2.names.service,
                         "canary": False}
 
@@ -218,8 +236,8 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     user_errors = OpenLoopLoad.errors(during_v3)
     # the stress test caught it before any user request reached v3 (weight 0 until then)
     assert len(user_errors) <= STEPS[0] / 100 * len(during_v3), user_errors[:5]
-    # v2 untouched: every pod it had is still there, never restarted. (Its HPA reads the main route, where v3's
-    # isolated stress load is counted too, so it may have added replicas: capacity, never less; tasks/canary.py.)
+    # v2 untouched: every pod it had is still there, never restarted (v3's isolated stress load went through the
+    # preview host, counted on v3's own route: v2's HPA did not see it).
     now = v2_pods_after_v3
     assert {p: now.get(p) for p in v2_pods} == v2_pods, f"v2's pods were touched by v3's rollout: {v2_pods} -> {now}"
     assert main_after_v3.service.name == v2.names.service

@@ -285,3 +285,105 @@ def test_access_log_keys_canary_traffic_like_ack(app, host, net, http, sandbox, 
         return qps(main) != "0"
     wait_for(main_seen, what="canary traffic counted on the main route by the adapter")
     assert qps(canary) == "0"
+
+
+def _typed(host: str, name: str, service: str, path: str, path_type: str | None,
+           annotations: dict[str, str] | None = None) -> dict:
+    entry = {"path": path, "backend": {"service": {"name": service, "port": {"number": 8501}}}}
+    if path_type is not None:
+        entry["pathType"] = path_type
+    return {"metadata": {"name": name, "annotations": annotations or {}}, "spec": {
+        "ingressClassName": "nginx", "rules": [{"host": host, "http": {"paths": [entry]}}]}}
+
+
+def test_a_canary_merges_only_on_the_same_host_path_and_path_type(app, host, net, http, sandbox):
+    """``mergeAlternativeBackends``: ``loc.Path == path.Path && *loc.PathType == *path.PathType``, after the store's
+    defaulting (``ImplementationSpecific`` -> ``Prefix``); otherwise the canary is dropped with a warning and the
+    header reaches the main backend."""
+    net.create_namespaced_ingress(app, _typed(host, "main", "stable", "/v1/models/m", "Exact"))
+    _until(http, "stable", "main route installed")
+    net.create_namespaced_ingress(app, _typed(host, "canary", "canary", "/v1/models/m", "Prefix",
+                                              _canary(canary_by_header="X-Canary")))
+    wait_for(lambda: any(f"canary Ingress {app}/canary" in line for line in sandbox.services.ingress.table.dropped),
+             what="the controller dropped the canary", state=lambda: sandbox.services.ingress.table.dropped)
+    assert all(_version(http, {"X-Canary": "always"}) == "stable" for _ in range(20))
+    # the same canary with the main Ingress's pathType merges
+    body = net.read_namespaced_ingress("canary", app)
+    body.spec.rules[0].http.paths[0].path_type = "Exact"
+    net.replace_namespaced_ingress("canary", app, body)
+    _until(http, "canary", "the Exact canary merged", headers={"X-Canary": "always"})
+    # ImplementationSpecific is Prefix to ingress-nginx: a Prefix canary joins an ImplementationSpecific main
+    other = f"is-{host}"
+    net.create_namespaced_ingress(app, _typed(other, "main-is", "stable", "/", "ImplementationSpecific"))
+    net.create_namespaced_ingress(app, _typed(other, "canary-is", "canary", "/", "Prefix",
+                                              _canary(canary_by_header="X-Canary")))
+    wait_for(lambda: _version(http, {"Host": other, "X-Canary": "always"}) == "canary",
+             what="the Prefix canary merged into the ImplementationSpecific main", tolerate=(AssertionError,))
+    assert _version(http, {"Host": other}) == "stable"
+    # ... and as Prefix, "/v1" no longer matches "/v1x" (whole path elements)
+    net.create_namespaced_ingress(app, _typed(f"p-{host}", "main-p", "stable", "/v1", "ImplementationSpecific"))
+    wait_for(lambda: http.get("/v1/models/m", headers={"Host": f"p-{host}"}).status_code == 200, what="/v1 routed")
+    assert http.get("/v1x", headers={"Host": f"p-{host}"}).status_code == 404
+
+
+def test_header_names_nginx_finds_invalid_are_dropped(app, host, net, http):
+    """``ignore_invalid_headers on`` and no underscores (ingress-nginx's defaults): ``X_Canary`` never reaches the
+    canary rules, while an annotation ``X_Canary`` is ``$http_x_canary``, matched by the request header
+    ``X-Canary``."""
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
+    _until(http, "stable", "main route installed")
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(canary_by_header="X-Canary")))
+    _until(http, "canary", "canary merged", headers={"X-Canary": "always"})
+    assert _version(http, {"X_Canary": "always"}) == "stable"
+    assert _version(http, {"X.Canary": "always"}) == "stable"
+    body = net.read_namespaced_ingress("canary", app)
+    body.metadata.annotations["nginx.ingress.kubernetes.io/canary-by-header"] = "X_Canary"
+    net.replace_namespaced_ingress("canary", app, body)
+    _until(http, "canary", "annotation X_Canary applied", headers={"X-Canary": "always"})
+    assert _version(http, {"X_Canary": "always"}) == "stable"
+
+
+def test_changes_take_effect_after_sync_and_reload_and_the_status_comes_from_its_own_loop(app, host, net, http,
+                                                                                         sandbox):
+    """A change reaches requests no sooner than ``ingress_reload`` simulated seconds after it was made
+    (``syncIngress`` + reload); the address is written by the status loop every ``ingress_status_period``, so two
+    Ingresses created one after the other get it in different passes of that loop, a period apart."""
+    clock, ingress = sandbox.ctx.clock, sandbox.services.ingress
+    created = clock.now()
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
+    _until(http, "stable", "main route installed")
+    assert clock.now() - created >= ingress.reload_delay
+
+    def written(name: str) -> float | None:
+        ing = net.read_namespaced_ingress(name, app)
+        if not (ing.status and ing.status.load_balancer and ing.status.load_balancer.ingress):
+            return None
+        times = [m.time for m in ing.metadata.managed_fields or []
+                 if m.manager == "nginx-ingress-controller" and m.subresource == "status"]
+        return max(times).timestamp()
+
+    first = wait_for(lambda: written("main"), what="main's address", timeout=120)
+    net.create_namespaced_ingress(app, _ingress(f"second-{host}", "second", "stable"))
+    second = wait_for(lambda: written("second"), what="second's address", timeout=120)
+    # one second of resolution in managedFields times
+    assert second - first >= ingress.status_period - 1, (first, second)
+
+
+def test_an_upstream_is_a_canarys_or_an_ordinary_one_never_both(app, host, net, http, sandbox):
+    """``createUpstreams``: the oldest Ingress naming a Service makes its upstream. A canary's upstream has no
+    server: an ordinary Ingress on the same Service (a preview host, say) is not served while the canary is."""
+    net.create_namespaced_ingress(app, _ingress(host, "main", "stable"))
+    _until(http, "stable", "main route installed")
+    net.create_namespaced_ingress(app, _ingress(host, "canary", "canary", _canary(canary_by_header="X-Canary")))
+    _until(http, "canary", "canary merged", headers={"X-Canary": "always"})
+    created = net.read_namespaced_ingress("canary", app).metadata.creation_timestamp
+    wait_for(lambda: sandbox.ctx.clock.now() >= created.timestamp() + 1.0, what="the next (simulated) second")
+    preview = f"preview-{host}"
+    net.create_namespaced_ingress(app, _ingress(preview, "preview", "canary"))
+    net.create_namespaced_ingress(app, _ingress(f"probe-{host}", "probe", "stable"))  # a later change, applied
+    wait_for(lambda: http.get("/", headers={"Host": f"probe-{host}"}).status_code == 200, what="the later change")
+    assert http.get("/v1/models/m", headers={"Host": preview}).status_code == 404
+    # the canary gone, the preview's Ingress makes the upstream: served
+    net.delete_namespaced_ingress("canary", app)
+    wait_for(lambda: http.get("/v1/models/m", headers={"Host": preview}).status_code == 200, what="preview served")
+    assert _version(http, {"Host": preview}) == "canary"

@@ -59,7 +59,7 @@ def rollout(sandbox_info, ns, apps, core, api_client) -> tuple[DeploySpec, Deplo
     main_route = f"{ns}-{v1.names.service}-8501"
     auto.create_namespaced_horizontal_pod_autoscaler(ns, render_canary_hpa(v2, main_route, 30))
     net.create_namespaced_ingress(ns, render_ingress(v1))
-    canary = render_canary_ingress(v2, 30)
+    canary = render_canary_ingress(v2, 30, render_ingress(v1))
     canary["metadata"]["name"] = "named-by-hand"  # found by its annotations, class, host and path, not its name
     net.create_namespaced_ingress(ns, canary)
 

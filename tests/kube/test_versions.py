@@ -49,7 +49,7 @@ def test_recovery_undoes_the_canary_of_an_earlier_run_and_leaves_the_live_versio
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 30))  # a run of v2 died at its 30% step
+    kube.apply(render_canary_ingress(v2, 30, render_ingress(v1)))  # a run of v2 died at its 30% step
 
     assert recover.fn(kube, v2) == []  # v2 again: its canary is this run's to redo
     assert kube.get("Ingress", v2.names.canary_ingress, ns) is not None
@@ -66,7 +66,7 @@ def test_a_promotion_cut_short_is_finished_by_the_next_run(kube, ns, sandbox_inf
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 60))
+    kube.apply(render_canary_ingress(v2, 60, render_ingress(v1)))
     live = find_live_version.fn(kube, v2)
     promote.fn(kube, v2, live, retire_previous=False)  # switched, then the run died before retiring v1
     assert routed_service(kube, v1) == v2.names.service and kube.get("Ingress", v2.names.canary_ingress, ns) is None
@@ -82,7 +82,7 @@ def test_removing_a_canary_never_removes_the_routed_version(kube, ns, sandbox_in
     v1 = spec(sandbox_info, ns, "v1")
     release(kube, v1)
     kube.apply(render_ingress(v1))
-    kube.apply(render_canary_ingress(v1, 10))  # a canary of the live version itself
+    kube.apply(render_canary_ingress(v1, 10, render_ingress(v1)))  # a canary of the live version itself
     removed = remove_canary.fn(kube, v1)
     assert removed == [f"Ingress {v1.names.canary_ingress}"]
     assert objects(kube, v1) == ALL
@@ -109,7 +109,7 @@ def test_a_run_that_lost_its_lease_leaves_its_canary_to_the_next_run_and_any_oth
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 30))
+    kube.apply(render_canary_ingress(v2, 30, render_ingress(v1)))
     live = find_live_version(kube, v1)
     assert live is not None
 

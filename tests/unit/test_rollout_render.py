@@ -20,6 +20,7 @@ from tasks.canary import (
     milli_quantity,
     render_canary_hpa,
     render_canary_ingress,
+    render_preview_ingress,
     with_backend,
 )
 from tasks.ingress import render_ingress
@@ -36,7 +37,10 @@ def spec(**rollout) -> DeploySpec:
     ({"steps": [0, 50]}, "rollout.steps", "1 to 100"),
     ({"steps": [50, 101]}, "rollout.steps", "1 to 100"),
     ({"strategy": "big-bang"}, "rollout.strategy", "canary"),
-    ({"header": "X Canary"}, "rollout.header", "header name"),
+    ({"header": "X Canary"}, "rollout.header", "letters, digits and '-'"),
+    # nginx drops request headers with '_' or '.' in their names (ignore_invalid_headers): never a canary
+    ({"header": "X_Canary"}, "rollout.header", "ignore_invalid_headers"),
+    ({"header": "X.Canary"}, "rollout.header", "letters, digits and '-'"),
     ({"header": "Host"}, "rollout.header", "HTTP itself"),
     ({"max_error_rate": 1.5}, "rollout.max_error_rate", "1"),
     ({"keep_versions": 0}, "rollout.keep_versions", "1"),
@@ -62,9 +66,10 @@ def test_steps_are_accepted_exactly_when_increasing_percentages(steps: list[int]
 
 def test_the_canary_ingress_is_the_main_rule_for_the_new_service_with_ingress_nginx_annotations() -> None:
     s = spec(header="X-Model-Canary")
-    main, canary = render_ingress(s), render_canary_ingress(s, 30)
+    main = render_ingress(DeploySpec.parse({"cluster_id": "c0123456789abcdef", "serving": {"version": "v1"}}))
+    canary = render_canary_ingress(s, 30, main)
     assert canary["metadata"]["name"] == "bert-tfserving-canary" != main["metadata"]["name"]
-    assert canary["spec"] == main["spec"]  # same class, host, path, backend: the new version's Service
+    assert canary["spec"] == render_ingress(s)["spec"]  # same class, host, path, backend: the new version's Service
     ann = canary["metadata"]["annotations"]
     assert ann == {CANARY: "true", BY_HEADER: "X-Model-Canary", BY_HEADER_VALUE: "v2", WEIGHT: "30"}
     assert is_canary(canary) and canary_weight(canary) == 30
@@ -72,7 +77,57 @@ def test_the_canary_ingress_is_the_main_rule_for_the_new_service_with_ingress_ng
     found = serving_backend([canary, main], "nginx", s.ingress.host, s.ingress.path)
     assert found is not None and found[0] == main["metadata"]["name"]
     with pytest.raises(ValueError):
-        render_canary_ingress(s, 101)
+        render_canary_ingress(s, 101, main)
+
+
+def live_main() -> dict:
+    """A main Ingress made by hand (the console, kubectl): legacy class annotation, Exact path, other rules, TLS."""
+    svc = {"service": {"name": "bert-v1", "port": {"name": "http-serving"}}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "Ingress", "metadata": {
+        "name": "by-hand", "namespace": "default", "annotations": {
+            "kubernetes.io/ingress.class": "nginx",
+            "nginx.ingress.kubernetes.io/proxy-body-size": "8m",
+            "nginx.ingress.kubernetes.io/canary-weight": "40",  # stale, from somebody's experiment
+            "kubectl.kubernetes.io/last-applied-configuration": "{...}"}},
+        "spec": {"tls": [{"hosts": ["test.example.com"], "secretName": "tls"},
+                         {"hosts": ["other.example.com"], "secretName": "other"}],
+                 "rules": [{"host": "test.example.com", "http": {"paths": [
+                     {"path": "/", "pathType": "Exact", "backend": svc},
+                     {"path": "/admin", "pathType": "Prefix", "backend": {"service": {
+                         "name": "admin", "port": {"number": 80}}}}]}},
+                     {"host": "other.example.com", "http": {"paths": [
+                         {"path": "/", "pathType": "Prefix", "backend": svc}]}}]}}
+
+
+def test_the_canary_is_derived_from_the_live_ingress_as_flagger_does() -> None:
+    s = spec()  # renders ImplementationSpecific; the live Ingress says Exact
+    canary = render_canary_ingress(s, 0, live_main())
+    assert canary["spec"] == {
+        "tls": [{"hosts": ["test.example.com"], "secretName": "tls"}],
+        "rules": [{"host": "test.example.com", "http": {"paths": [{"path": "/", "pathType": "Exact", "backend": {
+            "service": {"name": s.names.service, "port": {"number": 8501}}}}]}}]}
+    assert canary["metadata"]["annotations"] == {
+        "kubernetes.io/ingress.class": "nginx", "nginx.ingress.kubernetes.io/proxy-body-size": "8m",
+        CANARY: "true", BY_HEADER: "X-Canary", BY_HEADER_VALUE: "v2", WEIGHT: "0"}
+    preview = render_preview_ingress(s, live_main())
+    assert preview["metadata"]["name"] == "bert-tfserving-preview"
+    assert preview["spec"] == {"rules": [{"host": "preview.test.example.com", "http": {"paths": [
+        {"path": "/", "pathType": "Exact", "backend": {"service": {"name": s.names.service,
+                                                                   "port": {"number": 8501}}}}]}}]}
+    assert not is_canary(preview) and preview["metadata"]["annotations"] == {
+        "kubernetes.io/ingress.class": "nginx", "nginx.ingress.kubernetes.io/proxy-body-size": "8m"}
+    with pytest.raises(ValueError, match="no rule for test.example.com/api"):
+        render_canary_ingress(spec().model_copy(update={"ingress": s.ingress.model_copy(update={"path": "/api"})}),
+                              0, live_main())
+
+
+def test_the_preview_host_is_its_own() -> None:
+    assert spec().names.preview_host == "preview.test.example.com"
+    assert spec(preview_host="canary.example.net").names.preview_host == "canary.example.net"
+    with pytest.raises(SpecError, match="rollout.preview_host.*must differ"):
+        spec(preview_host="test.example.com")
+    with pytest.raises(SpecError, match="rollout.preview_host"):
+        spec(preview_host="Not_A_Host")
 
 
 @given(st.integers(min_value=1, max_value=100), st.integers(min_value=1, max_value=1000), st.floats(0, 10_000))
@@ -141,3 +196,18 @@ def test_p95_is_the_nearest_rank(latencies: list[float]) -> None:
     assert sum(1 for x in ordered if x <= got) >= 0.95 * len(ordered)
     assert sum(1 for x in ordered if x < got) < 0.95 * len(ordered)
     assert p95([]) is None
+
+
+@given(st.text(alphabet=st.characters(codec="latin-1"), min_size=0, max_size=70))
+def test_the_rollout_header_is_accepted_exactly_when_nginx_keeps_it(name: str) -> None:
+    """nginx's ``ngx_http_parse_header_line`` with ``ignore_invalid_headers on``: letters, digits and '-' only."""
+    import re
+
+    ok = bool(re.fullmatch(r"[A-Za-z0-9-]{1,64}", name)) and name.lower() not in (
+        "host", "content-length", "content-type", "cookie", "connection", "transfer-encoding")
+    try:
+        got = spec(header=name).rollout.header
+    except SpecError:
+        assert not ok
+    else:
+        assert ok and got == name
