@@ -72,7 +72,7 @@ def test_a_failure_after_the_switch_is_reported_promoted_and_says_what_is_left(k
     release(kube, v1, replicas=2)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 60))
+    kube.apply(render_canary_ingress(v2, 60, render_ingress(v1)))
     live = find_live_version.fn(kube, v2)
     assert live is not None
 
@@ -125,7 +125,7 @@ def test_a_rolled_back_release_is_removed_only_after_the_drain(kube, api_client,
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 30))
+    kube.apply(render_canary_ingress(v2, 30, render_ingress(v1)))
 
     deleted: dict[str, float] = {}
     ready = threading.Event()
@@ -183,7 +183,7 @@ def test_rollback_goes_to_the_release_that_served_before_not_to_a_dead_runs_cana
     kube.scale(v1.names.deployment, ns, 0)
     time.sleep(1.1)  # v3's Deployment is the newest, by creationTimestamp (seconds)
     release(kube, v3)
-    kube.apply(render_canary_ingress(v3, 30))
+    kube.apply(render_canary_ingress(v3, 30, render_ingress(v1)))
 
     back = rollback(spec=v2, cluster_block=block)
     assert (back.from_service, back.to_service) == (v2.names.service, v1.names.service)
@@ -196,13 +196,13 @@ def test_rollback_goes_to_the_release_that_served_before_not_to_a_dead_runs_cana
 def test_each_weight_waits_for_the_replicas_its_share_needs(kube, api_client, ns, sandbox_info, prefect_api):
     """The live release serves with 4 replicas; at 50% the new one needs ceil(4 * 50 / 100) = 2 Available before
     the canary Ingress carries that weight (its HPA alone would still hold its minimum, 1). The order is read from
-    the API server's resourceVersions (one counter over all writes), not from clocks. (The plain containers answer
-    no predict, so the step's analysis then fails and the release is rolled back: what is checked is the order.)"""
-    from flows.rollout import RolloutFailed, progress, rolled_back_on_failure
+    the API server's resourceVersions (one counter over all writes), not from clocks."""
+    from flows.rollout import Stage, _carry_out
     from tasks.ingress import wait_for_address
+    from tasks.rollout_plan import plan
 
     v1 = spec(sandbox_info, ns, "v1")
-    v2 = spec(sandbox_info, ns, "v2", steps=[50], step_seconds=1, analysis_rps=5, min_requests=1)
+    v2 = spec(sandbox_info, ns, "v2", steps=[50])
     release(kube, v1, replicas=4, hpa=False)
     kube.apply(render_ingress(v1))
     release(kube, v2)
@@ -232,8 +232,11 @@ def test_each_weight_waits_for_the_replicas_its_share_needs(kube, api_client, ns
     for t in threads:
         t.start()
     time.sleep(0.5)  # both watches established
-    with pytest.raises(RolloutFailed), rolled_back_on_failure(kube, v2, live) as stage:
-        progress(kube, v2, live, endpoint, stage)
+    weight_step = plan(v2)[0]
+    assert (weight_step.kind, weight_step.weight) == ("weight", 50)
+    _carry_out(kube, v2, live, endpoint, weight_step, Stage(kube, v2, live), lambda: None)
+    wait_for(lambda: any(what == "weight" and value == 50 for _, what, value in seen), "the weight-50 event",
+             timeout=60, state=lambda: seen)
     stop.set()
     events = sorted(seen)
     first_50 = next(rv for rv, what, value in events if what == "weight" and value == 50)
@@ -250,7 +253,7 @@ def test_the_next_run_reads_where_an_interrupted_rollout_stopped_and_records_its
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 30))
+    kube.apply(render_canary_ingress(v2, 30, render_ingress(v1)))
     stage = Stage(kube, v2, find_live_version.fn(kube, v2), run="host-a/run-1")
     stage("step 1 (30%)", 30)  # ... and then the run was killed
     state = read_state(kube, v3)

@@ -161,7 +161,7 @@ def test_a_run_that_loses_its_lease_in_the_drain_does_not_scale_the_previous_ver
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 50))
+    kube.apply(render_canary_ingress(v2, 50, render_ingress(v1)))
     live = find_live_version.fn(kube, v1)
     assert live is not None
     replicas = kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"]
@@ -198,7 +198,7 @@ def test_a_roll_back_after_the_lease_is_lost_deletes_nothing(kube, ns, sandbox_i
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
-    kube.apply(render_canary_ingress(v2, 30))
+    kube.apply(render_canary_ingress(v2, 30, render_ingress(v1)))
     live = find_live_version.fn(kube, v1)
     assert live is not None
     with acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=30, renew_s=0.2) as lock:
