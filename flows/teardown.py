@@ -165,7 +165,8 @@ def teardown(
         spec: The spec of the deploy to remove: every name comes from it (the same spec the deploy ran with).
         cluster_block: The cluster to remove it from: a saved ACK Cluster block, picked from the list or given
             by name.
-        delete_model: Also delete the model's objects in the OSS bucket.
+        delete_model: Also delete the release's model objects in the OSS bucket (its own prefix), unless a
+            Deployment left in the cluster reads them.
         delete_pool: Also delete the node pool (ACK DeleteClusterNodepool with force), unless a version that
             serves the spec's host and path runs on it.
         timeout_s: How long to wait, in seconds, for each object to be gone.
