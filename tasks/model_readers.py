@@ -4,7 +4,7 @@ A TF Serving pod reads its models from the ``base_path`` of each model in its ``
 ``ModelServerConfig`` text proto, ``model_servers/model_server_config.proto``), or from ``--model_base_path``
 (``model_servers/main.cc``). A base path is a container path: the volume mounted at the longest ``mountPath``
 above it holds it, and an OSS volume (the CSI driver ``ossplugin.csi.alibabacloud.com``, a PersistentVolume with
-``volumeAttributes`` ``bucket`` and ``path``, alibaba-cloud-csi-driver ``docs/oss.md``) shows object
+``volumeAttributes`` ``bucket`` and ``path``, alibaba-cloud-csi-driver ``examples/oss/static/pv.yaml``) shows object
 ``<path>/<subPath>/<rest>`` of its bucket at ``<mountPath>/<rest>``. So a reader is followed from the pod template
 (flags, volumes, mounts) through its ConfigMap, PVC and PV to ``(bucket, prefix)``, never recomputed from a spec:
 a release deployed by an earlier version of this tool (one shared ``<model_path>`` for every release) is read as
