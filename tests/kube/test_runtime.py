@@ -499,3 +499,33 @@ def test_prune_deletes_a_pruned_releases_own_model_only_when_nothing_reads_it(en
         assert env.keys(s.names.model_oss_prefix), s.names.release
     assert env.keys(version_dir)  # the shared model path of the old layout
     assert {f"Deployment {s.names.deployment}" for s in specs[:3]} <= set(pruned)
+
+
+def test_a_live_release_on_the_old_shared_model_path_ignores_a_new_releases_own_directory(env, ns):
+    """Migration: a release deployed before releases had their own directory reads the shared `<model_path>`
+    (policy `latest`). A new release uploads a newer version number to `<model_path>/<release>/`: TF Serving takes
+    only numeric children as versions, so the old release neither loads it nor changes what it serves."""
+    old = env.spec(ns, name="legacy", version="old", gpus=0, model={"version_policy": "latest"})
+    manifests = render_serving(old)
+    cm = next(m for m in manifests if m["kind"] == "ConfigMap")
+    cm["data"]["model.config"] = cm["data"]["model.config"].replace(old.names.model_base_path, "/models/tensorflow")
+    base = env.model(seed=0)
+    for f in sorted(p for p in (base / str(DEFAULT_VERSION)).rglob("*") if p.is_file()):
+        env.bucket.put_object_from_file("tensorflow/" + f.relative_to(base).as_posix(), str(f))
+    env.apply(manifests)
+    sel = f"release={old.names.release},app=tensorflow-serving"
+    pod = wait_for(lambda: next((p.metadata.name for p in env.core.list_namespaced_pod(ns, label_selector=sel).items
+                                 if p.spec.node_name), None), "the old release's pod to be scheduled")
+    wait_for(lambda: env.ready(ns, pod), "the old release's pod to be Ready", timeout=90)
+    served = _outputs(env, ns, pod)
+
+    newer = DEFAULT_VERSION + 5
+    model = env.model(seed=3, version=newer)
+    new = env.spec(ns, name="legacy", version="new", gpus=0,
+                   model={"version_policy": f"specific:{newer}", "local_dir": str(model)})
+    upload_model.fn(new, env.creds, checkpoint_dir=env.models / "ck")
+    new_pod = env.deploy(new, seed=None)
+    wait_for(lambda: env.ready(ns, new_pod), "the new release's pod to be Ready", timeout=90)
+    assert _outputs(env, ns, new_pod) != served
+    assert f"version: {newer}" not in env.logs(ns, pod)
+    assert _outputs(env, ns, pod) == served and env.ready(ns, pod)
