@@ -980,7 +980,10 @@ class ServingSpec(_Model):
         default=None, description="nodeSelector (arena --selector); default: the node pool's labels"
     )
     mount_path: str = Field(default="/models", description="Where the PVC is mounted (arena --data pvc:PATH)")
-    model_path: str = Field(default="/models/tensorflow", description="TF Serving model base path")
+    model_path: str = Field(
+        default="/models/tensorflow",
+        description="Directory of the models on the volume; each release reads its own <model_path>/<release>",
+    )
     port: int = Field(default=8500, ge=1, le=65535, description="TF Serving gRPC port")
     rest_api_port: int = Field(default=8501, ge=1, le=65535, description="TF Serving REST API port (the Service port the Ingress sends to)")
     replicas: int = Field(default=1, ge=0, le=1000, description="Initial replicas (the HPA takes over)")
@@ -1482,7 +1485,17 @@ class DerivedNames(BaseModel):
     sls_logstore: str
     sls_route: str
     model_oss_prefix: str
+    """Where this release's model is uploaded: ``<storage.path>/<model_path relative to mount_path>/<release>/``
+    in ``storage.bucket``, i.e. ``model_base_path`` as the container sees it through the OSS volume."""
     model_base_path: str
+    """The model config's ``base_path``: ``<serving.model_path>/<release>``, one directory per release. TF Serving
+    polls a base path every ``--file_system_poll_wait_seconds`` (1 by default: ``server.h``; the flag in
+    ``model_servers/main.cc``) and loads what appears there, so releases that shared one base path would load
+    each other's uploads (policy ``latest``/``all``) or overwrite each other's files (the same ``specific``
+    version number). The release name ``<serving name>-<serving version>`` always has a ``-`` after a letter, so
+    it never parses as a version number: a release that still reads the shared ``<model_path>`` of earlier
+    deploys ignores these directories (``file_system_storage_path_source.cc``: children are versions only when
+    ``absl::SimpleAtoi`` parses them, others are skipped)."""
     node_selector: dict[str, str]
     pod_labels: dict[str, str]
 
@@ -1491,11 +1504,13 @@ class DerivedNames(BaseModel):
         s = spec.serving
         release = f"{s.name}-{s.version}"
         fullname = serving_fullname(release)
-        # The container sees the bucket's `storage.path` at `mount_path`; the model base path below it maps to
-        # the same relative path in the bucket: that is where the model is uploaded.
+        # The container sees the bucket's `storage.path` at `mount_path`; the model path below it maps to the same
+        # relative path in the bucket. Each release reads and is uploaded to its own directory under it,
+        # `<model_path>/<release>` (see `model_base_path`), so that nothing a release uploads changes what another
+        # release's pods read.
         rel = PurePosixPath(s.model_path).relative_to(PurePosixPath(s.mount_path))
         parts = [p for p in (*PurePosixPath(spec.storage.path).parts, *rel.parts) if p not in ("/", ".")]
-        model_prefix = "/".join(parts)
+        model_prefix = "/".join([*parts, release])
         return cls(
             namespace=s.namespace,
             release=release,
@@ -1516,8 +1531,8 @@ class DerivedNames(BaseModel):
             sls_project=f"k8s-log-{spec.cluster_id}" if spec.cluster_id else None,
             sls_logstore=spec.autoscaling.logstore,
             sls_route=f"{s.namespace}-{fullname}-{s.rest_api_port}",
-            model_oss_prefix=(model_prefix + "/") if model_prefix else "",
-            model_base_path=s.model_path,
+            model_oss_prefix=model_prefix + "/",
+            model_base_path=str(PurePosixPath(s.model_path) / release),
             node_selector=dict(s.selector or spec.node_pool.labels),
             pod_labels={
                 "app": CHART_NAME,

@@ -9,7 +9,8 @@ Preflight (ACK reads, credentials, add-ons, node scaling) runs before anything i
 cannot run the procedure is told so in one message without a node pool, an upload or an object left behind. Then
 the run takes the service lock: the node pool is reconciled only under it, once the run knows which pools the live
 version runs on (a change that would disrupt it is refused, tasks/nodepool.py). The node pool (minutes on ACK) and
-the model upload run concurrently. The flow reaches the cloud, real or
+the model upload run concurrently; the upload goes to the release's own prefix (``<model_path>/<release>``,
+``core.spec.DerivedNames``), so it changes nothing another release's pods read. The flow reaches the cloud, real or
 sandbox, only through the ``AckCluster`` block it is given (picked in the UI, or by name): endpoints, credentials
 and a cluster id.
 """
@@ -147,7 +148,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
     with fetch_kubeconfig(cluster) as kube:
         preflight(kube, spec, ack=ack, has_security_token=creds.security_token is not None)
         with service_lock(kube, spec) as lock:
-            recovered = recover(kube, spec, still_held=lock.check)
+            recovered = recover(kube, spec, creds, still_held=lock.check)
             live = find_live_version(kube, spec)
             found.append(live)
             kind = classify_run(spec, live)
@@ -185,7 +186,7 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
                             failed = "; ".join(f"{c.name}: {_short(c.detail)}" for c in proof.verification.failed)
                             raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
                                                                f"{proof.files.directory})")
-                        rollout = progress(kube, spec, live, endpoint, stage, still_held=lock.check,
+                        rollout = progress(kube, spec, live, endpoint, stage, creds, still_held=lock.check,
                                            sls=cluster.sls(spec))
                 except RolloutFailed as failed_rollout:
                     write_rollout_report(failed_rollout.report, report_dir, title)

@@ -73,7 +73,7 @@ def rollback(
     logger = get_run_logger()
     spec, cluster = resolve_cluster(spec, cluster_block)
     with cluster.kube() as kube, service_lock(kube, spec) as lock:
-        for done in recover(kube, spec, own_canary=False, still_held=lock.check):
+        for done in recover(kube, spec, cluster.credentials, own_canary=False, still_held=lock.check):
             logger.warning("recovered first: %s", done)
         live = find_live_version(kube, spec)
         if live is None:
@@ -101,7 +101,7 @@ def rollback(
         lock.check()  # the wait above may be long: switch only while this run still holds the service
         apply_autoscaling(kube, target)
         switch_main(kube, spec, live, previous.deployment, previous.version)
-        retired = retire(kube, target, live.service, still_held=lock.check)
+        retired = retire(kube, target, live.service, cluster.credentials, still_held=lock.check)
     logger.info("%s serves again; %s retired", previous.deployment, live.service)
     return RollbackResult(from_service=live.service, to_service=previous.deployment, to_version=previous.version,
                           replicas=replicas, retired=retired)

@@ -21,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
+from blocks.alibaba import AlibabaCloudCredentials
 from clients.kube import KubeClients
 from clients.lease import LeaseLost
 from clients.logs import run_logger
@@ -243,13 +244,15 @@ def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> i
 
 
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
-             stage: Stage, still_held: StillHeld = unguarded, sls: SlsReader | None = None) -> RolloutReport:
+             stage: Stage, credentials: AlibabaCloudCredentials, still_held: StillHeld = unguarded,
+             sls: SlsReader | None = None) -> RolloutReport:
     """After the isolated stress test passed: the strategy's steps (tasks/rollout_plan.py), one at a time, each
     decided by :func:`~tasks.rollout_plan.decide` from how far the rollout got and the last analysis; then the
     outcome. ``still_held`` raises when this run has lost its service lock; it is asked before every change.
     ``stage`` (from :func:`rolled_back_on_failure`) is kept up to date, so a failure is undone according to where
     it happened. With ``sls``, each canary step is judged on the users' requests per version as well
-    (tasks/analysis.py)."""
+    (tasks/analysis.py). ``credentials`` (OSS) delete the model prefixes of the releases pruned after the
+    promotion."""
     report = stage.report
     target = canary_endpoint(endpoint, spec)
     still_held()
@@ -263,7 +266,7 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
     while not isinstance(step := decide(steps, done, failed), Outcome):
         still_held()
         stage(step.name)
-        failed = _carry_out(kube, spec, live, target, step, stage, still_held, sls)
+        failed = _carry_out(kube, spec, live, target, step, stage, credentials, still_held, sls)
         done += 1
     still_held()
     if step.decision == "rolled back":
@@ -278,7 +281,8 @@ def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: I
 
 
 def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: IngressEndpoint, step: Step,
-               stage: Stage, still_held: StillHeld, sls: SlsReader | None = None) -> str | None:
+               stage: Stage, credentials: AlibabaCloudCredentials, still_held: StillHeld,
+               sls: SlsReader | None = None) -> str | None:
     """One step of the plan; returns why an analysis failed, else None."""
     if step.kind == "weight":  # capacity first, then the users' share
         needed = share_replicas(live_replicas(kube, spec, live.service), step.weight, spec.autoscaling.min_replicas)
@@ -304,8 +308,8 @@ def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: I
         if spec.rollout.strategy == "blue-green":
             # the previous version stays at its replicas
             stage.held = hold_replicas(kube, spec, live.service, still_held=still_held)
-        promote(kube, spec, live, retire_previous=False, still_held=still_held)
+        promote(kube, spec, live, credentials, retire_previous=False, still_held=still_held)
         stage("bake" if spec.rollout.strategy == "blue-green" else step.name, 100)
     else:  # retire
-        stage.report.promotion = retire(kube, spec, live.service, still_held=still_held)
+        stage.report.promotion = retire(kube, spec, live.service, credentials, still_held=still_held)
     return None

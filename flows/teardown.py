@@ -4,7 +4,8 @@ Order (dependents first): Ingress, HPA, Service, Deployment (``propagationPolicy
 once its ReplicaSets and pods are gone, so no pod still mounts the volume), then the serving pods are awaited
 gone, then ConfigMap, PVC, PV, Secret (``Background``), then the node pool (ACK DeleteClusterNodepool with
 ``force``, through :func:`tasks.nodepool.delete_node_pool`), and the model objects in OSS only when
-``delete_model`` is true. Every object delete waits until the object is gone (finalizers such as
+``delete_model`` is true: the release's own prefix (``spec.names.model_oss_prefix``), and only when no Deployment
+left in the cluster reads it (:mod:`tasks.model_readers`; the live version's model is never deleted). Every object delete waits until the object is gone (finalizers such as
 ``kubernetes.io/pvc-protection`` hold it until its users are gone); 404 is "already gone".
 
 Each step is independent: a failing step (a 5xx that outlasts the retries, a timeout, a cluster we cannot reach)
@@ -28,6 +29,7 @@ from clients.waiting import poll_until
 from core.spec import DeploySpec, form_title
 from tasks.live import LiveUsage, LiveVersion, classify_run, find_live_version, live_usage
 from tasks.model import delete_model as delete_model_task
+from tasks.model_readers import ModelPrefix, readers_of, unread
 from tasks.nodepool import delete_node_pool
 from tasks.rollout_state import state_name
 from tasks.serving import selector as serving_selector
@@ -130,6 +132,18 @@ def _serving_pods(kube: KubeClients, spec: DeploySpec) -> str | None:
     return f"{len(items)} pods: {', '.join(p['metadata']['name'] for p in items[:5])}" if items else None
 
 
+def _model_readers(kube: KubeClients, spec: DeploySpec) -> str | None:
+    """Why the spec's model prefix must stay, or None: a Deployment left in the cluster (after the deletes above;
+    the live version's when it was kept) reads it, read from its pod template and model config ConfigMap, or
+    what some Deployment reads cannot be told."""
+    mine = ModelPrefix(bucket=spec.storage.bucket, prefix=spec.names.model_oss_prefix)
+    try:
+        _, held = unread([mine], readers_of(kube))
+    except Exception as exc:
+        return f"cannot tell that no release reads it: {_short(exc)}"
+    return f"{held[mine]} reads it" if mine in held else None
+
+
 def _short(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:500]
 
@@ -151,7 +165,8 @@ def teardown(
         spec: The spec of the deploy to remove: every name comes from it (the same spec the deploy ran with).
         cluster_block: The cluster to remove it from: a saved ACK Cluster block, picked from the list or given
             by name.
-        delete_model: Also delete the model's objects in the OSS bucket.
+        delete_model: Also delete the release's model objects in the OSS bucket (its own prefix), unless a
+            Deployment left in the cluster reads them.
         delete_pool: Also delete the node pool (ACK DeleteClusterNodepool with force), unless a version that
             serves the spec's host and path runs on it.
         timeout_s: How long to wait, in seconds, for each object to be gone.
@@ -164,6 +179,7 @@ def teardown(
     logger.info("tearing down %s in cluster %s", spec.names.deployment, cluster.cluster_id)
 
     kube: KubeClients | None = None
+    model_kept: str | None = None
     try:
         text, result.kubeconfig_expires = cluster.user_kubeconfig()
         kube = KubeClients.from_kubeconfig_text(text).renewing(lambda: cluster.user_kubeconfig()[0])
@@ -207,6 +223,7 @@ def teardown(
                 except Exception as exc:
                     result.steps.append(StepResult(step="pods", outcome="failed", detail=_short(exc)))
                     logger.error("serving pods: %s", _short(exc))
+        model_kept = _model_readers(kube, spec) if delete_model and kube is not None else None
     finally:
         if kube is not None:
             kube.close()
@@ -225,12 +242,20 @@ def teardown(
             logger.error("%s: %s", step, _short(exc))
     if delete_model:
         step = f"Model/oss://{spec.storage.bucket}/{spec.names.model_oss_prefix}"
-        try:
-            n = delete_model_task(spec, cluster.credentials)
-            result.steps.append(StepResult(step=step, outcome="deleted" if n else "absent", detail=f"{n} objects"))
-        except Exception as exc:
-            result.steps.append(StepResult(step=step, outcome="failed", detail=_short(exc)))
-            logger.error("%s: %s", step, _short(exc))
+        if kube is None:
+            result.steps.append(StepResult(step=step, outcome="skipped", detail="no cluster access to check that no "
+                                           "release reads it"))
+        elif model_kept is not None:
+            result.steps.append(StepResult(step=step, outcome="kept", detail=model_kept))
+            logger.warning("keeping %s: %s", step, model_kept)
+        else:
+            try:
+                n = delete_model_task(spec, cluster.credentials)
+                result.steps.append(StepResult(step=step, outcome="deleted" if n else "absent",
+                                               detail=f"{n} objects"))
+            except Exception as exc:
+                result.steps.append(StepResult(step=step, outcome="failed", detail=_short(exc)))
+                logger.error("%s: %s", step, _short(exc))
 
     summary = ", ".join(f"{s.step} {s.outcome}" for s in result.steps)
     if result.failed:

@@ -144,5 +144,6 @@ def delete_model_objects(
 
 @task(name="delete-model-objects", cache_policy=NO_CACHE)
 def delete_model(spec: DeploySpec, credentials: AlibabaCloudCredentials) -> int:
-    """Teardown: delete the uploaded model (every object under ``names.model_oss_prefix``)."""
+    """Teardown: delete the release's uploaded model (every object under ``names.model_oss_prefix``, its own
+    prefix); the teardown flow first checks that no Deployment reads it."""
     return delete_model_objects(credentials, spec.storage.bucket, spec.names.model_oss_prefix)

@@ -24,12 +24,15 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from pydantic import BaseModel
 
+from blocks.alibaba import AlibabaCloudCredentials
 from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import DeploySpec, truncate_name
 from tasks.autoscaling import render_hpa
 from tasks.canary import with_backend
 from tasks.live import LiveVersion, serving_backend
+from tasks.model import delete_model_objects
+from tasks.model_readers import ModelPrefix, UnknownReader, deployment_model_prefixes, readers_of, unread
 from tasks.rollout_state import Phase, read_state, save_state
 from tasks.serving import HERITAGE
 
@@ -54,6 +57,7 @@ class Version(BaseModel):
     deployment: str
     created: str
     replicas: int
+    release: str = ""  # the arena ``release`` label: ``<serving name>-<serving version>``
 
     @property
     def release_objects(self) -> list[tuple[str, str]]:
@@ -67,6 +71,7 @@ def list_versions(kube: KubeClients, spec: DeploySpec) -> list[Version]:
     sel = f"servingName={spec.serving.name},heritage={HERITAGE}"
     items = kube.list("Deployment", spec.names.namespace, label_selector=sel).get("items") or []
     out = [Version(version=(d["metadata"].get("labels") or {}).get("servingVersion", ""),
+                   release=(d["metadata"].get("labels") or {}).get("release", ""),
                    deployment=d["metadata"]["name"], created=d["metadata"].get("creationTimestamp") or "",
                    replicas=int((d.get("spec") or {}).get("replicas") or 0)) for d in items]
     return sorted(out, key=lambda v: (v.created, v.deployment))
@@ -218,12 +223,13 @@ class Promotion(BaseModel):
 
 
 @task(name="promote", cache_policy=NO_CACHE)
-def promote(kube: KubeClients, spec: DeploySpec, live: LiveVersion, drain_s: float | None = None,
-            retire_previous: bool = True, *, still_held: StillHeld = unguarded) -> Promotion:
+def promote(kube: KubeClients, spec: DeploySpec, live: LiveVersion, credentials: AlibabaCloudCredentials,
+            drain_s: float | None = None, retire_previous: bool = True, *,
+            still_held: StillHeld = unguarded) -> Promotion:
     """The new version becomes the live one: its HPA on its own route, the main Ingress to its Service, the canary
     Ingress removed; then (``retire_previous``) the previous version's HPAs removed and, after ``drain_s``
     seconds for requests in flight, its Deployment scaled to zero; releases beyond ``rollout.keep_versions``
-    deleted."""
+    deleted, with the model prefixes only they read (``credentials``: OSS)."""
     ns = spec.names.namespace
     logger = run_logger()
     still_held()
@@ -235,11 +241,11 @@ def promote(kube: KubeClients, spec: DeploySpec, live: LiveVersion, drain_s: flo
                 spec.names.service)
     if not retire_previous:
         return Promotion(previous=live.service, retired_hpas=[], scaled_to_zero="", pruned=[])
-    return retire(kube, spec, live.service, drain_s, still_held=still_held)
+    return retire(kube, spec, live.service, credentials, drain_s, still_held=still_held)
 
 
-def retire(kube: KubeClients, spec: DeploySpec, previous: str, drain_s: float | None = None, *,
-           still_held: StillHeld = unguarded) -> Promotion:
+def retire(kube: KubeClients, spec: DeploySpec, previous: str, credentials: AlibabaCloudCredentials,
+           drain_s: float | None = None, *, still_held: StillHeld = unguarded) -> Promotion:
     """The previous version stops serving: its HPAs go, its replicas drain and go to zero; old releases pruned."""
     ns = spec.names.namespace
     if routed_service(kube, spec) == previous:
@@ -255,22 +261,66 @@ def retire(kube: KubeClients, spec: DeploySpec, previous: str, drain_s: float | 
     except KubeApiError as exc:
         if not exc.not_found:
             raise
-    pruned = prune(kube, spec, still_held=still_held)
+    pruned = prune(kube, spec, credentials, still_held=still_held)
     run_logger().info("retired %s (HPA %s removed, scaled to zero); pruned %s", previous, ", ".join(hpas) or "-",
                       ", ".join(pruned) or "nothing")
     return Promotion(previous=previous, retired_hpas=hpas, scaled_to_zero=previous, pruned=pruned)
 
 
-def prune(kube: KubeClients, spec: DeploySpec, *, still_held: StillHeld = unguarded) -> list[str]:
-    """Delete the oldest releases beyond ``rollout.keep_versions`` (the routed one always kept)."""
+def prune(kube: KubeClients, spec: DeploySpec, credentials: AlibabaCloudCredentials, *,
+          still_held: StillHeld = unguarded) -> list[str]:
+    """Delete the oldest releases beyond ``rollout.keep_versions`` (the routed one always kept), then the model
+    prefixes that were their own and that no Deployment left in the cluster reads (:func:`prune_models`)."""
     ns = spec.names.namespace
     routed = routed_service(kube, spec)
     versions = [v for v in list_versions(kube, spec) if v.deployment not in (routed, spec.names.deployment)]
     keep_others = spec.rollout.keep_versions - 1  # the live one is one of those kept
     doomed = versions[: max(0, len(versions) - keep_others)]
     out: list[str] = []
+    own: list[ModelPrefix] = []
     for v in doomed:
+        own += _own_model_prefixes(kube, ns, v)  # read from its pod template before it goes
         out += _delete_release(kube, ns, v.deployment, routed, still_held)
+    return out + prune_models(kube, credentials, own, still_held=still_held)
+
+
+def _own_model_prefixes(kube: KubeClients, namespace: str, v: Version) -> list[ModelPrefix]:
+    """The prefixes ``v``'s pods read that are its own: named after its release (``<model_path>/<release>``,
+    ``DerivedNames.model_base_path``). A base path shared by releases (the single ``<model_path>`` deploys
+    used before releases had their own) is never pruned: it may hold what other releases, in other clusters
+    too, read."""
+    logger = run_logger()
+    try:
+        reads = deployment_model_prefixes(kube, namespace, v.deployment)
+    except UnknownReader as exc:
+        logger.warning("keeping the model of %s: %s", v.deployment, exc)
+        return []
+    own = [p for p in reads if v.release and p.prefix.rstrip("/").rsplit("/", 1)[-1] == v.release]
+    for p in sorted(reads - set(own), key=str):
+        logger.info("keeping %s: %s read it, but it is not its own release directory", p, v.deployment)
+    return own
+
+
+def prune_models(kube: KubeClients, credentials: AlibabaCloudCredentials, candidates: list[ModelPrefix], *,
+                 still_held: StillHeld = unguarded) -> list[str]:
+    """Delete each candidate prefix that no Deployment of the cluster reads now (read from their pod templates,
+    so a kept release can still be rolled back to, and a release's pod that restarts finds its files). When
+    what some Deployment reads cannot be told, nothing is deleted. ``still_held`` is asked before each delete."""
+    if not candidates:
+        return []
+    logger = run_logger()
+    try:
+        free, held = unread(candidates, readers_of(kube))
+    except UnknownReader as exc:
+        logger.warning("keeping %s: %s", ", ".join(map(str, candidates)), exc)
+        return []
+    for prefix, who in held.items():
+        logger.info("keeping %s: %s reads it", prefix, who)
+    out = []
+    for prefix in free:
+        still_held()
+        n = delete_model_objects(credentials, prefix.bucket, prefix.prefix)
+        out.append(f"Model {prefix} ({n} objects)")
     return out
 
 
@@ -318,8 +368,8 @@ def _canary_backend(kube: KubeClients, spec: DeploySpec) -> str | None:
 
 
 @task(name="recover", cache_policy=NO_CACHE)
-def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True, *,
-            still_held: StillHeld = unguarded) -> list[str]:
+def recover(kube: KubeClients, spec: DeploySpec, credentials: AlibabaCloudCredentials, own_canary: bool = True,
+            *, still_held: StillHeld = unguarded) -> list[str]:
     """Finish or undo what a run that died mid-rollout left, before this run changes anything:
 
     - a canary Ingress for another version: that rollout never promoted; its canary is removed (the version the
@@ -337,7 +387,7 @@ def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True, *,
     if interrupted:
         logger.warning("the rollout of %s (run %s) was interrupted at %s, %d%% of user traffic on it",
                        state.release, state.run or "unknown", state.stage, state.weight)
-    done += _recover(kube, spec, own_canary, still_held)
+    done += _recover(kube, spec, credentials, own_canary, still_held)
     if interrupted:
         save_state(kube, spec, state.model_copy(update={
             "phase": Phase.FAILED, "decision": "interrupted",
@@ -345,7 +395,8 @@ def recover(kube: KubeClients, spec: DeploySpec, own_canary: bool = True, *,
     return done
 
 
-def _recover(kube: KubeClients, spec: DeploySpec, own_canary: bool, still_held: StillHeld) -> list[str]:
+def _recover(kube: KubeClients, spec: DeploySpec, credentials: AlibabaCloudCredentials, own_canary: bool,
+             still_held: StillHeld) -> list[str]:
     logger = run_logger()
     done: list[str] = []
     ns = spec.names.namespace
@@ -364,6 +415,6 @@ def _recover(kube: KubeClients, spec: DeploySpec, own_canary: bool, still_held: 
         if not v.replicas and not hpas_targeting(kube, ns, v.deployment):
             continue
         logger.warning("%s still runs though the main Ingress routes to %s: retiring it", v.deployment, routed)
-        retire(kube, spec, v.deployment, drain_s=0, still_held=still_held)
+        retire(kube, spec, v.deployment, credentials, drain_s=0, still_held=still_held)
         done.append(f"retired {v.deployment}")
     return done

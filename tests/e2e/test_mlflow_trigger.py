@@ -203,7 +203,8 @@ def test_registering_a_version_deploys_it(stack: Stack, registered: dict[str, An
 
     info = json.loads((stack.sandbox_dir / "sandbox.json").read_text())
     bucket = cluster_from_sandbox(info).credentials.get_oss_bucket("elastic-inference-models")
-    assert bucket.object_exists(f"tensorflow/{TF_VERSION}/model.json")
+    release = f"{spec['serving']['name']}-{spec['serving']['version']}"  # the release's own directory
+    assert bucket.object_exists(f"tensorflow/{release}/{TF_VERSION}/model.json")
 
 
 def test_refused_deliveries_start_nothing(stack: Stack, registered: dict[str, Any]) -> None:

@@ -19,7 +19,7 @@ import pytest
 from kubernetes import client, watch
 from polling import wait_for
 
-from cli.sandbox_profile import save_sandbox_blocks
+from cli.sandbox_profile import credentials_from_sandbox, save_sandbox_blocks
 from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
 from tasks.canary import render_canary_ingress
@@ -78,7 +78,7 @@ def test_a_failure_after_the_switch_is_reported_promoted_and_says_what_is_left(k
 
     with pytest.raises(RolloutFailed) as failed, rolled_back_on_failure(kube, v2, live) as stage:
         stage("promotion")
-        promote.fn(kube, v2, live, retire_previous=False)
+        promote.fn(kube, v2, live, credentials_from_sandbox(sandbox_info), retire_previous=False)
         stage("retire")
         raise RuntimeError("the API server answered 500 to the scale request")
     report = failed.value.report
@@ -106,7 +106,7 @@ def test_a_blue_green_failure_in_the_bake_switches_back(kube, ns, sandbox_info):
             rolled_back_on_failure(kube, v2, live) as stage:
         stage("switch")
         stage.held = hold_replicas.fn(kube, v2, v1.names.deployment)
-        promote.fn(kube, v2, live, retire_previous=False)
+        promote.fn(kube, v2, live, credentials_from_sandbox(sandbox_info), retire_previous=False)
         stage("bake")
         raise ConnectionError("ConnectError: the analysis could not reach the ingress")
     assert routed_service(kube, v1) == v1.names.service
@@ -234,7 +234,8 @@ def test_each_weight_waits_for_the_replicas_its_share_needs(kube, api_client, ns
     time.sleep(0.5)  # both watches established
     weight_step = plan(v2)[0]
     assert (weight_step.kind, weight_step.weight) == ("weight", 50)
-    _carry_out(kube, v2, live, endpoint, weight_step, Stage(kube, v2, live), lambda: None)
+    _carry_out(kube, v2, live, endpoint, weight_step, Stage(kube, v2, live), credentials_from_sandbox(sandbox_info),
+               lambda: None)
     wait_for(lambda: any(what == "weight" and value == 50 for _, what, value in seen), "the weight-50 event",
              timeout=60, state=lambda: seen)
     stop.set()
@@ -260,7 +261,7 @@ def test_the_next_run_reads_where_an_interrupted_rollout_stopped_and_records_its
     assert (state.release, state.previous, state.phase, state.stage, state.weight, state.run) == (
         "v2", "v1", Phase.PROGRESSING, "step 1 (30%)", 30, "host-a/run-1")
 
-    done = recover.fn(kube, v3)
+    done = recover.fn(kube, v3, credentials_from_sandbox(sandbox_info))
     state = read_state(kube, v3)
     assert (state.phase, state.decision) == (Phase.FAILED, "interrupted")
     assert state.reason.startswith("the run stopped at step 1 (30%); the next run recovered: ")

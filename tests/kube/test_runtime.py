@@ -27,8 +27,11 @@ from aliyunsdkcore.request import CommonRequest
 from kubernetes import client, config
 from tfserving_schema import parse_model_status, render_model_status  # tests/tfserving_schema.py
 
+from blocks.alibaba import AlibabaCloudCredentials
+from clients.kube import KubeClients
 from core.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
 from core.spec import DeploySpec
+from tasks.model import upload_model
 from tasks.serving import render_serving
 from tasks.storage import render_storage
 
@@ -71,21 +74,45 @@ def gpu_pool(name: str) -> dict[str, Any]:
 
 
 class Env:
-    def __init__(self, sb: Any, info: dict[str, Any], core: client.CoreV1Api, apps: client.AppsV1Api) -> None:
-        self.sb, self.info, self.core, self.apps = sb, info, core, apps
+    def __init__(self, sb: Any, info: dict[str, Any], core: client.CoreV1Api, apps: client.AppsV1Api,
+                 bucket: oss2.Bucket, models: Path) -> None:
+        self.sb, self.info, self.core, self.apps, self.bucket, self.models = sb, info, core, apps, bucket, models
+
+    def model(self, seed: int = 0, version: int = DEFAULT_VERSION) -> Path:
+        """The demo model with weights from ``seed`` (``<dir>/<version>/``), generated once."""
+        base = self.models / f"seed{seed}"
+        if not (base / str(version)).is_dir():
+            generate_demo_model(base, version, seed=seed)
+        return base
+
+    def upload(self, spec: DeploySpec, seed: int = 0, version: int = DEFAULT_VERSION) -> None:
+        """Put the model at the release's own prefix, as the flow's upload step lays it out."""
+        base = self.model(seed, version)
+        for f in sorted(p for p in (base / str(version)).rglob("*") if p.is_file()):
+            self.bucket.put_object_from_file(spec.names.model_oss_prefix + f.relative_to(base).as_posix(), str(f))
 
     @property
     def runtime(self) -> Any:
         return self.sb.services.runtime
 
     def spec(self, ns: str, name: str = "bert-tfserving", **serving: Any) -> DeploySpec:
-        model = serving.pop("model", {})
+        model, rollout = serving.pop("model", {}), serving.pop("rollout", {})
         return DeploySpec.parse({
             "cluster_id": self.info["cluster_id"],
             "storage": {"pv_name": f"pv-{ns}", "oss_url": self.info["oss_endpoint"]},
             "serving": {"version": "202107141745", "namespace": ns, "name": name, **serving},
             "model": model,
+            "rollout": rollout,
         })
+
+    @property
+    def creds(self) -> AlibabaCloudCredentials:
+        return AlibabaCloudCredentials(access_key_id=self.info["access_key_id"],
+                                       access_key_secret=self.info["access_key_secret"],
+                                       region_id=self.info["region"], oss_endpoint=self.info["oss_endpoint"])
+
+    def keys(self, prefix: str) -> list[str]:
+        return [o.key for o in oss2.ObjectIteratorV2(self.bucket, prefix=prefix)]
 
     def apply(self, manifests: list[dict[str, Any]], annotations: dict[str, str] | None = None) -> None:
         api = self.core.api_client
@@ -101,8 +128,11 @@ class Env:
                 getattr(self.core, f"create_namespaced_{_snake(kind)}")(ns, m)
         del api
 
-    def deploy(self, spec: DeploySpec, annotations: dict[str, str] | None = None) -> str:
-        """Apply ConfigMap + Deployment + Service; return the (single) pod's name once it is scheduled."""
+    def deploy(self, spec: DeploySpec, annotations: dict[str, str] | None = None, seed: int | None = 0) -> str:
+        """Upload the model (seed ``seed``; None: none), apply ConfigMap + Deployment + Service; return the
+        (single) pod's name once it is scheduled."""
+        if seed is not None:
+            self.upload(spec, seed)
         self.apply(render_serving(spec), annotations)
         sel = f"release={spec.names.release},app=tensorflow-serving"
         pods = wait_for(lambda: [p for p in self.core.list_namespaced_pod(spec.names.namespace,
@@ -137,14 +167,10 @@ def env(tmp_path_factory):
     info = sb.start()
     api = config.new_client_from_config(info["kubeconfig"])
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
-    # the model, uploaded as the flow's upload step lays it out: <bucket>/<prefix>/<version>/...
+    # each release's model is uploaded to its own prefix (Env.upload), as the flow's upload step lays it out
     bucket = oss2.Bucket(oss2.Auth(info["access_key_id"], info["access_key_secret"]), info["oss_endpoint"],
                          "elastic-inference-models")
     bucket.create_bucket()
-    local = Path(state) / "model"
-    vdir = generate_demo_model(local, DEFAULT_VERSION)
-    for f in sorted(p for p in vdir.rglob("*") if p.is_file()):
-        bucket.put_object_from_file(f"tensorflow/{f.relative_to(local).as_posix()}", str(f))
     # a GPU pool labelled inference=tensorflow, scaled by hand
     pool = cs_call(info, "POST", "/clusters/[ClusterId]/nodepools", gpu_pool("gpu-runtime"))["nodepool_id"]
     wait_for(lambda: cs_call(info, "GET", "/clusters/[ClusterId]/nodepools/[NP]", NP=pool)["status"]["state"]
@@ -153,7 +179,7 @@ def env(tmp_path_factory):
     wait_for(lambda: len([n for n in core.list_node(label_selector=f"alibabacloud.com/nodepool-id={pool}").items
                           if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]) == 2,
              "two Ready GPU nodes")
-    yield Env(sb, info, core, apps)
+    yield Env(sb, info, core, apps, bucket, Path(state) / "models")
     api.close()
     sb.stop()
 
@@ -267,10 +293,10 @@ def test_pod_becomes_ready_and_serves_the_rest_api(env, ns):
 def test_a_wrong_model_path_or_version_policy_never_becomes_ready_and_the_log_says_why(env, ns):
     wrong_path = env.spec(ns, name="wrongpath", gpus=0, model_path="/models/tensorflw")
     wrong_policy = env.spec(ns, name="wrongpolicy", gpus=0, model={"version_policy": "specific:42"})
-    pods = {"path": env.deploy(wrong_path), "policy": env.deploy(wrong_policy)}
-    wait_for(lambda: "Could not find base path /models/tensorflw for servable chnsenticorp"
+    pods = {"path": env.deploy(wrong_path, seed=None), "policy": env.deploy(wrong_policy)}
+    wait_for(lambda: f"Could not find base path {wrong_path.names.model_base_path} for servable chnsenticorp"
              in env.logs(ns, pods["path"]), "the base path error in the log")
-    wait_for(lambda: "No versions of servable chnsenticorp found under base path /models/tensorflow"
+    wait_for(lambda: f"No versions of servable chnsenticorp found under base path {wrong_policy.names.model_base_path}"
              in env.logs(ns, pods["policy"]), "the no-versions warning in the log")
     assert ("Version 42 of servable chnsenticorp, which was requested to be served as a 'specific' version in the "
             "servable's version policy, was not found in the file system") in env.logs(ns, pods["policy"])
@@ -336,12 +362,11 @@ def test_status_answers_200_in_every_state_and_only_metadata_tells_available(env
     spec = env.spec(ns, name="versions", gpus=0, model={"version_policy": "latest"})
     pod = env.deploy(spec)
     wait_for(lambda: env.ready(ns, pod), "the serving pod to be Ready", timeout=90)
-    bucket = oss2.Bucket(oss2.Auth(env.info["access_key_id"], env.info["access_key_secret"]),
-                         env.info["oss_endpoint"], "elastic-inference-models")
+    bucket, prefix = env.bucket, spec.names.model_oss_prefix
     bad, good = DEFAULT_VERSION + 1, DEFAULT_VERSION + 2
     ok = {"error_code": "OK", "error_message": ""}
     try:
-        bucket.put_object(f"tensorflow/{bad}/notes.txt", b"not a model")
+        bucket.put_object(f"{prefix}{bad}/notes.txt", b"not a model")
         with httpx.Client(base_url=env.rest(ns, pod), timeout=10) as h:
             def states() -> dict[str, tuple[str, dict]]:
                 r = h.get(f"/v1/models/{MODEL}")
@@ -367,7 +392,7 @@ def test_status_answers_200_in_every_state_and_only_metadata_tells_available(env
             wait_for(lambda: loading in env.logs(ns, pod), "the broken version's load in the log")
 
             # a good version: loaded, then the old one is unloaded (UNLOADING -> END, status OK)
-            for obj in oss2.ObjectIterator(bucket, prefix=f"tensorflow/{DEFAULT_VERSION}/"):
+            for obj in oss2.ObjectIterator(bucket, prefix=f"{prefix}{DEFAULT_VERSION}/"):
                 bucket.copy_object("elastic-inference-models", obj.key,
                                    obj.key.replace(f"/{DEFAULT_VERSION}/", f"/{good}/", 1))
             wait_for(lambda: states().get(str(DEFAULT_VERSION), ("",))[0] == "END", "the old version to be unloaded",
@@ -381,6 +406,126 @@ def test_status_answers_200_in_every_state_and_only_metadata_tells_available(env
             assert env.ready(ns, pod)
     finally:
         for v in (bad, good):
-            keys = [o.key for o in oss2.ObjectIterator(bucket, prefix=f"tensorflow/{v}/")]
+            keys = [o.key for o in oss2.ObjectIterator(bucket, prefix=f"{prefix}{v}/")]
             if keys:
                 bucket.batch_delete_objects(keys)
+
+
+# ---- issue 20 (1): a release's model is its own -------------------------------------------------------------------
+def _outputs(env: Env, ns: str, pod: str) -> list[list[float]]:
+    r = httpx.post(f"{env.rest(ns, pod)}/v1/models/{MODEL}:predict", json={"inputs": example_inputs(batch=2, seed=3)},
+                   timeout=30)
+    assert r.status_code == 200, r.text
+    return r.json()["outputs"]
+
+
+def _ready_pods(env: Env, spec: DeploySpec) -> list[str]:
+    sel = f"release={spec.names.release},app=tensorflow-serving"
+    return [p.metadata.name for p in env.core.list_namespaced_pod(spec.names.namespace, label_selector=sel).items
+            if p.metadata.deletion_timestamp is None and env.ready(spec.names.namespace, p.metadata.name)]
+
+
+def test_a_releases_upload_changes_nothing_another_releases_pods_read_now_or_after_a_restart(env, ns):
+    """Release a serves with policy `latest`; release b (a retrained model, exported as the same version number
+    and as a newer one) is uploaded with the flow's upload step and deployed. a's pod keeps serving a's model
+    (TF Serving polls its base path every second), and so do a's pods after a restart and a scale-out."""
+    a = env.spec(ns, name="iso", version="a", gpus=0, model={"version_policy": "latest"})
+    pod = env.deploy(a, seed=1)
+    wait_for(lambda: env.ready(ns, pod), "a's pod to be Ready", timeout=90)
+    served_a = _outputs(env, ns, pod)
+
+    retrained = env.model(seed=2)
+    generate_demo_model(retrained, DEFAULT_VERSION + 1, seed=2)  # a newer version too: `latest` would load it
+    b = env.spec(ns, name="iso", version="b", gpus=0, model={"version_policy": "all", "local_dir": str(retrained)})
+    report = upload_model.fn(b, env.creds, checkpoint_dir=env.models / "ck")
+    b_pod = env.deploy(b, seed=None)
+    wait_for(lambda: env.ready(ns, b_pod), "b's pod to be Ready", timeout=90)
+    assert _outputs(env, ns, b_pod) != served_a  # the two models answer differently
+    assert f"version: {DEFAULT_VERSION + 1}" not in env.logs(ns, pod)  # a's server never saw b's versions
+    assert _outputs(env, ns, pod) == served_a
+    assert report.files_uploaded == report.files_total > 0
+    assert {f.key.split("/", 2)[1] for f in report.files} == {b.names.release}  # under its own directory only
+
+    # a's pods restarted and scaled out read what a's pod template says: a's own directory, unchanged
+    env.apps.patch_namespaced_deployment_scale(a.names.deployment, ns, {"spec": {"replicas": 2}})
+    env.core.delete_namespaced_pod(pod, ns)
+    pods = wait_for(lambda: (lambda r: r if len(r) == 2 and pod not in r else None)(_ready_pods(env, a)),
+                    "two new Ready pods of a", timeout=120)
+    assert [_outputs(env, ns, p) for p in pods] == [served_a, served_a]
+    again = upload_model.fn(b, env.creds, checkpoint_dir=env.models / "ck")  # a re-run of b re-uploads nothing
+    assert again.files_skipped == again.files_total and again.bytes_sent == 0
+
+
+def test_prune_deletes_a_pruned_releases_own_model_only_when_nothing_reads_it(env, ns):
+    """keep_versions 1: v0 (deployed before releases had their own directory: it reads the shared model path),
+    v1 and v2 are pruned; v3 serves, v4 is this run's. v1's model goes; v2's stays because another serving's
+    Deployment reads it; the shared path stays (it is no release's own). Read from the cluster, not the spec."""
+    from tasks.ingress import render_ingress
+    from tasks.versions import prune
+
+    specs = [env.spec(ns, name="pr", version=f"v{i}", gpus=0, replicas=0, rollout={"keep_versions": 1})
+             for i in range(5)]
+    shared = specs[0].names.model_oss_prefix.rsplit("/", 2)[0] + "/"
+    assert shared == "tensorflow/"
+    legacy = render_serving(specs[0])
+    cm = next(m for m in legacy if m["kind"] == "ConfigMap")
+    cm["data"]["model.config"] = cm["data"]["model.config"].replace(specs[0].names.model_base_path,
+                                                                      "/models/tensorflow")
+    version_dir = f"{shared}{DEFAULT_VERSION}/"
+    base = env.model(seed=0)
+    for f in sorted(p for p in (base / str(DEFAULT_VERSION)).rglob("*") if p.is_file()):
+        env.bucket.put_object_from_file(shared + f.relative_to(base).as_posix(), str(f))
+    env.apply(legacy)
+    for s in specs[1:]:
+        env.upload(s)
+        env.apply(render_serving(s))
+    mirror = env.spec(ns, name="mirror", version="m", gpus=0, replicas=0)  # another serving, reading v2's model
+    manifests = render_serving(mirror)
+    cm = next(m for m in manifests if m["kind"] == "ConfigMap")
+    cm["data"]["model.config"] = cm["data"]["model.config"].replace(mirror.names.model_base_path,
+                                                                      specs[2].names.model_base_path)
+    env.apply(manifests)
+    n = len(env.keys(specs[1].names.model_oss_prefix))
+    kube = KubeClients.from_kubeconfig_file(env.info["kubeconfig"], backoff_s=0.05, backoff_max_s=0.2)
+    try:
+        kube.apply(render_ingress(specs[3]))
+        pruned = prune(kube, specs[4], env.creds)
+    finally:
+        kube.close()
+    assert [p for p in pruned if p.startswith("Model ")] == [
+        f"Model oss://{specs[1].storage.bucket}/{specs[1].names.model_oss_prefix} ({n} objects)"]
+    assert env.keys(specs[1].names.model_oss_prefix) == []
+    for s in specs[2:]:
+        assert env.keys(s.names.model_oss_prefix), s.names.release
+    assert env.keys(version_dir)  # the shared model path of the old layout
+    assert {f"Deployment {s.names.deployment}" for s in specs[:3]} <= set(pruned)
+
+
+def test_a_live_release_on_the_old_shared_model_path_ignores_a_new_releases_own_directory(env, ns):
+    """Migration: a release deployed before releases had their own directory reads the shared `<model_path>`
+    (policy `latest`). A new release uploads a newer version number to `<model_path>/<release>/`: TF Serving takes
+    only numeric children as versions, so the old release neither loads it nor changes what it serves."""
+    old = env.spec(ns, name="legacy", version="old", gpus=0, model={"version_policy": "latest"})
+    manifests = render_serving(old)
+    cm = next(m for m in manifests if m["kind"] == "ConfigMap")
+    cm["data"]["model.config"] = cm["data"]["model.config"].replace(old.names.model_base_path, "/models/tensorflow")
+    base = env.model(seed=0)
+    for f in sorted(p for p in (base / str(DEFAULT_VERSION)).rglob("*") if p.is_file()):
+        env.bucket.put_object_from_file("tensorflow/" + f.relative_to(base).as_posix(), str(f))
+    env.apply(manifests)
+    sel = f"release={old.names.release},app=tensorflow-serving"
+    pod = wait_for(lambda: next((p.metadata.name for p in env.core.list_namespaced_pod(ns, label_selector=sel).items
+                                 if p.spec.node_name), None), "the old release's pod to be scheduled")
+    wait_for(lambda: env.ready(ns, pod), "the old release's pod to be Ready", timeout=90)
+    served = _outputs(env, ns, pod)
+
+    newer = DEFAULT_VERSION + 5
+    model = env.model(seed=3, version=newer)
+    new = env.spec(ns, name="legacy", version="new", gpus=0,
+                   model={"version_policy": f"specific:{newer}", "local_dir": str(model)})
+    upload_model.fn(new, env.creds, checkpoint_dir=env.models / "ck")
+    new_pod = env.deploy(new, seed=None)
+    wait_for(lambda: env.ready(ns, new_pod), "the new release's pod to be Ready", timeout=90)
+    assert _outputs(env, ns, new_pod) != served
+    assert f"version: {newer}" not in env.logs(ns, pod)
+    assert _outputs(env, ns, pod) == served and env.ready(ns, pod)

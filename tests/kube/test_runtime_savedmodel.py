@@ -46,9 +46,6 @@ def env(tmp_path_factory):
     bucket = oss2.Bucket(oss2.Auth(info["access_key_id"], info["access_key_secret"]), info["oss_endpoint"],
                          "elastic-inference-models")
     bucket.create_bucket()
-    for name, vdir in exported.items():
-        for f in sorted(p for p in vdir.rglob("*") if p.is_file()):
-            bucket.put_object_from_file(f"savedmodels/{name}/{vdir.name}/{f.relative_to(vdir).as_posix()}", str(f))
     pool = cs_call(info, "POST", "/clusters/[ClusterId]/nodepools", gpu_pool("gpu-tf"))["nodepool_id"]
     wait_for(lambda: cs_call(info, "GET", "/clusters/[ClusterId]/nodepools/[NP]", NP=pool)["status"]["state"]
              == "active", "the pool to be active")
@@ -56,13 +53,17 @@ def env(tmp_path_factory):
     wait_for(lambda: len([n for n in core.list_node(label_selector=f"alibabacloud.com/nodepool-id={pool}").items
                           if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]) == 3,
              "three Ready GPU nodes")
-    e = Env(sb, info, core, apps)
+    e = Env(sb, info, core, apps, bucket, state / "demo-models")
     ns = "tf-" + uuid.uuid4().hex[:8]
     core.create_namespace({"metadata": {"name": ns}})
     e.apply(render_storage(e.spec(ns), info["oss_endpoint"], info["access_key_id"], info["access_key_secret"]))
-    pods = {name: e.deploy(e.spec(ns, name=f"tf-{name}", model_path=f"/models/savedmodels/{name}",
-                                  model={"name": name, "version_policy": f"specific:{MODELS[name][1]}"}))
-            for name in MODELS}
+    specs = {name: e.spec(ns, name=f"tf-{name}", model_path=f"/models/savedmodels/{name}",
+                          model={"name": name, "version_policy": f"specific:{MODELS[name][1]}"}) for name in MODELS}
+    for name, vdir in exported.items():  # each release's own prefix: savedmodels/<name>/<release>/<version>/...
+        for f in sorted(p for p in vdir.rglob("*") if p.is_file()):
+            bucket.put_object_from_file(f"{specs[name].names.model_oss_prefix}{vdir.name}/"
+                                        f"{f.relative_to(vdir).as_posix()}", str(f))
+    pods = {name: e.deploy(specs[name], seed=None) for name in MODELS}
     e.urls = {}
     for name, pod in pods.items():
         wait_for(lambda pod=pod: e.ready(ns, pod), f"the {name} pod to be Ready", timeout=180)

@@ -12,6 +12,7 @@ import contextlib
 import uuid
 from typing import Any
 
+import oss2
 import pytest
 from kubernetes import client
 from polling import wait_for
@@ -188,3 +189,35 @@ def test_teardown_after_a_failed_run_leaves_the_live_version_alone(kube, spec, s
     result = teardown(spec, cluster_block=block, timeout_s=300, keep_live=True, delete_pool=False)
     assert {s.outcome for s in result.steps} == {"kept"} and sorted(leftovers(kube, spec)) == before
     teardown(spec, cluster_block=block, timeout_s=300)
+
+
+def test_teardown_deletes_its_own_releases_model_and_never_one_a_kept_release_reads(kube, spec, sandbox_info, block):
+    """Issue 20 (1): each release has its own model prefix. Tearing down a version that does not serve deletes its
+    model only; a teardown that keeps the live version (after a failed run) keeps the model its pods read, read from
+    its pod template and model config in the cluster; the deliberate teardown of the live version deletes it."""
+    creds = credentials_from_sandbox(sandbox_info)
+    bucket = creds.get_oss_bucket(spec.storage.bucket)
+    bucket.create_bucket()
+    v2 = spec.model_copy(update={"serving": spec.serving.model_copy(update={"version": "202107150000"})})
+    for s in (spec, v2):
+        bucket.put_object(f"{s.names.model_oss_prefix}1/saved_model.pb", s.names.release.encode())
+
+    def keys(s: DeploySpec) -> list[str]:
+        return [o.key for o in oss2.ObjectIteratorV2(bucket, prefix=s.names.model_oss_prefix)]
+
+    def model_step(result: Any) -> Any:
+        return next(s for s in result.steps if s.step.startswith("Model/"))
+
+    apply_all(kube, spec, sandbox_info)  # v1 serves the host and path
+    apply_all(kube, v2, sandbox_info, only={"ConfigMap", "Deployment", "Service"})
+    done = model_step(teardown(v2, cluster_block=block, timeout_s=300, delete_model=True, delete_pool=False))
+    assert (done.outcome, done.step) == ("deleted", f"Model/oss://{spec.storage.bucket}/{v2.names.model_oss_prefix}")
+    assert keys(v2) == [] and keys(spec) == [f"{spec.names.model_oss_prefix}1/saved_model.pb"]
+
+    kept = model_step(teardown(spec, cluster_block=block, timeout_s=300, keep_live=True, delete_model=True,
+                               delete_pool=False))
+    assert kept.outcome == "kept" and f"{spec.names.namespace}/{spec.names.deployment} reads it" in kept.detail
+    assert keys(spec) == [f"{spec.names.model_oss_prefix}1/saved_model.pb"]
+
+    gone = model_step(teardown(spec, cluster_block=block, timeout_s=300, delete_model=True, delete_pool=False))
+    assert gone.outcome == "deleted" and keys(spec) == []

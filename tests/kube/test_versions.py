@@ -21,6 +21,13 @@ def kube(kube_clients):
     return kube_clients
 
 
+@pytest.fixture(scope="module")
+def creds(sandbox_info):
+    from cli.sandbox_profile import credentials_from_sandbox
+
+    return credentials_from_sandbox(sandbox_info)
+
+
 def spec(sandbox_info: dict[str, Any], ns: str, version: str, **rollout: Any) -> DeploySpec:
     return DeploySpec.parse({"cluster_id": sandbox_info["cluster_id"], "serving": {"version": version, "namespace": ns},
                              "rollout": {"drain_seconds": 0, **rollout}})
@@ -44,38 +51,38 @@ ALL = {"Deployment": True, "Service": True, "ConfigMap": True, "HorizontalPodAut
 NONE = dict.fromkeys(ALL, False)
 
 
-def test_recovery_undoes_the_canary_of_an_earlier_run_and_leaves_the_live_version(kube, ns, sandbox_info):
+def test_recovery_undoes_the_canary_of_an_earlier_run_and_leaves_the_live_version(kube, ns, sandbox_info, creds):
     v1, v2, v3 = (spec(sandbox_info, ns, v) for v in ("v1", "v2", "v3"))
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
     kube.apply(render_canary_ingress(v2, 30, render_ingress(v1)))  # a run of v2 died at its 30% step
 
-    assert recover.fn(kube, v2) == []  # v2 again: its canary is this run's to redo
+    assert recover.fn(kube, v2, creds) == []  # v2 again: its canary is this run's to redo
     assert kube.get("Ingress", v2.names.canary_ingress, ns) is not None
 
-    done = recover.fn(kube, v3)
+    done = recover.fn(kube, v3, creds)
     assert kube.get("Ingress", v3.names.canary_ingress, ns) is None
     assert objects(kube, v2) == NONE and objects(kube, v1) == ALL
     assert f"Deployment {v2.names.deployment}" in done
     assert routed_service(kube, v1) == v1.names.service
 
 
-def test_a_promotion_cut_short_is_finished_by_the_next_run(kube, ns, sandbox_info):
+def test_a_promotion_cut_short_is_finished_by_the_next_run(kube, ns, sandbox_info, creds):
     v1, v2 = spec(sandbox_info, ns, "v1"), spec(sandbox_info, ns, "v2")
     release(kube, v1)
     kube.apply(render_ingress(v1))
     release(kube, v2)
     kube.apply(render_canary_ingress(v2, 60, render_ingress(v1)))
     live = find_live_version.fn(kube, v2)
-    promote.fn(kube, v2, live, retire_previous=False)  # switched, then the run died before retiring v1
+    promote.fn(kube, v2, live, creds, retire_previous=False)  # switched, then the run died before retiring v1
     assert routed_service(kube, v1) == v2.names.service and kube.get("Ingress", v2.names.canary_ingress, ns) is None
 
-    assert recover.fn(kube, v2) == [f"retired {v1.names.deployment}"]
+    assert recover.fn(kube, v2, creds) == [f"retired {v1.names.deployment}"]
     assert objects(kube, v1) == {**ALL, "HorizontalPodAutoscaler": False}
     assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] == 0
     assert objects(kube, v2) == ALL
-    assert recover.fn(kube, v2) == []  # nothing left to do
+    assert recover.fn(kube, v2, creds) == []  # nothing left to do
 
 
 def test_removing_a_canary_never_removes_the_routed_version(kube, ns, sandbox_info):
@@ -88,12 +95,12 @@ def test_removing_a_canary_never_removes_the_routed_version(kube, ns, sandbox_in
     assert objects(kube, v1) == ALL
 
 
-def test_releases_beyond_keep_versions_are_pruned_oldest_first(kube, ns, sandbox_info):
+def test_releases_beyond_keep_versions_are_pruned_oldest_first(kube, ns, sandbox_info, creds):
     specs = [spec(sandbox_info, ns, f"v{i}", keep_versions=2) for i in (1, 2, 3, 4)]
     for s in specs:
         release(kube, s, hpa=False)
     kube.apply(render_ingress(specs[2]))  # v3 serves; v4 is this run's
-    pruned = prune(kube, specs[3])
+    pruned = prune(kube, specs[3], creds)
     assert pruned == [f"Service {specs[0].names.service}", f"Deployment {specs[0].names.deployment}",
                       f"ConfigMap {specs[0].names.model_config_map}"]
     # kept: v2 (one besides the live v3), v3 (routed), v4 (this run's)
@@ -127,7 +134,8 @@ def test_a_run_that_lost_its_lease_leaves_its_canary_to_the_next_run_and_any_oth
     assert objects(kube, v1) == ALL and routed_service(kube, v1) == v1.names.service
 
 
-def test_a_blue_green_run_that_died_in_its_bake_has_the_held_version_retired_by_the_next_run(kube, ns, sandbox_info):
+def test_a_blue_green_run_that_died_in_its_bake_has_the_held_version_retired_by_the_next_run(kube, ns, sandbox_info,
+                                                                                          creds):
     from tasks.versions import hold_replicas
 
     v1, v2 = (spec(sandbox_info, ns, v, strategy="blue-green") for v in ("v1", "v2"))
@@ -136,17 +144,18 @@ def test_a_blue_green_run_that_died_in_its_bake_has_the_held_version_retired_by_
     release(kube, v2)
     live = find_live_version.fn(kube, v2)
     hold_replicas.fn(kube, v2, v1.names.deployment)  # v1 at its replicas, its HPA set aside for the bake
-    promote.fn(kube, v2, live, retire_previous=False)  # all traffic on v2; then the run died in the bake
+    promote.fn(kube, v2, live, creds, retire_previous=False)  # all traffic on v2; then the run died in the bake
     assert objects(kube, v1) == {**ALL, "HorizontalPodAutoscaler": False}
     assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] > 0
 
-    assert recover.fn(kube, v2) == [f"retired {v1.names.deployment}"]
+    assert recover.fn(kube, v2, creds) == [f"retired {v1.names.deployment}"]
     assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] == 0
     assert routed_service(kube, v1) == v2.names.service and objects(kube, v2) == ALL
-    assert recover.fn(kube, v2) == []
+    assert recover.fn(kube, v2, creds) == []
 
 
-def test_a_run_that_loses_its_lease_in_the_drain_does_not_scale_the_previous_version_to_zero(kube, ns, sandbox_info):
+def test_a_run_that_loses_its_lease_in_the_drain_does_not_scale_the_previous_version_to_zero(kube, ns, sandbox_info,
+                                                                                               creds):
     """The lock is asked immediately before each destructive step: a run whose lease is taken while it drains the
     previous version (a long drain over a WAN is where a lease runs out) stops before scaling it to zero or pruning;
     without that check, the old version went to zero under a run that no longer held the service."""
@@ -177,7 +186,7 @@ def test_a_run_that_loses_its_lease_in_the_drain_does_not_scale_the_previous_ver
     with acquire(kube, ns, "svc-rollout", "run-a", wait_s=5, duration_s=30, renew_s=0.2) as lock:
         intruder.start()
         with pytest.raises(LeaseLost, match="taken over by run-b"):
-            promote.fn(kube, v2, live, drain_s=6, still_held=lock.check)
+            promote.fn(kube, v2, live, creds, drain_s=6, still_held=lock.check)
     intruder.join(10)
     assert routed_service(kube, v1) == v2.names.service  # the switch happened while it held the lease
     assert kube.get("Deployment", v1.names.deployment, ns)["spec"]["replicas"] == replicas  # not scaled to zero

@@ -333,7 +333,8 @@ def test_manual_run_deploys_to_the_sandbox(server: PrefectServer, deployed, tmp_
         pools = AckApi(cluster.credentials, cluster.cluster_id).describe_node_pools(name="manual-run")
         assert [p.name for p in pools if p.name == "manual-run"] == ["manual-run"]
         bucket = cluster.credentials.get_oss_bucket("manual-run-models")
-        assert bucket.object_exists("tensorflow/1623831335/model.json")
+        sent = final["parameters"]["spec"]["serving"]  # the release's own directory (DerivedNames.model_oss_prefix)
+        assert bucket.object_exists(f"tensorflow/{sent['name']}-{sent['version']}/1623831335/model.json")
 
         # No secret in the block API (what the UI shows) or in the flow run's logs.
         with server.http() as http:

@@ -205,7 +205,7 @@ def test_copy_from_a_source_uri_stays_inside_oss_and_skips_the_second_time(creds
     })
     upload_model.fn(src_spec, creds, checkpoint_dir=tmp_path / "ck")
     src_prefix = src_spec.names.model_oss_prefix
-    assert src_prefix == "registry/chnsenticorp/"
+    assert src_prefix == f"registry/chnsenticorp/{src_spec.names.release}/"
 
     threshold = 2 * MiB if multipart else 64 * MiB
     spec = _spec(None, dst_bucket, source_uri=f"oss://{src_bucket}/{src_prefix}",

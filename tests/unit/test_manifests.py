@@ -331,7 +331,7 @@ def test_model_config_file_carries_the_version_policy(policy: str, block: str) -
         "model_config_list {\n"
         "  config {\n"
         '    name: "chnsenticorp"\n'
-        '    base_path: "/models/tensorflow"\n'
+        f'    base_path: "/models/tensorflow/{spec.names.release}"\n'
         '    model_platform: "tensorflow"\n'
         f"    model_version_policy {{ {block} }}\n"
         "  }\n"

@@ -138,7 +138,8 @@ def test_names_match_the_seed_manifests() -> None:
         "servingVersion": "202107141745",
         "modelName": "chnsenticorp",
     }
-    assert n.model_base_path == "/models/tensorflow"
+    assert n.model_base_path == "/models/tensorflow/bert-tfserving-202107141745"  # the release's own directory
+    assert n.model_oss_prefix == "tensorflow/bert-tfserving-202107141745/"
     assert n.node_selector == {"inference": "tensorflow"}
 
 
@@ -204,11 +205,13 @@ def test_release_containing_the_chart_name_is_the_full_name() -> None:
         ("/.hidden", "/models", "/models/tensorflow", ".hidden/tensorflow/"),
     ],
 )
-def test_model_oss_prefix_is_model_path_relative_to_the_mount(
+def test_model_oss_prefix_is_the_releases_directory_under_model_path_relative_to_the_mount(
     storage_path: str, mount: str, model_path: str, prefix: str
 ) -> None:
     spec = seed_spec(storage={"path": storage_path}, serving={"mount_path": mount, "model_path": model_path})
-    assert spec.names.model_oss_prefix == prefix
+    release = spec.names.release
+    assert spec.names.model_oss_prefix == f"{prefix}{release}/"  # never the whole bucket, even for model_path /
+    assert spec.names.model_base_path == f"{model_path}/{release}"
 
 
 @pytest.mark.parametrize(
