@@ -7,7 +7,8 @@ rolls out v2 and measures the deploy flow's wall time until it returns promoted.
 rollout cannot do faster: the isolated stress test (the sum of its stages), every analysis window
 (``len(steps) * step_seconds``), the drain before the previous version is scaled to zero, and the new pods' start
 from the sandbox's timing table (``container_start`` + the readiness probe's ``initialDelaySeconds`` +
-``pod_readiness``, simulated seconds divided by the speed). Prints both and their ratio (1.0 would be no overhead
+``pod_readiness``, simulated seconds divided by the speed), ingress-nginx's sync and reload after each Ingress change,
+and the SLS shipping lag each step's users' data waits for. Prints both and their ratio (1.0 would be no overhead
 at all); asserts nothing.
 """
 
@@ -31,6 +32,7 @@ from core.demo_model import generate_demo_model  # noqa: E402
 from core.spec import DeploySpec  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 from sandbox.timings import DEFAULTS  # noqa: E402
+from tasks.analysis import SLS_LAG_S  # noqa: E402
 
 READINESS_INITIAL_DELAY_S = 5.0  # tasks/serving.py's readiness probe
 
@@ -78,12 +80,17 @@ def main() -> None:
             sb.stop()
     assert result.rollout is not None and result.rollout.decision == "promoted", result.rollout
     start_up = (DEFAULTS["container_start"] + READINESS_INITIAL_DELAY_S + DEFAULTS["pod_readiness"]) / args.speed
-    bound = args.stress_seconds + len(steps) * args.step_seconds + 2 + start_up
+    # every Ingress change (preview, canary at 0 and at each weight, the switch) reaches requests after ingress-nginx's
+    # sync and reload; each step's users' data is read from SLS once the window's end is SLS_LAG_S in the past
+    nginx = (len(steps) + 3) * (DEFAULTS["ingress_sync_period"] + DEFAULTS["ingress_reload"]) / args.speed
+    sls_lag = len(steps) * SLS_LAG_S
+    bound = args.stress_seconds + len(steps) * args.step_seconds + 2 + start_up + nginx + sls_lag
     print(f"rollout v1 -> v2 (canary {steps}, {args.step_seconds:g} s per step, {args.stress_seconds:g} s stress "
           f"test, sandbox x{args.speed:g})")
     print(f"  flow start -> promoted: {took:.1f} s")
     print(f"  lower bound:            {bound:.1f} s (stress {args.stress_seconds:g} + steps "
-          f"{len(steps) * args.step_seconds:g} + drain 2 + pod start {start_up:.1f})")
+          f"{len(steps) * args.step_seconds:g} + drain 2 + pod start {start_up:.1f} + nginx syncs {nginx:.1f} "
+          f"+ SLS lag {sls_lag:.1f})")
     print(f"  ratio:                  {took / bound:.2f}x the lower bound")
 
 

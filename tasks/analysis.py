@@ -20,7 +20,8 @@ the step fail the step (KServe rolls back a canary that is not ready).
 absolute thresholds (error rate, p95) and a comparison with the stable version over the same window, as Flagger's
 and Kayenta's canary analyses compare the canary with the primary/baseline: the new release's error rate may exceed
 the stable one's by at most :data:`ERROR_RATE_MARGIN` (absolute), and its p95 may be at most
-:data:`P95_RATIO` times the stable one's (both only when the stable version served ``min_requests`` too, else
+:data:`P95_RATIO` times the stable one's or :data:`P95_MATERIAL` of the p95 objective above it, whichever is more
+(both only when the stable version served ``min_requests`` too, else
 there is nothing to compare with). Fewer user requests than that: the step is decided on the synthetic requests
 alone, and the report says so (``StepStats.data``). A read of SLS that keeps failing after retries is a failed
 check ("no data"), never a pass; the failures are recorded in ``StepStats.sls_failures``.
@@ -54,7 +55,8 @@ ANALYSIS_USER_AGENT = "elastic-inference-analysis/1"  # the synthetic requests' 
 # controller's log lines, so the window is read once its end is this much in the past.
 SLS_LAG_S = 5.0
 ERROR_RATE_MARGIN = 0.01  # the new release's user error rate may exceed the stable one's by 1 point at most
-P95_RATIO = 1.5  # and its users' p95 may be at most 1.5 times the stable one's
+P95_RATIO = 1.5  # and its users' p95 may be at most 1.5 times the stable one's ...
+P95_MATERIAL = 0.25  # ... or a quarter of the p95 objective above it, whichever is more
 SLS_ATTEMPTS = 3
 
 
@@ -173,8 +175,14 @@ def user_checks(new: VersionStats | None, stable: VersionStats | None, failures:
                             detail=f"{100 * new.error_rate:.2f}% vs stable {100 * stable.error_rate:.2f}% "
                                    f"(max stable + {100 * ERROR_RATE_MARGIN:.0f} points)"))
         if stable.p95_ms is not None and new.p95_ms is not None:
-            checks.append(Check(name="users vs stable p95", passed=new.p95_ms <= P95_RATIO * stable.p95_ms,
-                                detail=f"{new.p95_ms:.0f} ms vs stable {stable.p95_ms:.0f} ms (max x{P95_RATIO})"))
+            # slower only counts when it is both relatively and materially slower: a new release on fewer, just
+            # started replicas answers a fast stable version's 140 ms in 250 ms, which no user notices against a
+            # 1 s objective; a quarter of the objective is a difference they may
+            floor = P95_MATERIAL * max_p95
+            slower = new.p95_ms > P95_RATIO * stable.p95_ms and new.p95_ms - stable.p95_ms > floor
+            checks.append(Check(name="users vs stable p95", passed=not slower,
+                                detail=f"{new.p95_ms:.0f} ms vs stable {stable.p95_ms:.0f} ms (max x{P95_RATIO} "
+                                       f"or +{floor:.0f} ms, whichever is more)"))
     return checks
 
 

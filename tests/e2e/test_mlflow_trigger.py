@@ -229,7 +229,7 @@ def test_refused_deliveries_start_nothing(stack: Stack, registered: dict[str, An
     alias_body = json.dumps({"entity": "model_version_alias", "action": "created",
                              "data": {"name": MODEL, "alias": "staging", "version": "1"}})
     delivery = str(uuid.uuid4())
-    headers = {"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": now,
+    headers = {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": now,
                "X-MLflow-Signature": signed(delivery, now, alias_body)}
     first = httpx.post(stack.receiver_url, content=alias_body, headers=headers, timeout=30)
     assert first.status_code == 200 and first.json()["status"] == "ignored"

@@ -95,7 +95,9 @@ def _setup(sandbox, api_client, servers: dict, canary_annotations: dict[str, str
     http = httpx.Client(base_url=sandbox.info["ingress_endpoint"], timeout=10, headers={"Host": host})
 
     def seen_versions() -> set[str]:
-        return {http.get("/warmup", headers={"User-Agent": "warmup"}).json()["version"] for _ in range(20)}
+        """The versions answering; until ingress-nginx's next sync and reload the host is not served yet (404)."""
+        answers = [http.get("/warmup", headers={"User-Agent": "warmup"}) for _ in range(20)]
+        return {r.json()["version"] for r in answers if r.status_code == 200}
 
     wait_for(lambda: seen_versions() == {"stable", "canary"}, what="canary merged at its weight")
 

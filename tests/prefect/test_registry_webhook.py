@@ -161,7 +161,7 @@ def sent(prefect_api: str, receiver: Receiver) -> Sent:
     # A body changed after signing.
     delivery_id, ts = str(uuid.uuid4()), str(int(time.time()))
     body = json.dumps({"entity": "model_version", "action": "created", "data": created(m["tampered"])})
-    headers = {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": ts,
+    headers = {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": ts,
                "X-MLflow-Signature": mlflow_signature(SECRET, delivery_id, ts, body)}
     s.responses["tampered"] = httpx.post(
         url, content=body.replace("/srv/models/demo", "/tmp/evil"), headers=headers, timeout=30
@@ -284,7 +284,7 @@ def test_no_secret_or_signature_in_logs(
     delivery_id, ts = str(uuid.uuid4()), str(int(time.time()))
     body = json.dumps({"entity": "model_version", "action": "created", "data": created(model)})
     good_sig = mlflow_signature(SECRET, delivery_id, ts, body)
-    headers = {"X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": ts, "X-MLflow-Signature": good_sig}
+    headers = {"Content-Type": "application/json", "X-MLflow-Delivery-Id": delivery_id, "X-MLflow-Timestamp": ts, "X-MLflow-Signature": good_sig}
     good = httpx.post(receiver.url, content=body, headers=headers, timeout=30)
     assert good.status_code == 200
     bad_sig = mlflow_signature("wrong-" + SECRET, delivery_id + "x", ts, body)

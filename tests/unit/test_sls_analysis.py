@@ -50,6 +50,11 @@ def test_relative_to_stable_catches_what_the_absolute_threshold_lets_through() -
     assert ERROR_RATE_MARGIN == 0.01
     slow = judge(stats(users=v(500, p95_ms=150.0), stable=v(1000, p95_ms=60.0)), spec())
     assert [c.name for c in slow.checks if not c.passed] == ["users vs stable p95"]
+    # relatively slower but not materially (under a quarter of a 1 s objective above stable): a good release just
+    # started on fewer replicas, as seen in the rollout e2e test; 1.5x and 250 ms more is material
+    assert judge(stats(users=v(500, p95_ms=255.0), stable=v(1000, p95_ms=143.0)), spec(max_p95_ms=1000)).passed
+    slower = judge(stats(users=v(500, p95_ms=420.0), stable=v(1000, p95_ms=143.0)), spec(max_p95_ms=1000))
+    assert [c.name for c in slower.checks if not c.passed] == ["users vs stable p95"]
 
 
 def test_thin_user_traffic_leaves_the_decision_to_the_synthetic_requests() -> None:
