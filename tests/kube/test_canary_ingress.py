@@ -12,14 +12,12 @@ binomial(N, p) mean (computed here), so that a correct router fails them with pr
 
 from __future__ import annotations
 
-import json
 import math
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import httpx
 import pytest
+from backends import json_server
 from kubernetes import client
 from polling import wait_for
 
@@ -27,25 +25,7 @@ SIGMAS = 5.0
 
 
 def _server(name: str):
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True  # headers and body go out as separate writes
-
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            out = json.dumps({"version": name}).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+    return json_server(lambda path, headers: (200, {"version": name}))
 
 
 @pytest.fixture(scope="module")

@@ -11,14 +11,12 @@ release; derived from the live Ingress it merges.
 
 from __future__ import annotations
 
-import json
 import random
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
+from backends import json_server
 from polling import wait_for
 
 from core.spec import DeploySpec
@@ -32,30 +30,14 @@ from tasks.live import find_live_version, sls_route
 def _tf_serving(version: str):
     """A server answering TF Serving's REST status and metadata for model version ``version``."""
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def answer(path: str, headers: Any) -> tuple[int, dict[str, Any]]:
+        if path.endswith("/metadata"):
+            return 200, {"model_spec": {"name": "bert", "signature_name": "", "version": version},
+                         "metadata": {"signature_def": {"signature_def": {}}}}
+        return 200, {"model_version_status": [{"version": version, "state": "AVAILABLE",
+                                               "status": {"error_code": "OK", "error_message": ""}}]}
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            if self.path.endswith("/metadata"):
-                body: dict[str, Any] = {"model_spec": {"name": "bert", "signature_name": "", "version": version},
-                                        "metadata": {"signature_def": {"signature_def": {}}}}
-            else:
-                body = {"model_version_status": [{"version": version, "state": "AVAILABLE",
-                                                  "status": {"error_code": "OK", "error_message": ""}}]}
-            out = json.dumps(body).encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+    return json_server(answer)
 
 
 @pytest.fixture(scope="module")

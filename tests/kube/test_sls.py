@@ -15,11 +15,12 @@ import json
 import random
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import httpx
 import pytest
 from aliyun.log import LogClient, LogException
+from backends import json_server
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from kubernetes import client
@@ -37,29 +38,14 @@ def _server(name: str, fail_every: int = 0, fail_without_header: str = ""):
     served = [0]
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-        disable_nagle_algorithm = True
+    def answer(path: str, headers: Any) -> tuple[int, dict[str, Any]]:
+        with lock:
+            served[0] += 1
+            fail = bool(fail_every) and served[0] % fail_every == 0
+        fail = fail or bool(fail_without_header and headers.get(fail_without_header) is None)
+        return (500 if fail else 200), {"version": name}
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
-            with lock:
-                served[0] += 1
-                fail = bool(fail_every) and served[0] % fail_every == 0
-            fail = fail or bool(fail_without_header and self.headers.get(fail_without_header) is None)
-            out = json.dumps({"version": name}).encode()
-            self.send_response(500 if fail else 200)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(out)))
-            self.end_headers()
-            self.wfile.write(out)
-
-        def log_message(self, *args) -> None:
-            pass
-
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    srv.daemon_threads = True
-    threading.Thread(target=srv.serve_forever, daemon=True).start()
-    return srv
+    return json_server(answer)
 
 
 def _setup(sandbox, api_client, servers: dict, canary_annotations: dict[str, str]):
