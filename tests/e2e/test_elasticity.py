@@ -385,10 +385,12 @@ def test_a_spot_reclaim_during_load_keeps_the_service_answering_and_restores_cap
           f"{len(after.pods)}, nodes {len(before.nodes)} -> {len(after.nodes)}, restored in {done - 2 - noticed:.1f} s")
     assert len(during) >= 50, len(during)
     assert len(errors) < 0.01 * len(during), f"{len(errors)} of {len(during)} failed: {errors[:5]}"
-    # capacity restored: as many Ready replicas as before, none on the reclaimed node, which ESS replaced
+    # capacity restored: as many Ready replicas as before, none on the reclaimed node. (The pool's node count is not
+    # the capacity: the replacement pod may fit a node that had room, and the autoscaler may meanwhile remove a node
+    # it found unneeded, so the pool can end with fewer nodes and every replica Ready.)
     assert len(after.pods) >= len(before.pods)
     assert victim_pod not in {p.metadata.name for p in after.pods}
-    assert len(after.nodes) >= len(before.nodes)
+    assert victim_node.metadata.name not in {x.metadata.name for x in after.nodes}
     expired = [s for s in obs.snapshots for x in s.nodes if x.metadata.name == victim_node.metadata.name
                and any(c.type == "InstanceExpired" and c.status == "True" and c.reason == "InstanceToBeTerminated"
                        for c in x.status.conditions or [])]
