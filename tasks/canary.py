@@ -56,7 +56,7 @@ from clients.logs import run_logger
 from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
 from tasks.ingress import IngressEndpoint, render_ingress
-from tasks.live import LiveVersion, go_atoi
+from tasks.live import LiveVersion, backend_of, go_atoi, path_entries
 
 PREFIX = "nginx.ingress.kubernetes.io/"
 CANARY = PREFIX + "canary"
@@ -87,12 +87,9 @@ def copied_annotations(main: dict[str, Any]) -> dict[str, str]:
 
 def _live_path(main: dict[str, Any], host: str, path: str) -> dict[str, Any]:
     """The live Ingress's path entry for ``host`` + ``path`` (as :func:`tasks.live.serving_backend` found it)."""
-    for rule in (main.get("spec") or {}).get("rules") or []:
-        if (rule.get("host") or "") != host:
-            continue
-        for p in (rule.get("http") or {}).get("paths") or []:
-            if (p.get("path") or "/") == path and ((p.get("backend") or {}).get("service") or {}).get("name"):
-                return p
+    for entry in path_entries(main, host, path):
+        if backend_of(entry):
+            return entry
     raise ValueError(f"the live Ingress {main['metadata']['name']} has no rule for {host}{path}")
 
 
@@ -175,16 +172,11 @@ def with_backend(ingress: dict[str, Any], host: str, path: str, service: str, po
     """A copy of a main Ingress whose rule for ``host`` + ``path`` sends to ``service:port`` (other rules as
     they were). Raises when the Ingress has no such rule."""
     out = copy.deepcopy(ingress)
-    found = False
-    for rule in (out.get("spec") or {}).get("rules") or []:
-        if (rule.get("host") or "") != host:
-            continue
-        for p in (rule.get("http") or {}).get("paths") or []:
-            if (p.get("path") or "/") == path:
-                port_ref = {"number": port} if isinstance(port, int) else {"name": port}
-                p["backend"] = {"service": {"name": service, "port": port_ref}}
-                found = True
-    if not found:
+    entries = list(path_entries(out, host, path))
+    for entry in entries:
+        port_ref = {"number": port} if isinstance(port, int) else {"name": port}
+        entry["backend"] = {"service": {"name": service, "port": port_ref}}
+    if not entries:
         raise ValueError(f"Ingress {out['metadata']['name']} has no rule for {host}{path}")
     return out
 

@@ -13,6 +13,7 @@ spec's own serving name and version, an idempotent re-run; any other, a replacem
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from typing import Any, Literal
 
 from prefect import task
@@ -67,11 +68,32 @@ def is_canary(ingress: dict[str, Any]) -> bool:
     return value in ("true", "True", "TRUE", "t", "T", "1")
 
 
-def _class_of(ingress: dict[str, Any]) -> str | None:
+def ingress_class(ingress: dict[str, Any]) -> str | None:
+    """The Ingress's class: ``spec.ingressClassName``, else the legacy ``kubernetes.io/ingress.class`` annotation."""
     spec = ingress.get("spec") or {}
     return spec.get("ingressClassName") or (((ingress.get("metadata") or {}).get("annotations")) or {}).get(
         LEGACY_CLASS
     )
+
+
+def path_entries(ingress: dict[str, Any], host: str, path: str) -> Iterator[dict[str, Any]]:
+    """The path entries of ``ingress`` for ``host`` + ``path`` (a path left out is "/"): the one walk of an
+    Ingress's rules that every reader and writer of a serving's route goes through."""
+    for rule in (ingress.get("spec") or {}).get("rules") or []:
+        if (rule.get("host") or "") != host:
+            continue
+        for entry in (rule.get("http") or {}).get("paths") or []:
+            if (entry.get("path") or "/") == path:
+                yield entry
+
+
+def backend_of(entry: dict[str, Any]) -> tuple[str, int | str] | None:
+    """(Service name, port number or name) a path entry sends to, or None when it names no Service."""
+    svc = (entry.get("backend") or {}).get("service") or {}
+    if not svc.get("name"):
+        return None
+    port = svc.get("port") or {}
+    return svc["name"], port.get("number") or port.get("name") or ""
 
 
 def serving_backend(
@@ -81,20 +103,13 @@ def serving_backend(
     None. Canary Ingresses are passed over; of several main ones, the oldest wins, as ingress-nginx keeps the
     first Ingress it sorted by creation time for a host/path (``store.ListIngresses`` sorts by
     creationTimestamp)."""
-    main = [i for i in ingresses if not is_canary(i) and _class_of(i) == class_name]
+    main = [i for i in ingresses if not is_canary(i) and ingress_class(i) == class_name]
     main.sort(key=lambda i: ((i.get("metadata") or {}).get("creationTimestamp") or "",
                              (i.get("metadata") or {}).get("name") or ""))
     for ing in main:
-        for rule in (ing.get("spec") or {}).get("rules") or []:
-            if (rule.get("host") or "") != host:
-                continue
-            for p in (rule.get("http") or {}).get("paths") or []:
-                if (p.get("path") or "/") != path:
-                    continue
-                svc = (p.get("backend") or {}).get("service") or {}
-                port = svc.get("port") or {}
-                if svc.get("name"):
-                    return ing["metadata"]["name"], svc["name"], port.get("number") or port.get("name") or ""
+        for entry in path_entries(ing, host, path):
+            if backend := backend_of(entry):
+                return ing["metadata"]["name"], *backend
     return None
 
 

@@ -35,7 +35,16 @@ from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import CHART_NAME, DeploySpec
 from tasks.canary import BY_HEADER, BY_HEADER_VALUE, WEIGHT
-from tasks.live import LEGACY_CLASS, LiveVersion, go_atoi, is_canary, serving_backend, sls_route
+from tasks.live import (
+    LiveVersion,
+    backend_of,
+    go_atoi,
+    ingress_class,
+    is_canary,
+    path_entries,
+    serving_backend,
+    sls_route,
+)
 from tasks.timeline import read_external_metric
 
 QPS_METRIC = "sls_ingress_qps"
@@ -115,18 +124,9 @@ def canary_ingresses(
     """(Ingress, Service, port) of every canary Ingress of the class for ``host`` + ``path``, oldest first."""
     found = []
     for ing in ingresses:
-        spec = ing.get("spec") or {}
-        cls = spec.get("ingressClassName") or _annotations(ing).get(LEGACY_CLASS)
-        if not is_canary(ing) or cls != class_name:
+        if not is_canary(ing) or ingress_class(ing) != class_name:
             continue
-        for rule in spec.get("rules") or []:
-            if (rule.get("host") or "") != host:
-                continue
-            for p in (rule.get("http") or {}).get("paths") or []:
-                svc = (p.get("backend") or {}).get("service") or {}
-                if (p.get("path") or "/") == path and svc.get("name"):
-                    port = svc.get("port") or {}
-                    found.append((ing, svc["name"], port.get("number") or port.get("name") or ""))
+        found += [(ing, *backend) for entry in path_entries(ing, host, path) if (backend := backend_of(entry))]
     found.sort(key=lambda f: (_meta(f[0]).get("creationTimestamp") or "", _meta(f[0]).get("name") or ""))
     return found
 
