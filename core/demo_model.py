@@ -36,7 +36,10 @@ An optional ``"serving"`` object in ``model.json`` describes how this version be
 the model (a bigger or badly exported graph is slower; a numerically broken one fails some requests):
 ``{"extra_latency_ms": 120.0, "error_rate": 0.2}`` (each absent field is 0). The sandbox's runtime holds the replica
 for ``extra_latency_ms`` more per request and fails that share of predict requests the way TF Serving answers a
-failed Session run (see ``sandbox/runtime/servables.py``). A model without the object behaves as before.
+failed Session run (see ``sandbox/runtime/servables.py``). ``"error_from_token": N`` (absent: none) fails every
+predict request whose input holds a token id >= N: a version broken on part of the input space only, which real
+text reaches and a synthetic sample of low token ids (the flow's own probe) does not. A model without the object
+behaves as before.
 
 The computation (``predict``): embedding lookup of ``input_ids``, mean-pool over positions where ``input_mask`` is
 1, a dense layer ``pooled @ kernel + bias``, softmax → ``probabilities`` ``[batch, 2]``. ``segment_ids`` are
@@ -126,15 +129,18 @@ def generate_demo_model(
     shard_bytes: int = DEFAULT_SHARD_BYTES,
     extra_latency_ms: float = 0.0,
     error_rate: float = 0.0,
+    error_from_token: int | None = None,
 ) -> Path:
     """Write the demo model to ``<base_dir>/<version>/`` and return that version directory.
 
     ``size_bytes``: make the variables data (all shards together) this many bytes, padding with random bytes and
     splitting into shards of at most ``shard_bytes`` (the tensors always fit in the first shard). Without it the
     model is just its weights (about 2.7 MB). Same ``seed`` → same weights (padding is seeded too).
-    ``extra_latency_ms`` / ``error_rate``: a slower or failing version (the ``serving`` object of ``model.json``).
+    ``extra_latency_ms`` / ``error_rate`` / ``error_from_token``: a slower or failing version (the ``serving`` object
+    of ``model.json``).
     """
-    serving = serving_behaviour({"extra_latency_ms": extra_latency_ms, "error_rate": error_rate})
+    serving = serving_behaviour({"extra_latency_ms": extra_latency_ms, "error_rate": error_rate,
+                                 **({} if error_from_token is None else {"error_from_token": error_from_token})})
     vdir = Path(base_dir) / str(int(version))
     (vdir / "variables").mkdir(parents=True, exist_ok=True)
     (vdir / "assets").mkdir(exist_ok=True)
@@ -202,21 +208,27 @@ class ModelFormatError(ValueError):
 
 
 def serving_behaviour(serving: Any) -> dict[str, float]:
-    """The ``serving`` object checked: ``extra_latency_ms`` >= 0 and ``error_rate`` in [0, 1] (ValueError names the
-    field and the rule)."""
+    """The ``serving`` object checked: ``extra_latency_ms`` >= 0, ``error_rate`` in [0, 1] and, when present,
+    ``error_from_token`` an integer >= 0 (ValueError names the field and the rule)."""
     if serving is None:
         serving = {}
     if not isinstance(serving, dict):
         raise ModelFormatError(f"serving: must be an object, got {type(serving).__name__}")
-    unknown = sorted(set(serving) - {"extra_latency_ms", "error_rate"})
+    unknown = sorted(set(serving) - {"extra_latency_ms", "error_rate", "error_from_token"})
     if unknown:
-        raise ModelFormatError(f"serving: unknown field(s) {unknown}; known: extra_latency_ms, error_rate")
+        raise ModelFormatError(f"serving: unknown field(s) {unknown}; known: extra_latency_ms, error_rate, "
+                               "error_from_token")
     out: dict[str, float] = {}
     for key, low, high in (("extra_latency_ms", 0.0, math.inf), ("error_rate", 0.0, 1.0)):
         v = serving.get(key, 0.0)
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not low <= v <= high:
             raise ModelFormatError(f"serving.{key}: {v!r} must be a number in [{low:g}, {high:g}]")
         out[key] = float(v)
+    if "error_from_token" in serving:
+        v = serving["error_from_token"]
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise ModelFormatError(f"serving.error_from_token: {v!r} must be an integer >= 0")
+        out["error_from_token"] = v
     return out
 
 
@@ -236,6 +248,7 @@ class DemoModel:
         serving = serving_behaviour(manifest.get("serving"))
         self.extra_latency_ms = serving["extra_latency_ms"]
         self.error_rate = serving["error_rate"]
+        self.error_from_token: int | None = serving.get("error_from_token")  # type: ignore[assignment]
 
     @classmethod
     def load(cls, version_dir: str | Path) -> DemoModel:

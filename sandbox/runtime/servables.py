@@ -17,7 +17,8 @@ passed through ``MakeJsonFromStatus`` (``{"error": "<message>"}``) with ``ToHTTP
 (tensorflow/serving ``model_servers/http_rest_api_handler.cc``, ``http_server.cc``: INTERNAL -> 500).
 
 A demo model's ``serving`` object (``core.demo_model``) is applied here: ``extra_service_seconds`` (the replica is
-held that much longer per request) and ``error_rate`` (that share of runs fail with INTERNAL).
+held that much longer per request), ``error_rate`` (that share of runs fail with INTERNAL) and ``error_from_token``
+(runs whose input reaches that token id fail with INTERNAL).
 """
 
 from __future__ import annotations
@@ -72,6 +73,13 @@ class DemoServable:
         if self.model.error_rate and self._rng.random() < self.model.error_rate:
             raise RunError("INTERNAL", "{{node probabilities}} the model's computation failed (this demo model "
                            f"version declares serving.error_rate {self.model.error_rate:g})")
+        limit = self.model.error_from_token
+        if limit is not None:
+            reached = max((t for ids, mask in zip(inputs["input_ids"], inputs["input_mask"], strict=True)
+                           for t, m in zip(ids, mask, strict=True) if m), default=-1)
+            if reached >= limit:
+                raise RunError("INTERNAL", f"{{{{node probabilities}}}} the model's computation failed on token id "
+                               f"{reached} (this demo model version declares serving.error_from_token {limit})")
         return outputs
 
 

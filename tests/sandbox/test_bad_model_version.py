@@ -80,7 +80,10 @@ def test_defaults_write_the_same_model_as_before(tmp_path):
 
 @pytest.mark.parametrize(("kw", "field"), [({"error_rate": 1.5}, "serving.error_rate"),
                                            ({"error_rate": -0.1}, "serving.error_rate"),
-                                           ({"extra_latency_ms": -1}, "serving.extra_latency_ms")])
+                                           ({"extra_latency_ms": -1}, "serving.extra_latency_ms"),
+                                           ({"error_from_token": -1}, "serving.error_from_token"),
+                                           ({"error_from_token": 2.5}, "serving.error_from_token"),
+                                           ({"error_from_token": True}, "serving.error_from_token")])
 def test_bad_behaviour_values_are_refused_naming_the_field(tmp_path, kw, field):
     with pytest.raises(ValueError, match=field):
         generate_demo_model(tmp_path, 1, **kw)
@@ -114,3 +117,21 @@ def test_a_slow_version_holds_each_request_longer(serve):
             t0 = time.perf_counter()
             assert _predict(c, slow).status_code == 200
             assert time.perf_counter() - t0 >= 0.150  # a lower bound: the model holds the slot that long
+
+
+def test_a_version_broken_on_part_of_the_input_space_fails_only_there(serve, tmp_path):
+    """``error_from_token``: every input reaching that token id fails (INTERNAL, 500), every other one is answered:
+    the flow's own sample (every token id 1, loadtests.common.build_predict_body) passes, real text fails."""
+    bad = serve("partial", error_from_token=1000)
+    assert json.loads((tmp_path / "partial" / str(DEFAULT_VERSION) / "model.json").read_text())["serving"][
+        "error_from_token"] == 1000
+    low = {"inputs": example_inputs(token_ids=[[1] * 128])}
+    high = {"inputs": example_inputs(token_ids=[[2, 999, 1000, 3]])}
+    masked = example_inputs(token_ids=[[2, 3]])  # id 5000 sits only under a mask of 0: not read
+    masked["input_ids"][0][100] = 5000
+    with httpx.Client(timeout=30) as c:
+        predict = f"{bad}/v1/models/{MODEL}:predict"
+        assert all(c.post(predict, json=low).status_code == 200 for _ in range(20))
+        assert c.post(predict, json={"inputs": masked}).status_code == 200
+        failed = c.post(predict, json=high)
+    assert failed.status_code == 500 and "error_from_token 1000" in failed.json()["error"], failed.text
