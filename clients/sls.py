@@ -57,6 +57,14 @@ def per_version_query(main_route: str, canary_route: str, exclude_user_agent: st
             "count_if(status >= 500) AS errors, approx_percentile(request_time, 0.95) AS p95 GROUP BY canary")
 
 
+def route_requests_query(route: str) -> str:
+    """Every request logged on ``route`` (``proxy_upstream_name``), counted: whether a route still carries traffic.
+    The route is checked as in :func:`per_version_query`."""
+    if not _ROUTE.fullmatch(route):
+        raise ValueError(f"route {route!r} is not an upstream name (namespace-service-port)")
+    return f'proxy_upstream_name: "{route}" | SELECT count(1) AS requests'
+
+
 def _float(v: str | None) -> float | None:
     if v in (None, "", "null"):
         return None
@@ -85,6 +93,15 @@ class SlsReader:
                                                       errors=int(c.get("errors") or 0),
                                                       p95_ms=None if p95 is None else p95 * 1000.0)
         return out
+
+
+    def requests(self, query: str, start: int, end: int) -> int:
+        """The ``requests`` of a counting query (:func:`route_requests_query`) over ``[start, end)``."""
+        rows = [row.get_contents() for row in self.client.get_log(self.project, self.logstore, start, end,
+                                                                  query=query).get_logs()]
+        if len(rows) != 1 or not str(rows[0].get("requests", "")).isdigit():
+            raise LogException("InvalidResponse", f"unexpected rows {rows!r}")
+        return int(rows[0]["requests"])
 
 
 def describe(exc: Exception) -> str:

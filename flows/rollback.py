@@ -14,6 +14,7 @@ are served throughout.
 
 from __future__ import annotations
 
+import time
 from typing import Annotated
 
 from prefect import flow, get_run_logger
@@ -24,7 +25,8 @@ from clients.cluster import resolve_cluster
 from core.spec import DeploySpec, form_title
 from flows.deploy import service_lock
 from tasks.autoscaling import apply_autoscaling
-from tasks.live import find_live_version
+from tasks.live import find_live_version, sls_route
+from tasks.quiet import RouteQuiet
 from tasks.serving import deployment_available, deployment_failed
 from tasks.versions import Promotion, Version, history, list_versions, recover, retire, switch_main
 
@@ -101,7 +103,9 @@ def rollback(
         lock.check()  # the wait above may be long: switch only while this run still holds the service
         apply_autoscaling(kube, target)
         switch_main(kube, spec, live, previous.deployment, previous.version)
-        retired = retire(kube, target, live.service, cluster.credentials, still_held=lock.check)
+        sls = cluster.sls(spec)
+        quiet = RouteQuiet(sls, sls_route(ns, live.service, live.port), time.time()) if sls is not None else None
+        retired = retire(kube, target, live.service, cluster.credentials, still_held=lock.check, quiet=quiet)
     logger.info("%s serves again; %s retired", previous.deployment, live.service)
     return RollbackResult(from_service=live.service, to_service=previous.deployment, to_version=previous.version,
                           replicas=replicas, retired=retired)

@@ -15,6 +15,7 @@ fails the run naming the step, the check and the numbers.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -41,6 +42,7 @@ from tasks.canary_probe import prove_header, wait_for_preview
 from tasks.capacity import ensure_available, live_replicas, share_replicas
 from tasks.ingress import IngressEndpoint
 from tasks.live import LiveVersion, sls_route
+from tasks.quiet import RouteQuiet
 from tasks.rollout_plan import Outcome, Step, decide, plan
 from tasks.rollout_state import Phase, RolloutState, phase_of, save_state
 from tasks.versions import (
@@ -94,6 +96,7 @@ class Stage:
         self.name = "canary set-up"
         self.report = RolloutReport(strategy=spec.rollout.strategy, previous=str(live))
         self.held: list[dict[str, Any]] | None = None
+        self.switched_at: float | None = None  # when the main Ingress moved to the new release (time.time())
         self.state = RolloutState(release=str(spec.serving.version), previous=live.serving_version or live.service,
                                   strategy=spec.rollout.strategy, run=run)
         self.save()
@@ -309,7 +312,10 @@ def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: I
             # the previous version stays at its replicas
             stage.held = hold_replicas(kube, spec, live.service, still_held=still_held)
         promote(kube, spec, live, credentials, retire_previous=False, still_held=still_held)
+        stage.switched_at = time.time()
         stage("bake" if spec.rollout.strategy == "blue-green" else step.name, 100)
-    else:  # retire
-        stage.report.promotion = retire(kube, spec, live.service, credentials, still_held=still_held)
+    else:  # retire, once the previous release's route is quiet in SLS (tasks/quiet.py)
+        quiet = (RouteQuiet(sls, main_route(spec, live), stage.switched_at)
+                 if sls is not None and stage.switched_at is not None else None)
+        stage.report.promotion = retire(kube, spec, live.service, credentials, still_held=still_held, quiet=quiet)
     return None

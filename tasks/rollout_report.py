@@ -29,6 +29,16 @@ class RolloutRecord(Protocol):
     steps: list[StepAnalysis]
     decision: str
     reason: str
+    promotion: Any  # tasks.versions.Promotion | None: what retiring the previous version did
+
+
+def retired_line(record: RolloutRecord) -> str | None:
+    """What retiring the previous version did, and what said its route was quiet; None before a promotion."""
+    p = record.promotion
+    if p is None or not p.scaled_to_zero:
+        return None
+    return (f"retired {p.scaled_to_zero} (scaled to zero)" + (f" once {p.quiet}" if p.quiet else " after the drain")
+            + (f"; pruned {', '.join(p.pruned)}" if p.pruned else ""))
 
 
 def step_rows(steps: list[StepAnalysis]) -> list[dict[str, Any]]:
@@ -54,7 +64,10 @@ def _users(prefix: str, v: Any) -> dict[str, Any]:
 def rollout_markdown(record: RolloutRecord, png: Path | None) -> str:
     rows = step_rows(record.steps)
     lines = [f"# Rollout: {record.decision}", "", f"- strategy: {record.strategy}", f"- replacing: {record.previous}",
-             f"- decision: **{record.decision}**: {record.reason}", ""]
+             f"- decision: **{record.decision}**: {record.reason}"]
+    if retired := retired_line(record):
+        lines.append(f"- {retired}")
+    lines.append("")
     if rows:
         cols = list(rows[0])
         lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
@@ -113,7 +126,7 @@ def write_rollout_report(record: RolloutRecord, directory: Path, title: str) -> 
     png = plot_rollout(directory / "rollout.png", record.steps, title) if record.steps else None
     (directory / "rollout.json").write_text(json.dumps({
         "strategy": record.strategy, "previous": record.previous, "decision": record.decision,
-        "reason": record.reason, "steps": step_rows(record.steps)}, indent=2))
+        "reason": record.reason, "retired": retired_line(record), "steps": step_rows(record.steps)}, indent=2))
     md = rollout_markdown(record, png)
     (directory / "rollout.md").write_text(md)
     if in_prefect_run():

@@ -30,9 +30,10 @@ from clients.logs import run_logger
 from core.spec import DeploySpec, truncate_name
 from tasks.autoscaling import render_hpa
 from tasks.canary import with_backend
-from tasks.live import LiveVersion, serving_backend
+from tasks.live import LiveVersion, backend_of, serving_backend
 from tasks.model import delete_model_objects
 from tasks.model_readers import ModelPrefix, UnknownReader, deployment_model_prefixes, readers_of, unread
+from tasks.quiet import RouteQuiet
 from tasks.rollout_state import Phase, read_state, save_state
 from tasks.serving import HERITAGE
 
@@ -220,6 +221,7 @@ class Promotion(BaseModel):
     retired_hpas: list[str]
     scaled_to_zero: str
     pruned: list[str]
+    quiet: str = ""  # what said the previous version's route carried no traffic any more (SLS), when it was asked
 
 
 @task(name="promote", cache_policy=NO_CACHE)
@@ -245,8 +247,11 @@ def promote(kube: KubeClients, spec: DeploySpec, live: LiveVersion, credentials:
 
 
 def retire(kube: KubeClients, spec: DeploySpec, previous: str, credentials: AlibabaCloudCredentials,
-           drain_s: float | None = None, *, still_held: StillHeld = unguarded) -> Promotion:
-    """The previous version stops serving: its HPAs go, its replicas drain and go to zero; old releases pruned."""
+           drain_s: float | None = None, *, still_held: StillHeld = unguarded,
+           quiet: RouteQuiet | None = None) -> Promotion:
+    """The previous version stops serving: its HPAs go, its replicas drain and, once ``quiet`` (its route carries
+    no request any more in SLS, tasks/quiet.py; a route that stays busy raises and leaves the replicas as they are),
+    go to zero; old releases pruned."""
     ns = spec.names.namespace
     if routed_service(kube, spec) == previous:
         raise RuntimeError(f"refusing to retire {previous}: the main Ingress still routes to it")
@@ -255,6 +260,7 @@ def retire(kube: KubeClients, spec: DeploySpec, previous: str, credentials: Alib
         still_held()
         kube.delete("HorizontalPodAutoscaler", h, ns)
     drain(spec, drain_s, f"before scaling {previous} to zero: user traffic left it")
+    said = quiet.wait() if quiet is not None else ""
     still_held()  # the drain may have outlasted the lock: scale to zero only while this run still holds it
     try:
         kube.scale(previous, ns, 0)
@@ -264,7 +270,7 @@ def retire(kube: KubeClients, spec: DeploySpec, previous: str, credentials: Alib
     pruned = prune(kube, spec, credentials, still_held=still_held)
     run_logger().info("retired %s (HPA %s removed, scaled to zero); pruned %s", previous, ", ".join(hpas) or "-",
                       ", ".join(pruned) or "nothing")
-    return Promotion(previous=previous, retired_hpas=hpas, scaled_to_zero=previous, pruned=pruned)
+    return Promotion(previous=previous, retired_hpas=hpas, scaled_to_zero=previous, pruned=pruned, quiet=said)
 
 
 def prune(kube: KubeClients, spec: DeploySpec, credentials: AlibabaCloudCredentials, *,
@@ -359,11 +365,10 @@ def _canary_backend(kube: KubeClients, spec: DeploySpec) -> str | None:
     obj = kube.get("Ingress", spec.names.canary_ingress, spec.names.namespace)
     if obj is None:
         return None
-    for rule in (obj.get("spec") or {}).get("rules") or []:
-        for p in (rule.get("http") or {}).get("paths") or []:
-            name = ((p.get("backend") or {}).get("service") or {}).get("name")
-            if name:
-                return str(name)
+    for rule in (obj.get("spec") or {}).get("rules") or []:  # whatever host/path a dead run's canary was for
+        for entry in (rule.get("http") or {}).get("paths") or []:
+            if backend := backend_of(entry):
+                return str(backend[0])
     return ""
 
 

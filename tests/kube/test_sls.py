@@ -344,3 +344,58 @@ def test_a_non_ascii_signature_is_a_mismatch_not_a_crash(sandbox_info, project):
                            "x-log-signaturemethod": "hmac-sha1", "x-log-bodyrawsize": "0",
                            "Authorization": f"LOG {sandbox_info['access_key_id']}:sig²nature".encode()})
     assert r.status_code == 401 and r.json()["errorCode"] == "SignatureNotMatch", r.text
+
+
+# ---- the previous release is retired only once its route is quiet in SLS ---------------------------------------
+def test_the_previous_release_is_retired_only_once_sls_shows_its_route_quiet(sandbox, sandbox_info, api_client,
+                                                                             kube_clients, prefect_api):
+    """While users still reach the previous release's route (ingress-nginx before its next sync, or another Ingress
+    on the same Service), retiring it would turn their requests into 503s: ``retire`` waits for SLS to show the
+    route quiet over a whole window after the switch, and when that does not come it raises and leaves the
+    replicas. Once the traffic stops, the route is quiet a window and the shipping lag later, and not before.
+    Without the gate, the previous release went to zero under the load."""
+    from cli.sandbox_profile import credentials_from_sandbox
+    from core.spec import DeploySpec
+    from tasks.analysis import SLS_LAG_S
+    from tasks.quiet import RouteBusy, RouteQuiet, wait_until_quiet
+    from tasks.versions import retire
+
+    ctx, cleanup = _setup(sandbox, api_client, {"stable": _server("stable"), "canary": _server("canary")},
+                          {"nginx.ingress.kubernetes.io/canary-weight": "50"})
+    stop = threading.Event()
+
+    def users() -> None:
+        with httpx.Client(base_url=sandbox.info["ingress_endpoint"], timeout=10,
+                          headers={"Host": ctx["host"], "User-Agent": UA_USER}) as http:
+            while not stop.is_set():
+                http.get("/v1/models/m")
+                time.sleep(0.02)
+
+    worker = threading.Thread(target=users, daemon=True)
+    ns = ctx["ns"]
+    try:
+        kube_clients.apply({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "stable",
+                            "namespace": ns}, "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "s"}},
+                            "template": {"metadata": {"labels": {"app": "s"}}, "spec": {"containers": [
+                                {"name": "s", "image": "busybox"}]}}}})
+        reader = SlsReader(credentials_from_sandbox(sandbox_info).get_sls_client(), f"k8s-log-{sandbox_info['cluster_id']}",
+                           "nginx-ingress")
+        spec = DeploySpec.parse({"cluster_id": sandbox_info["cluster_id"], "serving": {"version": "v2", "namespace": ns},
+                                 "rollout": {"drain_seconds": 0}})
+        worker.start()
+        since = time.time()
+        with pytest.raises(RouteBusy, match=r"request\(s\) over"):
+            retire.fn(kube_clients, spec, "stable", credentials_from_sandbox(sandbox_info), drain_s=0,
+                      quiet=RouteQuiet(reader, ctx["main"], since, quiet_s=3, wait_s=3))
+        assert kube_clients.get("Deployment", "stable", ns)["spec"]["replicas"] == 2  # left serving
+        stop.set()
+        worker.join()
+        stopped = time.time()
+        said = wait_until_quiet(reader, ctx["main"], stopped, quiet_s=3, wait_s=30)
+        assert said.startswith(f"SLS: 0 requests on {ctx['main']} over [")
+        assert time.time() >= stopped + 3 + SLS_LAG_S  # a whole window after the traffic, read after the lag
+    finally:
+        stop.set()
+        if worker.is_alive():
+            worker.join()
+        cleanup()
