@@ -1,5 +1,7 @@
-"""Rollouts end to end (issue 13): v1 serves, a good v2 is canaried and promoted, a bad v3 is rolled back, all
-under a constant open-loop user load through the main Ingress, on a real Prefect server and a sandbox of its own.
+"""Rollouts end to end (issue 13): v1 serves, a good v2 is canaried and promoted, a v3 broken for real users only
+(it fails on real text, and answers the flow's own sample) is rolled back at the step where the users' requests in
+SLS show it, all under a constant open-loop user load through the main Ingress, on a real Prefect server and a
+sandbox of its own.
 
 What the users saw is read from the sandbox ingress's access log, as SLS would hold it: every request counts under
 the main route (``proxy_upstream_name``) and, when a canary served it, under the canary's
@@ -30,7 +32,7 @@ from openloop import OpenLoopLoad
 from polling import wait_for
 
 from cli.sandbox_profile import save_sandbox_blocks
-from core.demo_model import generate_demo_model
+from core.demo_model import example_inputs, generate_demo_model
 from core.spec import DeploySpec, serving_fullname
 from loadtests.common import build_predict_body
 
@@ -58,11 +60,12 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One model, three versions: v3 fails a third of its computations (a property of its files)."""
+    """One model, three versions: v3 fails every input reaching token id 1000 (a property of its files): real text
+    does, the flow's own sample (token id 1 throughout: smoke, stress test, analysis) does not."""
     base = tmp_path_factory.mktemp("model") / "chnsenticorp"
     generate_demo_model(base, version=V1)
     generate_demo_model(base, version=V2, seed=2)
-    generate_demo_model(base, version=V3, seed=3, error_rate=0.3)
+    generate_demo_model(base, version=V3, seed=3, error_from_token=1000)
     return base
 
 
@@ -166,10 +169,14 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     ns = v1.names.namespace
     main_route = f"{ns}-{v1.names.service}-{v1.serving.rest_api_port}"
     meta = httpx.get(f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}/metadata", headers={"Host": endpoint.host})
-    body = build_predict_body(meta.json())
+    # the users send real text (token ids across the vocabulary); the flow's own requests, a sample of token id 1
+    body = {"signature_name": build_predict_body(meta.json())["signature_name"],
+            "inputs": example_inputs(batch=1, seed=11)}
+    assert max(body["inputs"]["input_ids"][0]) >= 1000
     predict_url = f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}:predict"
 
     v2 = spec_for(model_dir, V2)
+    main_route_v2 = f"{ns}-{v2.names.service}-{v2.serving.rest_api_port}"
     # v3's short stress test is there to show its errors, not a scale-out (its HPA sees only that load now)
     v3 = spec_for(model_dir, V3, **{"load_test.stages": [{"duration_s": 10, "users": 10, "spawn_rate": 10}],
                                     "verification.require_scale_out": False})
@@ -188,9 +195,10 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
             "canary": any(i.metadata.name == v2.names.canary_ingress for i in net.list_namespaced_ingress(ns).items),
         }
 
+        v3_started = time.time()
         with pytest.raises(RolloutFailed) as failed:
             deploy(spec=v3, cluster_block=block, reports_dir=str(tmp_path / "r3"))
-        v3_done = time.monotonic()
+        v3_done, v3_ended = time.monotonic(), time.time()
         main_after_v3 = net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend
         v2_pods_after_v3 = pods_of(core, v2)
 
@@ -226,21 +234,40 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
     assert after_v2 == {"v1 replicas": 0, "HPA targets": [v2.names.deployment], "main": v2.names.service,
                         "canary": False}
 
+    # v1 went to zero only once SLS showed its route quiet after the switch
+    assert second.rollout.promotion is not None, second.rollout
+    assert second.rollout.promotion.quiet.startswith(f"SLS: 0 requests on {main_route} over ["), second.rollout
     md = next((tmp_path / "r2").glob("*/rollout.md")).read_text()
     assert "decision: **promoted**" in md and "| step 2 | 40 |" in md and "data:image/png;base64," in md
+    assert f"- retired {v1.names.deployment} (scaled to zero) once SLS: 0 requests on {main_route}" in md, md
 
-    # --- bad v3 --------------------------------------------------------------------------------------------------
+    # --- v3, broken for real users only: rolled back at step 1 on the users' requests from SLS ---------------------
     report = failed.value.report
     assert report.decision == "rolled back"
-    assert "isolated stress test" in str(failed.value) or "step 1" in str(failed.value), str(failed.value)
-    assert "error" in str(failed.value)
+    assert str(failed.value).startswith("rollout of the new version rolled back: step 1"), str(failed.value)
+    assert "users error rate" in str(failed.value), str(failed.value)
+    assert [s.stats.step for s in report.steps] == ["step 1"]
+    step1 = report.steps[0]
+    assert step1.stats.sls_read and step1.stats.users is not None and step1.stats.users.requests > 0
+    assert step1.stats.users.errors == step1.stats.users.requests  # every user request v3 served failed ...
+    assert step1.stats.failures == 0  # ... and none of the flow's own: the synthetic traffic alone would promote it
     md = next((tmp_path / "r3").glob("*/rollout.md")).read_text()
-    # caught before any user saw it: by the smoke predict (a third of v3's computations fail) or by the stress test
-    assert re.search(r"decision: \*\*rolled back\*\*: isolated stress test: (slo_error_rate|SmokeFailed)", md), md
+    assert re.search(r"decision: \*\*rolled back\*\*: step 1", md), md
+    assert "users' requests from SLS" in md, md
     during_v3 = load.between(v2_done, v3_done)
     user_errors = OpenLoopLoad.errors(during_v3)
-    # the stress test caught it before any user request reached v3 (weight 0 until then)
-    assert len(user_errors) <= STEPS[0] / 100 * len(during_v3), user_errors[:5]
+    assert user_errors, "v3 failed no user request: the test proves nothing"
+    # the failed user requests are v3's share of step 1, and only that: none outside the canary's share
+    v3_route = f"{ns}-{v3.names.service}-{v3.serving.rest_api_port}"
+    lines = [e for e in sandbox.services.ingress.requests.snapshot()
+             if v3_started <= e[0] <= v3_ended and e[1] == main_route_v2 and e[3] >= 500]
+    assert lines and all(e[2] == v3_route for e in lines), [e[:4] for e in lines if e[2] != v3_route][:5]
+    at_step1 = [e for e in sandbox.services.ingress.requests.snapshot()
+                if v3_started <= e[0] <= v3_ended and e[1] == main_route_v2 and e[2] == v3_route
+                and e[8] != b"elastic-inference-analysis/1"]
+    assert len(user_errors) <= len(at_step1), (len(user_errors), len(at_step1))
+    print(f"v3: {len(user_errors)} of {len(during_v3)} user requests failed, all on the canary at step 1; "
+          f"SLS: {step1.stats.users.requests} on v3, {step1.stats.stable_users.requests} on v2")
     # v2 untouched: every pod it had is still there, never restarted (v3's isolated stress load went through the
     # preview host, counted on v3's own route: v2's HPA did not see it).
     # (v3's stress test is on its own preview route, so v2's HPA follows the users' load alone: it may remove a
@@ -256,6 +283,7 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
 
     # --- rollback by hand: v1 again, no user request lost -------------------------------------------------------
     assert (back.to_service, back.from_service) == (v1.names.service, v2.names.service)
+    assert back.retired.quiet.startswith(f"SLS: 0 requests on {main_route_v2} over ["), back.retired
     assert net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend.service.name == \
         v1.names.service
     v1_dep = apps.read_namespaced_deployment(v1.names.deployment, ns)
@@ -269,8 +297,11 @@ def test_a_good_version_is_promoted_and_a_bad_one_rolled_back_under_constant_loa
 
 def test_blue_green_switches_at_once_and_switches_back_when_the_bake_fails(sandbox, tmp_path_factory, block,
                                                                           tmp_path) -> None:
-    """blue-green: all user traffic moves at once, the previous version keeps its replicas and HPA through the bake
-    window; a version too slow for the bake's p95 is switched back from, and removed."""
+    """blue-green, under a light constant user load: all user traffic moves at once, the previous version keeps
+    its replicas and HPA through the bake window; a version too slow for the bake's p95 is switched back from, and
+    removed. No user request fails across the promotion and the switch-back: the drain (8 s) outlasts ingress-nginx's
+    sync and reload (up to ~5.3 s) and v3's slowest request in flight (3 s), so no request is routed to, or left on,
+    a release being removed."""
     from flows.deploy import deploy
     from flows.rollout import RolloutFailed
 
@@ -282,11 +313,13 @@ def test_blue_green_switches_at_once_and_switches_back_when_the_bake_fails(sandb
     apps, net = k8s.AppsV1Api(api), k8s.NetworkingV1Api(api)
 
     def bg(version: int) -> DeploySpec:
+        # 2 replicas of 4 slots hold v3's 3 s requests at the analysis's 1.5/s and the users' 0.5/s without a queue
         return demo_spec(base, "bg", {
             "model.version_policy": f"specific:{version}", "serving.version": f"v{version}",
+            "autoscaling.min_replicas": 2,
             "load_test.enabled": False, "verification.require_scale_out": False, "verification.require_mix": False,
-            "rollout.strategy": "blue-green", "rollout.bake_seconds": 6.0, "rollout.analysis_rps": 5.0,
-            "rollout.max_p95_ms": 2000.0, "rollout.drain_seconds": 1.0})
+            "rollout.strategy": "blue-green", "rollout.bake_seconds": 8.0, "rollout.analysis_rps": 1.5,
+            "rollout.min_requests": 8, "rollout.max_p95_ms": 2000.0, "rollout.drain_seconds": 8.0})
 
     v1, v2, v3 = bg(V1), bg(V2), bg(V3)
     ns = v1.names.namespace
@@ -294,21 +327,32 @@ def test_blue_green_switches_at_once_and_switches_back_when_the_bake_fails(sandb
     def routed() -> str:
         return net.read_namespaced_ingress(v1.names.ingress, ns).spec.rules[0].http.paths[0].backend.service.name
 
-    deploy(spec=v1, cluster_block=block, reports_dir=str(tmp_path / "b1"))
-    second = deploy(spec=v2, cluster_block=block, reports_dir=str(tmp_path / "b2"))
-    assert second.rollout is not None and second.rollout.decision == "promoted"
-    assert [s.stats.step for s in second.rollout.steps] == ["bake"]
-    bake = second.rollout.steps[0].stats
-    assert bake.weight == 100 and bake.stable_available >= 1  # v1 still ready through the bake
-    assert routed() == v2.names.service
-    assert apps.read_namespaced_deployment(v1.names.deployment, ns).spec.replicas == 0
+    first = deploy(spec=v1, cluster_block=block, reports_dir=str(tmp_path / "b1"))
+    endpoint = first.endpoint
+    assert endpoint is not None
+    meta = httpx.get(f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}/metadata", headers={"Host": endpoint.host})
+    predict_url = f"{endpoint.url.rstrip('/')}/v1/models/{v1.model.name}:predict"
+    with OpenLoopLoad(predict_url, endpoint.host, build_predict_body(meta.json()), 0.5) as load:
+        time.sleep(2)
+        second = deploy(spec=v2, cluster_block=block, reports_dir=str(tmp_path / "b2"))
+        assert second.rollout is not None and second.rollout.decision == "promoted"
+        assert [s.stats.step for s in second.rollout.steps] == ["bake"]
+        bake = second.rollout.steps[0].stats
+        assert bake.weight == 100 and bake.stable_available >= 1  # v1 still ready through the bake
+        assert routed() == v2.names.service
+        assert apps.read_namespaced_deployment(v1.names.deployment, ns).spec.replicas == 0
 
-    with pytest.raises(RolloutFailed, match=r"bake \(100%\): p95"):
-        deploy(spec=v3, cluster_block=block, reports_dir=str(tmp_path / "b3"))
+        with pytest.raises(RolloutFailed, match=r"bake \(100%\): p95"):
+            deploy(spec=v3, cluster_block=block, reports_dir=str(tmp_path / "b3"))
+        time.sleep(2)
+        load.stop()
     assert routed() == v2.names.service  # switched back, v2's HPA re-created
     assert [h.spec.scale_target_ref.name for h in k8s.AutoscalingV2Api(api).list_namespaced_horizontal_pod_autoscaler(
         ns).items if h.metadata.labels.get("servingName") == v2.serving.name] == [v2.names.deployment]
     assert not [d for d in apps.list_namespaced_deployment(ns).items if d.metadata.name == v3.names.deployment]
+    errors = OpenLoopLoad.errors(load.samples)
+    assert len(load.samples) > 20 and not errors, errors[:5]
+    print(f"blue-green: {len(load.samples)} user requests across a promotion and a switch-back, 0 failed")
 
 
 def test_a_second_run_fails_clearly_a_killed_rollout_is_recovered_and_the_pool_shrinks(
