@@ -385,7 +385,7 @@ def test_the_previous_release_is_retired_only_once_sls_shows_its_route_quiet(san
         worker.start()
         since = time.time()
         with pytest.raises(RouteBusy, match=r"request\(s\) over"):
-            retire.fn(kube_clients, spec, "stable", credentials_from_sandbox(sandbox_info), drain_s=0,
+            retire(kube_clients, spec, "stable", credentials_from_sandbox(sandbox_info), drain_s=0,
                       quiet=RouteQuiet(reader, ctx["main"], since, quiet_s=3, wait_s=3))
         assert kube_clients.get("Deployment", "stable", ns)["spec"]["replicas"] == 2  # left serving
         stop.set()
