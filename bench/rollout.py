@@ -5,7 +5,8 @@
 Starts a sandbox in this process and a temporary Prefect server, deploys v1 of the demo model (no load test), then
 rolls out v2 and measures the deploy flow's wall time until it returns promoted. The lower bound is what the
 rollout cannot do faster: the isolated stress test (the sum of its stages), every analysis window
-(``len(steps) * step_seconds``), the drain before the previous version is scaled to zero, and the new pods' start
+(``len(steps) * step_seconds``), the wait before the previous version is scaled to zero (the drain, or SLS showing
+its route quiet over ``QUIET_S`` after the switch plus the shipping lag, whichever is longer), the new pods' start
 from the sandbox's timing table (``container_start`` + the readiness probe's ``initialDelaySeconds`` +
 ``pod_readiness``, simulated seconds divided by the speed), ingress-nginx's sync and reload after each Ingress change,
 and the SLS shipping lag each step's users' data waits for. Prints both and their ratio (1.0 would be no overhead
@@ -33,8 +34,10 @@ from core.spec import DeploySpec  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 from sandbox.timings import DEFAULTS  # noqa: E402
 from tasks.analysis import SLS_LAG_S  # noqa: E402
+from tasks.quiet import QUIET_S  # noqa: E402
 
 READINESS_INITIAL_DELAY_S = 5.0  # tasks/serving.py's readiness probe
+DRAIN_S = 2.0
 
 
 def spec(model: Path, version: int, label: str, steps: list[int], step_s: float, stress_s: float) -> DeploySpec:
@@ -44,7 +47,7 @@ def spec(model: Path, version: int, label: str, steps: list[int], step_s: float,
     data["node_pool"]["name"] = "bench-rollout"
     data["load_test"]["stages"] = [{"duration_s": 5, "users": 5, "spawn_rate": 5},
                                    {"duration_s": stress_s - 5, "users": 30, "spawn_rate": 15}]
-    data["rollout"] = {**data.get("rollout", {}), "steps": steps, "step_seconds": step_s, "drain_seconds": 2}
+    data["rollout"] = {**data.get("rollout", {}), "steps": steps, "step_seconds": step_s, "drain_seconds": DRAIN_S}
     return DeploySpec.parse(data)
 
 
@@ -84,12 +87,13 @@ def main() -> None:
     # sync and reload; each step's users' data is read from SLS once the window's end is SLS_LAG_S in the past
     nginx = (len(steps) + 3) * (DEFAULTS["ingress_sync_period"] + DEFAULTS["ingress_reload"]) / args.speed
     sls_lag = len(steps) * SLS_LAG_S
-    bound = args.stress_seconds + len(steps) * args.step_seconds + 2 + start_up + nginx + sls_lag
+    retire_wait = max(DRAIN_S, QUIET_S + SLS_LAG_S)
+    bound = args.stress_seconds + len(steps) * args.step_seconds + retire_wait + start_up + nginx + sls_lag
     print(f"rollout v1 -> v2 (canary {steps}, {args.step_seconds:g} s per step, {args.stress_seconds:g} s stress "
           f"test, sandbox x{args.speed:g})")
     print(f"  flow start -> promoted: {took:.1f} s")
     print(f"  lower bound:            {bound:.1f} s (stress {args.stress_seconds:g} + steps "
-          f"{len(steps) * args.step_seconds:g} + drain 2 + pod start {start_up:.1f} + nginx syncs {nginx:.1f} "
+          f"{len(steps) * args.step_seconds:g} + retire wait {retire_wait:g} + pod start {start_up:.1f} + nginx syncs {nginx:.1f} "
           f"+ SLS lag {sls_lag:.1f})")
     print(f"  ratio:                  {took / bound:.2f}x the lower bound")
 

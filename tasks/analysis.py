@@ -284,7 +284,7 @@ def analyse_step(kube: KubeClients, endpoint: IngressEndpoint, spec: DeploySpec,
     requests per version are read from SLS and judged too."""
     restarts_before, _ = _restarts(kube, spec)
     started = time.monotonic()
-    window_start = int(time.time())
+    window_start = math.ceil(time.time())  # whole seconds at this step's weight only
     requests, failures, latencies, first = send_requests(endpoint, spec, seconds)
     window_end = int(time.time())
     users = stable_users = None

@@ -33,7 +33,11 @@ from pydantic import BaseModel, ConfigDict
 
 from clients.logs import run_logger
 from core.spec import DeploySpec
+from tasks.analysis import ANALYSIS_USER_AGENT
 from tasks.ingress import IngressEndpoint
+
+# the flow's own requests carry the analysis's User-Agent, so SLS's users' data leaves them out (tasks/analysis.py)
+FLOW_CLIENT = {"User-Agent": ANALYSIS_USER_AGENT}
 
 CONFIRMATIONS = 3  # answers in a row from the new release before the header counts as proven
 REACH_TIMEOUT_S = 180.0  # ingress-nginx: <= 3.3 s rate limit + reload; a preview's pods are already Ready
@@ -83,7 +87,7 @@ def wait_for_preview(endpoint: IngressEndpoint, spec: DeploySpec,
                      timeout_s: float = REACH_TIMEOUT_S) -> ReleaseAnswer:
     """Poll the preview host until the new release answers with an available version; its answer."""
     deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=10.0) as http:
+    with httpx.Client(timeout=10.0, headers=FLOW_CLIENT) as http:
         while True:
             answer = read_answer(http, endpoint, spec, {})
             if _available(answer):
@@ -106,7 +110,7 @@ def prove_header(endpoint: IngressEndpoint, spec: DeploySpec, new: ReleaseAnswer
     logger = run_logger()
     header = ", ".join(f"{k}: {v}" for k, v in canary_headers.items())
     deadline = time.monotonic() + timeout_s
-    with httpx.Client(timeout=10.0) as http:
+    with httpx.Client(timeout=10.0, headers=FLOW_CLIENT) as http:
         live = read_answer(http, endpoint, spec, {})
         while not isinstance(live, ReleaseAnswer):
             if time.monotonic() >= deadline:

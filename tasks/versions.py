@@ -268,8 +268,8 @@ def retire(kube: KubeClients, spec: DeploySpec, previous: str, credentials: Alib
         if not exc.not_found:
             raise
     pruned = prune(kube, spec, credentials, still_held=still_held)
-    run_logger().info("retired %s (HPA %s removed, scaled to zero); pruned %s", previous, ", ".join(hpas) or "-",
-                      ", ".join(pruned) or "nothing")
+    run_logger().info("retired %s (HPA %s removed, scaled to zero%s); pruned %s", previous, ", ".join(hpas) or "-",
+                      f" once {said}" if said else "", ", ".join(pruned) or "nothing")
     return Promotion(previous=previous, retired_hpas=hpas, scaled_to_zero=previous, pruned=pruned, quiet=said)
 
 
