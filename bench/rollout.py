@@ -33,8 +33,8 @@ from core.demo_model import generate_demo_model  # noqa: E402
 from core.spec import DeploySpec  # noqa: E402
 from sandbox.runner import Sandbox  # noqa: E402
 from sandbox.timings import DEFAULTS  # noqa: E402
-from tasks.analysis import SLS_LAG_S  # noqa: E402
-from tasks.quiet import QUIET_S  # noqa: E402
+from tasks.rollout.analysis import SLS_LAG_S  # noqa: E402
+from tasks.rollout.quiet import QUIET_S  # noqa: E402
 
 READINESS_INITIAL_DELAY_S = 5.0  # tasks/serving.py's readiness probe
 DRAIN_S = 2.0

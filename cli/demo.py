@@ -182,7 +182,7 @@ class UserTraffic:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        from tasks.analysis import send_requests
+        from tasks.rollout.analysis import send_requests
 
         self.result = send_requests(self.endpoint, self.spec, 24 * 3600, stop=self.stop)
 

@@ -43,13 +43,13 @@ from tasks.model_plan import UploadReport
 from tasks.nodepool import NodePoolResult, ensure_node_pool, refuse_disruptive_change
 from tasks.preflight import preflight
 from tasks.report import ReportFiles, run_label, safe_dir_name, write_report
-from tasks.rollout_report import write_rollout_report
+from tasks.rollout.report import write_rollout_report
+from tasks.rollout.versions import record_release, recover
 from tasks.serving import apply_serving
 from tasks.smoke import SmokeResult, smoke_predict
 from tasks.storage import apply_storage
 from tasks.timeline import TimelineSampler
 from tasks.verify import VerificationReport, collect_facts, raise_if_failed, verify
-from tasks.versions import record_release, recover
 
 
 class DeployResult(BaseModel):

@@ -5,7 +5,7 @@
          ─ retire the version that served (HPA removed, drained, to zero)
 
 The previous release is the one the main Ingress routed to before the live one, as its release history says
-(the ``elastic-inference/release-history`` annotation, written with every switch: tasks/versions.py), and still
+(the ``elastic-inference/release-history`` annotation, written with every switch: tasks/rollout/versions.py), and still
 kept (``rollout.keep_versions``). A half-done canary of a dead run is never taken for it: recovery removes it
 first, and the history only holds releases that served. An Ingress from before the history was kept falls back to
 the newest kept release, saying so. The previous release takes over only once its replicas are Available, so users
@@ -26,9 +26,9 @@ from core.spec import DeploySpec, form_title
 from flows.deploy import service_lock
 from tasks.autoscaling import apply_autoscaling
 from tasks.live import find_live_version, sls_route
-from tasks.quiet import RouteQuiet
+from tasks.rollout.quiet import RouteQuiet
+from tasks.rollout.versions import Promotion, Version, history, list_versions, recover, retire, switch_main
 from tasks.serving import deployment_available, deployment_failed
-from tasks.versions import Promotion, Version, history, list_versions, recover, retire, switch_main
 
 
 class RollbackResult(BaseModel):

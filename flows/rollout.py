@@ -28,8 +28,10 @@ from clients.lease import LeaseLost
 from clients.logs import run_logger
 from clients.sls import SlsReader
 from core.spec import DeploySpec
-from tasks.analysis import StepAnalysis, analyse_step
-from tasks.canary import (
+from tasks.ingress import IngressEndpoint
+from tasks.live import LiveVersion, sls_route
+from tasks.rollout.analysis import StepAnalysis, analyse_step
+from tasks.rollout.canary import (
     canary_endpoint,
     canary_headers,
     preview_endpoint,
@@ -38,14 +40,12 @@ from tasks.canary import (
     set_canary_hpa,
     set_preview,
 )
-from tasks.canary_probe import prove_header, wait_for_preview
-from tasks.capacity import ensure_available, live_replicas, share_replicas
-from tasks.ingress import IngressEndpoint
-from tasks.live import LiveVersion, sls_route
-from tasks.quiet import RouteQuiet
-from tasks.rollout_plan import Outcome, Step, decide, plan
-from tasks.rollout_state import Phase, RolloutState, phase_of, save_state
-from tasks.versions import (
+from tasks.rollout.capacity import ensure_available, live_replicas, share_replicas
+from tasks.rollout.plan import Outcome, Step, decide, plan
+from tasks.rollout.probe import prove_header, wait_for_preview
+from tasks.rollout.quiet import RouteQuiet
+from tasks.rollout.state import Phase, RolloutState, phase_of, save_state
+from tasks.rollout.versions import (
     Promotion,
     StillHeld,
     hold_replicas,
@@ -89,7 +89,7 @@ class RolloutFailed(RuntimeError):
 class Stage:
     """Where a rollout is, for its failure path and for whoever looks next: the stage's name, the report so far,
     (blue-green) the previous version's HPAs set aside for the bake; each change of stage or weight is saved as the
-    rollout's state in the cluster (tasks/rollout_state.py)."""
+    rollout's state in the cluster (tasks/rollout/state.py)."""
 
     def __init__(self, kube: KubeClients, spec: DeploySpec, live: LiveVersion, run: str = "") -> None:
         self.kube, self.spec = kube, spec
@@ -133,7 +133,7 @@ def rolled_back_on_failure(kube: KubeClients, spec: DeploySpec, live: LiveVersio
       version stays ("promoted, retire failed"), and what is left of the previous one is said (the next run's
       recovery, or ``rollback``, finishes it).
 
-    The version the main Ingress routes to is never removed (tasks.versions). An interrupted run (cancelled,
+    The version the main Ingress routes to is never removed (tasks.rollout.versions). An interrupted run (cancelled,
     killed) or one that lost its lease (another run may be changing the service now; ``still_held`` is asked
     before each deletion) is left to the next run's recovery."""
     stage = Stage(kube, spec, live, run)
@@ -222,7 +222,7 @@ def prepare_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpo
 def canary_at_zero(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint) -> bool:
     """From the preview to the canary: the new release's answer read through the preview, the preview removed,
     the canary Ingress at weight 0, and the header proven to reach the new release (False: the releases answer
-    alike, see tasks/canary_probe.py)."""
+    alike, see tasks/rollout/probe.py)."""
     new = wait_for_preview(preview_endpoint(endpoint, spec), spec)
     remove_preview(kube, spec)
     set_canary(kube, spec, live, 0)
@@ -240,7 +240,7 @@ def roll_back(kube: KubeClients, spec: DeploySpec, report: RolloutReport, reason
 def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> int:
     """Before all traffic moves: the new release scaled on the users' whole route (share 100) with at least the
     live release's current replicas, Available (its HPA reads the old share, or ~0, for tens of seconds after a
-    switch: tasks/capacity.py)."""
+    switch: tasks/rollout/capacity.py)."""
     needed = max(spec.autoscaling.min_replicas, live_replicas(kube, spec, live.service))
     set_canary_hpa(kube, spec, main_route(spec, live), 100, min_replicas=needed)
     return ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), "the switch to 100%")
@@ -249,12 +249,12 @@ def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> i
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
              stage: Stage, credentials: AlibabaCloudCredentials, still_held: StillHeld = unguarded,
              sls: SlsReader | None = None) -> RolloutReport:
-    """After the isolated stress test passed: the strategy's steps (tasks/rollout_plan.py), one at a time, each
-    decided by :func:`~tasks.rollout_plan.decide` from how far the rollout got and the last analysis; then the
+    """After the isolated stress test passed: the strategy's steps (tasks/rollout/plan.py), one at a time, each
+    decided by :func:`~tasks.rollout.plan.decide` from how far the rollout got and the last analysis; then the
     outcome. ``still_held`` raises when this run has lost its service lock; it is asked before every change.
     ``stage`` (from :func:`rolled_back_on_failure`) is kept up to date, so a failure is undone according to where
     it happened. With ``sls``, each canary step is judged on the users' requests per version as well
-    (tasks/analysis.py). ``credentials`` (OSS) delete the model prefixes of the releases pruned after the
+    (tasks/rollout/analysis.py). ``credentials`` (OSS) delete the model prefixes of the releases pruned after the
     promotion."""
     report = stage.report
     target = canary_endpoint(endpoint, spec)
@@ -314,7 +314,7 @@ def _carry_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, target: I
         promote(kube, spec, live, credentials, retire_previous=False, still_held=still_held)
         stage.switched_at = time.time()
         stage("bake" if spec.rollout.strategy == "blue-green" else step.name, 100)
-    else:  # retire, once the previous release's route is quiet in SLS (tasks/quiet.py)
+    else:  # retire, once the previous release's route is quiet in SLS (tasks/rollout/quiet.py)
         quiet = (RouteQuiet(sls, main_route(spec, live), stage.switched_at)
                  if sls is not None and stage.switched_at is not None else None)
         stage.report.promotion = retire(kube, spec, live.service, credentials, still_held=still_held, quiet=quiet)

@@ -31,7 +31,7 @@ from tasks.live import LiveUsage, LiveVersion, classify_run, find_live_version, 
 from tasks.model import delete_model as delete_model_task
 from tasks.model_readers import ModelPrefix, readers_of, unread
 from tasks.nodepool import delete_node_pool
-from tasks.rollout_state import state_name
+from tasks.rollout.state import state_name
 from tasks.serving import selector as serving_selector
 
 

@@ -67,7 +67,7 @@ class IngressEndpoint(BaseModel):
     host: str
     path: str
     headers: dict[str, str] = {}
-    """More headers every request sends: the header that selects a canary (tasks/canary.py)."""
+    """More headers every request sends: the header that selects a canary (tasks/rollout/canary.py)."""
 
     @property
     def url(self) -> str:

@@ -34,7 +34,6 @@ from pydantic import BaseModel, Field
 from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import CHART_NAME, DeploySpec
-from tasks.canary import BY_HEADER, BY_HEADER_VALUE, WEIGHT
 from tasks.live import (
     LiveVersion,
     backend_of,
@@ -45,6 +44,7 @@ from tasks.live import (
     serving_backend,
     sls_route,
 )
+from tasks.rollout.canary import BY_HEADER, BY_HEADER_VALUE, WEIGHT
 from tasks.timeline import read_external_metric
 
 QPS_METRIC = "sls_ingress_qps"

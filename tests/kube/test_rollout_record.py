@@ -22,12 +22,19 @@ from polling import wait_for
 from cli.sandbox_profile import credentials_from_sandbox, save_sandbox_blocks
 from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
-from tasks.canary import render_canary_ingress
 from tasks.ingress import render_ingress
 from tasks.live import find_live_version
-from tasks.rollout_state import Phase, read_state
+from tasks.rollout.canary import render_canary_ingress
+from tasks.rollout.state import Phase, read_state
+from tasks.rollout.versions import (
+    history,
+    hold_replicas,
+    promote,
+    record_release,
+    routed_service,
+    switch_main,
+)
 from tasks.serving import chart_labels, render_service, selector
-from tasks.versions import history, hold_replicas, promote, record_release, routed_service, switch_main
 
 
 @pytest.fixture
@@ -118,7 +125,7 @@ def test_a_blue_green_failure_in_the_bake_switches_back(kube, ns, sandbox_info):
 
 
 def test_a_rolled_back_release_is_removed_only_after_the_drain(kube, api_client, ns, sandbox_info):
-    from tasks.versions import remove_canary
+    from tasks.rollout.versions import remove_canary
 
     drain_s = 3.0
     v1, v2 = spec(sandbox_info, ns, "v1"), spec(sandbox_info, ns, "v2", drain_seconds=drain_s)
@@ -199,7 +206,7 @@ def test_each_weight_waits_for_the_replicas_its_share_needs(kube, api_client, ns
     the API server's resourceVersions (one counter over all writes), not from clocks."""
     from flows.rollout import Stage, _carry_out
     from tasks.ingress import wait_for_address
-    from tasks.rollout_plan import plan
+    from tasks.rollout.plan import plan
 
     v1 = spec(sandbox_info, ns, "v1")
     v2 = spec(sandbox_info, ns, "v2", steps=[50])
@@ -248,7 +255,7 @@ def test_each_weight_waits_for_the_replicas_its_share_needs(kube, api_client, ns
 
 def test_the_next_run_reads_where_an_interrupted_rollout_stopped_and_records_its_recovery(kube, ns, sandbox_info):
     from flows.rollout import Stage
-    from tasks.versions import recover
+    from tasks.rollout.versions import recover
 
     v1, v2, v3 = (spec(sandbox_info, ns, v) for v in ("v1", "v2", "v3"))
     release(kube, v1)

@@ -21,10 +21,10 @@ from polling import wait_for
 
 from core.spec import DeploySpec
 from flows.rollout import canary_at_zero, prepare_canary
-from tasks.canary import canary_endpoint, render_canary_ingress, set_canary
-from tasks.canary_probe import RouteNotProven, prove_header, read_answer, wait_for_preview
 from tasks.ingress import IngressEndpoint, render_ingress
 from tasks.live import find_live_version, sls_route
+from tasks.rollout.canary import canary_endpoint, render_canary_ingress, set_canary
+from tasks.rollout.probe import RouteNotProven, prove_header, read_answer, wait_for_preview
 
 
 def _tf_serving(version: str):

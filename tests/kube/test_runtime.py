@@ -461,7 +461,7 @@ def test_prune_deletes_a_pruned_releases_own_model_only_when_nothing_reads_it(en
     v1 and v2 are pruned; v3 serves, v4 is this run's. v1's model goes; v2's stays because another serving's
     Deployment reads it; the shared path stays (it is no release's own). Read from the cluster, not the spec."""
     from tasks.ingress import render_ingress
-    from tasks.versions import prune
+    from tasks.rollout.versions import prune
 
     specs = [env.spec(ns, name="pr", version=f"v{i}", gpus=0, replicas=0, rollout={"keep_versions": 1})
              for i in range(5)]

@@ -298,7 +298,7 @@ def test_a_release_failing_only_user_requests_is_rolled_back_on_sls_data(sandbox
     requests alone pass the step (what the analysis did before it read SLS); with the users' requests from SLS
     the step fails, on the users' error rate and against the stable version, and the report says which data."""
     from core.spec import DeploySpec
-    from tasks.analysis import ANALYSIS_USER_AGENT, StepStats, judge, read_users
+    from tasks.rollout.analysis import ANALYSIS_USER_AGENT, StepStats, judge, read_users
 
     ctx, cleanup = _setup(sandbox, api_client, {"stable": _server("stable"),
                                                 "canary": _server("canary", fail_without_header="X-Canary")},
@@ -356,9 +356,9 @@ def test_the_previous_release_is_retired_only_once_sls_shows_its_route_quiet(san
     Without the gate, the previous release went to zero under the load."""
     from cli.sandbox_profile import credentials_from_sandbox
     from core.spec import DeploySpec
-    from tasks.analysis import SLS_LAG_S
-    from tasks.quiet import RouteBusy, RouteQuiet, wait_until_quiet
-    from tasks.versions import retire
+    from tasks.rollout.analysis import SLS_LAG_S
+    from tasks.rollout.quiet import RouteBusy, RouteQuiet, wait_until_quiet
+    from tasks.rollout.versions import retire
 
     ctx, cleanup = _setup(sandbox, api_client, {"stable": _server("stable"), "canary": _server("canary")},
                           {"nginx.ingress.kubernetes.io/canary-weight": "50"})

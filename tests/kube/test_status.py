@@ -19,8 +19,8 @@ from polling import wait_for
 
 from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
-from tasks.canary import render_canary_hpa, render_canary_ingress
 from tasks.ingress import render_ingress
+from tasks.rollout.canary import render_canary_hpa, render_canary_ingress
 from tasks.serving import chart_labels, render_service, selector
 from tasks.status import ServiceStatus, read_status
 

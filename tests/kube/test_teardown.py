@@ -25,7 +25,7 @@ from core.spec import DeploySpec
 from flows.teardown import TeardownFailed, objects_to_delete, teardown
 from tasks.nodepool import ensure_node_pool
 from tasks.plan import render_all
-from tasks.rollout_state import state_name
+from tasks.rollout.state import state_name
 from tasks.timeline import TimelineSampler
 
 WAIT = {"timeout": 300.0, "poll_interval": 0.2, "max_poll_interval": 1.0}

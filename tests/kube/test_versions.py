@@ -9,11 +9,11 @@ import pytest
 
 from core.spec import DeploySpec
 from tasks.autoscaling import render_hpa
-from tasks.canary import render_canary_ingress
 from tasks.ingress import render_ingress
 from tasks.live import find_live_version
+from tasks.rollout.canary import render_canary_ingress
+from tasks.rollout.versions import list_versions, promote, prune, recover, remove_canary, routed_service
 from tasks.serving import render_serving
-from tasks.versions import list_versions, promote, prune, recover, remove_canary, routed_service
 
 
 @pytest.fixture
@@ -136,7 +136,7 @@ def test_a_run_that_lost_its_lease_leaves_its_canary_to_the_next_run_and_any_oth
 
 def test_a_blue_green_run_that_died_in_its_bake_has_the_held_version_retired_by_the_next_run(kube, ns, sandbox_info,
                                                                                           creds):
-    from tasks.versions import hold_replicas
+    from tasks.rollout.versions import hold_replicas
 
     v1, v2 = (spec(sandbox_info, ns, v, strategy="blue-green") for v in ("v1", "v2"))
     release(kube, v1)

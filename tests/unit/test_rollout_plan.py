@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.spec import DeploySpec
-from tasks.rollout_plan import Outcome, Step, decide, plan
+from tasks.rollout.plan import Outcome, Step, decide, plan
 
 
 def spec(**rollout) -> DeploySpec:

@@ -10,8 +10,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from core.spec import DeploySpec, SpecError
-from tasks.analysis import StepStats, judge, p95
-from tasks.canary import (
+from tasks.ingress import render_ingress
+from tasks.live import is_canary, serving_backend
+from tasks.rollout.analysis import StepStats, judge, p95
+from tasks.rollout.canary import (
     BY_HEADER,
     BY_HEADER_VALUE,
     CANARY,
@@ -23,8 +25,6 @@ from tasks.canary import (
     render_preview_ingress,
     with_backend,
 )
-from tasks.ingress import render_ingress
-from tasks.live import is_canary, serving_backend
 
 
 def spec(**rollout) -> DeploySpec:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from core.spec import DeploySpec
-from tasks.rollout_state import Phase, RolloutState, parse_state, phase_of, render_state
+from tasks.rollout.state import Phase, RolloutState, parse_state, phase_of, render_state
 
 
 def test_stages_map_to_phases() -> None:

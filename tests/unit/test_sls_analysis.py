@@ -1,4 +1,4 @@
-"""Decisions on the users' requests (tasks/analysis.py ``judge``), the flow's SLS query and its retries
+"""Decisions on the users' requests (tasks/rollout/analysis.py ``judge``), the flow's SLS query and its retries
 (clients/sls.py), and the sandbox's query subset (sandbox/sls/query.py), fuzzed."""
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from clients.sls import VersionStats, per_version_query, read_with_retries
 from core.spec import DeploySpec
 from sandbox.sls import query as q
-from tasks.analysis import ANALYSIS_USER_AGENT, ERROR_RATE_MARGIN, StepStats, judge
+from tasks.rollout.analysis import ANALYSIS_USER_AGENT, ERROR_RATE_MARGIN, StepStats, judge
 
 
 def spec(**rollout) -> DeploySpec:

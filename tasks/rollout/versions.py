@@ -29,12 +29,12 @@ from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import DeploySpec, truncate_name
 from tasks.autoscaling import render_hpa
-from tasks.canary import with_backend
 from tasks.live import LiveVersion, backend_of, serving_backend
 from tasks.model import delete_model_objects
 from tasks.model_readers import ModelPrefix, UnknownReader, deployment_model_prefixes, readers_of, unread
-from tasks.quiet import RouteQuiet
-from tasks.rollout_state import Phase, read_state, save_state
+from tasks.rollout.canary import with_backend
+from tasks.rollout.quiet import RouteQuiet
+from tasks.rollout.state import Phase, read_state, save_state
 from tasks.serving import HERITAGE
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
@@ -250,7 +250,7 @@ def retire(kube: KubeClients, spec: DeploySpec, previous: str, credentials: Alib
            drain_s: float | None = None, *, still_held: StillHeld = unguarded,
            quiet: RouteQuiet | None = None) -> Promotion:
     """The previous version stops serving: its HPAs go, its replicas drain and, once ``quiet`` (its route carries
-    no request any more in SLS, tasks/quiet.py; a route that stays busy raises and leaves the replicas as they are),
+    no request any more in SLS, tasks/rollout/quiet.py; a route that stays busy raises and leaves the replicas as they are),
     go to zero; old releases pruned."""
     ns = spec.names.namespace
     if routed_service(kube, spec) == previous:

@@ -5,7 +5,7 @@ One row per analysed step: the canary weight, what the new version did with the 
 failures, p95), the users' requests each version served in the step's window as SLS's access log counts them
 (requests, error %, p95), which data the decision used, its available replicas and the live version's, and the
 main route's ``sls_ingress_qps`` (both versions together: SLS counts a canary's requests on the main route,
-tasks/canary.py).
+tasks/rollout/canary.py).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from matplotlib.figure import Figure
 
 from clients.logs import in_prefect_run, run_logger
-from tasks.analysis import StepAnalysis
+from tasks.rollout.analysis import StepAnalysis
 
 
 class RolloutRecord(Protocol):
@@ -29,7 +29,7 @@ class RolloutRecord(Protocol):
     steps: list[StepAnalysis]
     decision: str
     reason: str
-    promotion: Any  # tasks.versions.Promotion | None: what retiring the previous version did
+    promotion: Any  # tasks.rollout.versions.Promotion | None: what retiring the previous version did
 
 
 def retired_line(record: RolloutRecord) -> str | None:

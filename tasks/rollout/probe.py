@@ -18,7 +18,7 @@ TF Serving's REST API (``GET /v1/models/<name>``: ``model_version_status``, each
 
 What TF Serving's REST API cannot do is tell two releases apart that serve the same version numbers with the same
 signatures (a retrained model exported as version 1 again): their answers are equal, and the proof says so in
-the log instead of pretending; the canary is still the live Ingress's twin (:mod:`tasks.canary`), which is what
+the log instead of pretending; the canary is still the live Ingress's twin (:mod:`tasks.rollout.canary`), which is what
 makes ingress-nginx merge it. The per-request record of which upstream served a request is the ingress access log
 (``proxy_alternative_upstream_name``, in SLS on ACK).
 """
@@ -33,10 +33,10 @@ from pydantic import BaseModel, ConfigDict
 
 from clients.logs import run_logger
 from core.spec import DeploySpec
-from tasks.analysis import ANALYSIS_USER_AGENT
 from tasks.ingress import IngressEndpoint
+from tasks.rollout.analysis import ANALYSIS_USER_AGENT
 
-# the flow's own requests carry the analysis's User-Agent, so SLS's users' data leaves them out (tasks/analysis.py)
+# the flow's own requests carry the analysis's User-Agent, so SLS's users' data leaves them out (tasks/rollout/analysis.py)
 FLOW_CLIENT = {"User-Agent": ANALYSIS_USER_AGENT}
 
 CONFIRMATIONS = 3  # answers in a row from the new release before the header counts as proven

@@ -6,7 +6,7 @@ may still reach the previous Service some other way (another Ingress on the same
 ``<namespace>-<service>-<port>``). Scaling the previous release to zero while its route carries requests turns them
 into 503s. So the previous release is retired only when ACK's ingress access log in SLS shows no request on its
 route (``proxy_upstream_name``) over a whole window that began after the switch; the window's end is
-:data:`~tasks.analysis.SLS_LAG_S` in the past, since logs become queryable only after the shipping lag.
+:data:`~tasks.rollout.analysis.SLS_LAG_S` in the past, since logs become queryable only after the shipping lag.
 
 A route that is still busy, or an SLS that stays unreadable, after :data:`WAIT_S` is an error: the previous
 release is then kept at its replicas (the rollout reports "promoted, retire failed" with what is left), never
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 from clients.logs import run_logger
 from clients.sls import SlsReader, read_with_retries, route_requests_query
-from tasks.analysis import SLS_ATTEMPTS, SLS_LAG_S
+from tasks.rollout.analysis import SLS_ATTEMPTS, SLS_LAG_S
 
 QUIET_S = 10  # seconds without a request on the route: several of ingress-nginx's syncs and one reload
 WAIT_S = 120  # how long, after the first window could end, the route may stay busy (or SLS unreadable)
@@ -58,7 +58,7 @@ def wait_until_quiet(sls: SlsReader, route: str, since: float, *, quiet_s: float
 
 @dataclass(frozen=True)
 class RouteQuiet:
-    """What :func:`~tasks.versions.retire` waits for: ``route`` quiet in ``sls`` since ``since``."""
+    """What :func:`~tasks.rollout.versions.retire` waits for: ``route`` quiet in ``sls`` since ``since``."""
 
     sls: SlsReader
     route: str

@@ -18,7 +18,7 @@ backend swapped; ``makeAnnotations``: its annotations without the canary ones an
 ``kubectl.kubernetes.io/last-applied-configuration``): its class (``spec.ingressClassName`` or the legacy
 annotation), the rule of the spec's host with the live path entry (path and pathType as they are), the TLS entry
 of that host, the other annotations. Whether the header then reaches the new release is proven by requests
-(:mod:`tasks.canary_probe`), not by the Ingress's status: the controller writes the status from its own 60 s loop
+(:mod:`tasks.rollout.probe`), not by the Ingress's status: the controller writes the status from its own 60 s loop
 (``internal/ingress/status/status.go``), whether or not the canary merged.
 
 **The preview Ingress** (the isolated stress test). Through the canary header, the stress test's requests are
@@ -155,7 +155,7 @@ def milli_quantity(value: float) -> str:
 
 def render_canary_hpa(spec: DeploySpec, main_route: str, share: int, min_replicas: int | None = None) -> dict[str, Any]:
     """The new version's HPA while it is a canary: the main route's QPS, target raised by 100/``share``; with
-    ``min_replicas``, at least that many (the capacity its share needs: tasks/capacity.py), within the spec's
+    ``min_replicas``, at least that many (the capacity its share needs: tasks/rollout/capacity.py), within the spec's
     maximum."""
     if not 1 <= share <= 100:
         raise ValueError(f"canary share {share} is not a percentage above 0")
@@ -193,7 +193,7 @@ def live_ingress(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> dict
 def set_canary(kube: KubeClients, spec: DeploySpec, live: LiveVersion, weight: int) -> None:
     """Apply the canary Ingress, derived from the live one, at ``weight`` %. It is in effect after the
     controller's next sync and reload (seconds), which nothing in the Ingress object tells: the header is proven
-    by requests (:func:`tasks.canary_probe.prove_header`)."""
+    by requests (:func:`tasks.rollout.probe.prove_header`)."""
     kube.apply(render_canary_ingress(spec, weight, live_ingress(kube, spec, live)))
     run_logger().info("canary %s: %d%% of user traffic, and every request with %s", spec.serving.version, weight,
                       ", ".join(f"{k}: {v}" for k, v in canary_headers(spec).items()))
