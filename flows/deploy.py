@@ -33,7 +33,7 @@ from clients.cluster import Cluster, resolve_cluster
 from clients.kube import KubeClients
 from clients.lease import LeaseLock, acquire, rollout_lease_name
 from core.spec import DeploySpec, form_title
-from flows.rollout import RolloutFailed, RolloutReport, prepare_canary, progress, rolled_back_on_failure
+from flows.rollout import RolloutReport, roll_out
 from tasks.autoscaling import apply_autoscaling
 from tasks.ingress import IngressEndpoint, apply_ingress, wait_for_address
 from tasks.live import LiveVersion, RunKind, classify_run, find_live_version, live_usage
@@ -43,7 +43,6 @@ from tasks.model_plan import UploadReport
 from tasks.nodepool import NodePoolResult, ensure_node_pool, refuse_disruptive_change
 from tasks.preflight import preflight
 from tasks.report import ReportFiles, run_label, safe_dir_name, write_report
-from tasks.rollout.report import write_rollout_report
 from tasks.rollout.versions import record_release, recover
 from tasks.serving import apply_serving
 from tasks.smoke import SmokeResult, smoke_predict
@@ -174,24 +173,9 @@ def _deploy(spec: DeploySpec, cluster: Cluster, show_progress: bool, reports_dir
             else:  # a rollout: users stay on the live version until the new one has proved itself
                 assert live is not None
                 endpoint = wait_for_address(kube, spec, live.ingress)
-                report_dir = reports_dir / safe_dir_name(run_label())  # where _prove writes the report
-                title = f"{spec.serving.name}: {live.serving_version or live.service} -> {spec.serving.version}"
-                try:
-                    with rolled_back_on_failure(kube, spec, live, lock.holder, still_held=lock.check) as stage:
-                        lock.check()
-                        target = prepare_canary(kube, spec, live, endpoint)
-                        stage("isolated stress test")
-                        proof = _prove(kube, ack, spec, pool, target, reports_dir)
-                        if not proof.verification.passed:
-                            failed = "; ".join(f"{c.name}: {_short(c.detail)}" for c in proof.verification.failed)
-                            raise RolloutFailed.at(spec, live, f"isolated stress test: {failed} (report "
-                                                               f"{proof.files.directory})")
-                        rollout = progress(kube, spec, live, endpoint, stage, creds, still_held=lock.check,
-                                           sls=cluster.sls(spec))
-                except RolloutFailed as failed_rollout:
-                    write_rollout_report(failed_rollout.report, report_dir, title)
-                    raise
-                write_rollout_report(rollout, report_dir, title)
+                rollout, proof = roll_out(kube, spec, live, lock, creds, cluster.sls(spec), endpoint,
+                                          lambda preview: _judged(_prove(kube, ack, spec, pool, preview, reports_dir)),
+                                          reports_dir / safe_dir_name(run_label()))
     verification, files = proof.verification, proof.files
     raise_if_failed(verification, where=str(files.directory))
     return DeployResult(
@@ -213,6 +197,14 @@ class Proof(BaseModel):
     load: LoadTestResult | None
     verification: VerificationReport
     files: ReportFiles
+
+
+def _judged(proof: Proof) -> tuple[Proof, str | None]:
+    """The proof and, when its checks failed, why (each failed check, and where the report is)."""
+    if proof.verification.passed:
+        return proof, None
+    failed = "; ".join(f"{c.name}: {_short(c.detail)}" for c in proof.verification.failed)
+    return proof, f"{failed} (report {proof.files.directory})"
 
 
 def _prove(kube: KubeClients, ack: Any, spec: DeploySpec, pool: NodePoolResult, target: IngressEndpoint,

@@ -16,15 +16,16 @@ fails the run naming the step, the check and the numbers.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 from pydantic import BaseModel
 
 from blocks.alibaba import AlibabaCloudCredentials
 from clients.kube import KubeClients
-from clients.lease import LeaseLost
+from clients.lease import LeaseLock, LeaseLost
 from clients.logs import run_logger
 from clients.sls import SlsReader
 from core.spec import DeploySpec
@@ -44,6 +45,7 @@ from tasks.rollout.capacity import ensure_available, live_replicas, share_replic
 from tasks.rollout.plan import Outcome, Step, decide, plan
 from tasks.rollout.probe import prove_header, wait_for_preview
 from tasks.rollout.quiet import RouteQuiet
+from tasks.rollout.report import write_rollout_report
 from tasks.rollout.state import Phase, RolloutState, phase_of, save_state
 from tasks.rollout.versions import (
     Promotion,
@@ -57,6 +59,8 @@ from tasks.rollout.versions import (
     routed_service,
     unguarded,
 )
+
+P = TypeVar("P")
 
 
 class RolloutReport(BaseModel):
@@ -244,6 +248,31 @@ def switch_capacity(kube: KubeClients, spec: DeploySpec, live: LiveVersion) -> i
     needed = max(spec.autoscaling.min_replicas, live_replicas(kube, spec, live.service))
     set_canary_hpa(kube, spec, main_route(spec, live), 100, min_replicas=needed)
     return ensure_available(kube, spec, min(needed, spec.autoscaling.max_replicas), "the switch to 100%")
+
+
+def roll_out(kube: KubeClients, spec: DeploySpec, live: LiveVersion, lock: LeaseLock,
+             credentials: AlibabaCloudCredentials, sls: SlsReader | None, endpoint: IngressEndpoint,
+             isolated_test: Callable[[IngressEndpoint], tuple[P, str | None]], report_dir: Path
+             ) -> tuple[RolloutReport, P]:
+    """The whole rollout of the spec's release over ``live``, under the service lock ``lock``: the preview, the
+    isolated test through it (``isolated_test(preview)``: its result, and why it failed or None), then
+    :func:`progress`; any failure is undone by :func:`rolled_back_on_failure`. The rollout's report is written into
+    ``report_dir`` either way. Returns the report and the isolated test's result; raises :class:`RolloutFailed`."""
+    title = f"{spec.serving.name}: {live.serving_version or live.service} -> {spec.serving.version}"
+    try:
+        with rolled_back_on_failure(kube, spec, live, lock.holder, still_held=lock.check) as stage:
+            lock.check()
+            preview = prepare_canary(kube, spec, live, endpoint)
+            stage("isolated stress test")
+            result, failed = isolated_test(preview)
+            if failed is not None:
+                raise RolloutFailed.at(spec, live, f"isolated stress test: {failed}")
+            report = progress(kube, spec, live, endpoint, stage, credentials, still_held=lock.check, sls=sls)
+    except RolloutFailed as rollout_failed:
+        write_rollout_report(rollout_failed.report, report_dir, title)
+        raise
+    write_rollout_report(report, report_dir, title)
+    return report, result
 
 
 def progress(kube: KubeClients, spec: DeploySpec, live: LiveVersion, endpoint: IngressEndpoint,
