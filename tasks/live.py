@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from clients.kube import KubeClients
 from clients.logs import run_logger
-from core.spec import DeploySpec
+from core.spec import CHART_NAME, DeploySpec
 
 CANARY = "nginx.ingress.kubernetes.io/canary"
 NODEPOOL_LABEL = "alibabacloud.com/nodepool-id"  # set on every node of an ACK node pool
@@ -122,13 +122,35 @@ def classify_run(spec: DeploySpec, live: LiveVersion | None) -> RunKind:
     return "replace-live"
 
 
+# --- the one reader of a serving's state on the cluster --------------------------------------------------------
+# Every part of the tool that asks "what routes this host and path" or "which releases does this serving have"
+# reads through these two functions: one Ingress walk (serving_backend / path_entries), one selector.
+def main_backend(kube: KubeClients, spec: DeploySpec) -> tuple[str, str, int | str] | None:
+    """(Ingress, Service, port) the spec's host and path are routed to now (:func:`serving_backend` over the
+    namespace's Ingresses)."""
+    ingresses = kube.list("Ingress", spec.names.namespace).get("items") or []
+    return serving_backend(ingresses, spec.ingress.class_name, spec.ingress.host, spec.ingress.path)
+
+
+def release_selector(spec: DeploySpec) -> str:
+    """The label selector of the serving's releases: arena's ``servingName`` and ``app`` labels, whoever rendered
+    them (this tool's carry ``heritage=elastic-inference`` as well, tasks/serving.py)."""
+    return f"servingName={spec.serving.name},app={CHART_NAME}"
+
+
+def serving_releases(kube: KubeClients, spec: DeploySpec) -> list[dict[str, Any]]:
+    """The Deployments of the spec's serving (:func:`release_selector`), oldest first."""
+    items = kube.list("Deployment", spec.names.namespace, label_selector=release_selector(spec)).get("items") or []
+    return sorted(items, key=lambda d: ((d.get("metadata") or {}).get("creationTimestamp") or "",
+                                        (d.get("metadata") or {}).get("name") or ""))
+
+
 @task(name="live-version", cache_policy=NO_CACHE)
 def find_live_version(kube: KubeClients, spec: DeploySpec) -> LiveVersion | None:
     """Read the spec namespace's Ingresses and the live backend Service; log what serves the host and path."""
     ns = spec.names.namespace
     ing = spec.ingress
-    items = kube.list("Ingress", ns).get("items") or []
-    backend = serving_backend(items, ing.class_name, ing.host, ing.path)
+    backend = main_backend(kube, spec)
     logger = run_logger()
     if backend is None:
         logger.info("no live version serves %s%s: first deploy", ing.host, ing.path)

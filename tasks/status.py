@@ -33,7 +33,7 @@ from pydantic import BaseModel, Field
 
 from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
-from core.spec import CHART_NAME, DeploySpec
+from core.spec import DeploySpec
 from tasks.live import (
     LiveVersion,
     backend_of,
@@ -42,6 +42,7 @@ from tasks.live import (
     is_canary,
     path_entries,
     serving_backend,
+    serving_releases,
     sls_route,
 )
 from tasks.rollout.canary import BY_HEADER, BY_HEADER_VALUE, WEIGHT
@@ -311,12 +312,11 @@ def read_status(kube: KubeClients, spec: DeploySpec) -> ServiceStatus:
     """Read the namespace's Ingresses, Services, the serving's Deployments and the HPAs, then the main route's
     QPS. A failed metric read is reported in the status (``qps_error``), not raised: the rest still holds."""
     ns = spec.names.namespace
-    selector = f"servingName={spec.serving.name},app={CHART_NAME}"
     status = assemble_status(
         spec,
         kube.list("Ingress", ns).get("items") or [],
         kube.list("Service", ns).get("items") or [],
-        kube.list("Deployment", ns, label_selector=selector).get("items") or [],
+        serving_releases(kube, spec),
         kube.list("HorizontalPodAutoscaler", ns).get("items") or [],
     )
     if status.route is not None:

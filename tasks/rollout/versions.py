@@ -29,7 +29,7 @@ from clients.kube import KubeApiError, KubeClients
 from clients.logs import run_logger
 from core.spec import DeploySpec, truncate_name
 from tasks.autoscaling import render_hpa
-from tasks.live import LiveVersion, backend_of, serving_backend
+from tasks.live import LiveVersion, backend_of, main_backend, serving_releases
 from tasks.model import delete_model_objects
 from tasks.model_readers import ModelPrefix, UnknownReader, deployment_model_prefixes, readers_of, unread
 from tasks.rollout.canary import with_backend
@@ -68,20 +68,18 @@ class Version(BaseModel):
 
 
 def list_versions(kube: KubeClients, spec: DeploySpec) -> list[Version]:
-    """The serving's releases rendered by this tool, oldest first."""
-    sel = f"servingName={spec.serving.name},heritage={HERITAGE}"
-    items = kube.list("Deployment", spec.names.namespace, label_selector=sel).get("items") or []
-    out = [Version(version=(d["metadata"].get("labels") or {}).get("servingVersion", ""),
-                   release=(d["metadata"].get("labels") or {}).get("release", ""),
-                   deployment=d["metadata"]["name"], created=d["metadata"].get("creationTimestamp") or "",
-                   replicas=int((d.get("spec") or {}).get("replicas") or 0)) for d in items]
-    return sorted(out, key=lambda v: (v.created, v.deployment))
+    """The serving's releases rendered by this tool (of :func:`~tasks.live.serving_releases`), oldest first."""
+    return [Version(version=(d["metadata"].get("labels") or {}).get("servingVersion", ""),
+                    release=(d["metadata"].get("labels") or {}).get("release", ""),
+                    deployment=d["metadata"]["name"], created=d["metadata"].get("creationTimestamp") or "",
+                    replicas=int((d.get("spec") or {}).get("replicas") or 0))
+            for d in serving_releases(kube, spec)
+            if (d["metadata"].get("labels") or {}).get("heritage") == HERITAGE]  # never another tool's
 
 
 def routed_service(kube: KubeClients, spec: DeploySpec) -> str | None:
     """The Service the main Ingress sends the spec's host and path to, read now."""
-    items = kube.list("Ingress", spec.names.namespace).get("items") or []
-    found = serving_backend(items, spec.ingress.class_name, spec.ingress.host, spec.ingress.path)
+    found = main_backend(kube, spec)
     return found[1] if found else None
 
 
