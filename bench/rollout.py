@@ -7,8 +7,9 @@ rolls out v2 and measures the deploy flow's wall time until it returns promoted.
 rollout cannot do faster: the isolated stress test (the sum of its stages), every analysis window
 (``len(steps) * step_seconds``), the wait before the previous version is scaled to zero (the drain, or SLS showing
 its route quiet over ``QUIET_S`` after the switch plus the shipping lag, whichever is longer), the new pods' start
-from the sandbox's timing table (``container_start`` + the readiness probe's ``initialDelaySeconds`` +
-``pod_readiness``, simulated seconds divided by the speed), ingress-nginx's sync and reload after each Ingress change,
+(the sandbox runs pods in real time, so the timing table's pod stages are real seconds: ``volume_mount`` +
+``container_start`` + the later of the readiness gate, the probe's ``initialDelaySeconds`` + ``pod_readiness``, and
+TF Serving's ``tfserving_startup`` + ``tfserving_load``; the image is already on the nodes v1 runs on), ingress-nginx's sync and reload after each Ingress change,
 and the SLS shipping lag each step's users' data waits for. Prints both and their ratio (1.0 would be no overhead
 at all); asserts nothing.
 """
@@ -66,7 +67,7 @@ def main() -> None:
         model = Path(tmp) / "model"
         generate_demo_model(model, version=1)
         generate_demo_model(model, version=2, seed=2)
-        sb = Sandbox(Path(tmp) / "sb", speed=args.speed)
+        sb = Sandbox(Path(tmp) / "sb", speed=args.speed, options={"pods": "real-time"})
         info = sb.start()
         try:
             block = save_sandbox_blocks(info, name="bench-rollout")
@@ -82,7 +83,8 @@ def main() -> None:
         finally:
             sb.stop()
     assert result.rollout is not None and result.rollout.decision == "promoted", result.rollout
-    start_up = (DEFAULTS["container_start"] + READINESS_INITIAL_DELAY_S + DEFAULTS["pod_readiness"]) / args.speed
+    start_up = DEFAULTS["volume_mount"] + DEFAULTS["container_start"] + max(
+        READINESS_INITIAL_DELAY_S + DEFAULTS["pod_readiness"], DEFAULTS["tfserving_startup"] + DEFAULTS["tfserving_load"])
     # every Ingress change (preview, canary at 0 and at each weight, the switch) reaches requests after ingress-nginx's
     # sync and reload; each step's users' data is read from SLS once the window's end is SLS_LAG_S in the past
     nginx = (len(steps) + 3) * (DEFAULTS["ingress_sync_period"] + DEFAULTS["ingress_reload"]) / args.speed

@@ -103,6 +103,9 @@ def sandbox_up(
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second")] = 10.0,
     detach: Annotated[bool, typer.Option("--detach", "-d", help="Run in the background")] = False,
     faults: Annotated[Path | None, typer.Option(help="Fault injection file (YAML)")] = None,
+    pods: Annotated[str, typer.Option(help="simulated: pods start at the sandbox's speed; real-time: a pod's "
+                                           "start, probes and grace period take real seconds (rehearse a rollout)")
+                    ] = "simulated",
     save_blocks: Annotated[
         bool | None,
         typer.Option(
@@ -118,6 +121,12 @@ def sandbox_up(
         save_blocks = bool(os.environ.get("PREFECT_API_URL"))
 
     _check_speed(speed)
+    from sandbox.timings import with_real_time_pods
+
+    try:
+        with_real_time_pods({"pods": pods}, speed)
+    except ValueError as e:
+        raise _refuse("--pods", str(e)) from None
     if faults is not None:
         from sandbox.faults import load_file
 
@@ -128,7 +137,8 @@ def sandbox_up(
     if (pid := running_pid(dir)) is not None:
         console.print(f"[yellow]a sandbox is already running in {dir} (pid {pid})[/]")
         raise typer.Exit(1)
-    extra = ["--faults", str(faults)] if faults else []
+    extra = (["--faults", str(faults)] if faults else []) + ["--pods", pods]
+    options = {"pods": pods} | ({"faults": str(faults)} if faults else {})
     if detach:
         info = start_detached(dir, speed, extra)
         _print_info(info)
@@ -142,7 +152,7 @@ def sandbox_up(
     console.print(f"sandbox starting in {dir.resolve()} (Ctrl-C to stop)")
     if save_blocks:
         _save_blocks_when_ready(dir)
-    run_foreground(dir, speed, {"faults": str(faults)} if faults else {})
+    run_foreground(dir, speed, options)
 
 
 def _save_sandbox_blocks(info: dict) -> None:

@@ -27,6 +27,7 @@ from .faults import wrap_app
 from .listen import listen_socket
 from .service import Service
 from .store import Store
+from .timings import with_real_time_pods
 
 if TYPE_CHECKING:
     from .registry import Services
@@ -71,7 +72,7 @@ class Sandbox:
         self.state_dir = Path(state_dir).resolve()
         self.speed = check_speed(speed)  # refused before anything is created or persisted
         self.host = host
-        self.options = options or {}
+        self.options = with_real_time_pods(options, self.speed)  # a bad "pods" value is refused here, too
         self.info: dict[str, Any] = {}
         self.ctx: SandboxContext | None = None
         self.services: Services | None = None  # every service, typed (tests reach in-process APIs through it)

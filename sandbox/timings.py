@@ -21,6 +21,14 @@ delay up here. The defaults are cloud-like orders of magnitude, not measurements
 
 Overrides: a sandbox started with ``options={"timings": {"ecs_boot": 5, ...}}`` replaces individual entries
 (:func:`resolve`); unknown keys are rejected so a typo does not silently keep the default.
+
+Pods in real time: the speed factor compresses the control plane's long waits (instances, node pools, the HPA's
+and the autoscaler's windows), but a rollout is decided while its pods start, in the flow's own real seconds
+(analysis windows, drains, capacity waits). ``options={"pods": "real-time"}`` (:func:`with_real_time_pods`) makes
+a pod's stages (:data:`POD_STAGES`: mount, image pull, container start, readiness, TF Serving's start and model
+load) and the seconds written in its spec or bounding its progress (probe delays, grace period, a Deployment's
+``progressDeadlineSeconds`` and ``minReadySeconds``: ``pod_seconds``) take
+that many real seconds at any speed; the rollout's end-to-end tests and ``bench/rollout.py`` run so.
 """
 
 from __future__ import annotations
@@ -80,7 +88,32 @@ DEFAULTS: dict[str, float] = {
     "tfserving_startup": 2.0,  # process start -> flags parsed and the model config read (TF/CUDA init)
     "tfserving_load": 5.0,  # fixed part of loading one model version (graph import, session, warmup) ...
     "tfserving_load_mb_per_s": 200.0,  # ... plus its files' size over this read rate through ossfs (MB per sim s)
+    # NOT a delay: simulated seconds per second a pod's spec writes (probe delays, grace period; progress deadline)
+    "pod_seconds": 1.0,
 }
+
+# A pod's own stages (durations, then rates): what :func:`with_real_time_pods` turns into real seconds.
+POD_STAGES = ("volume_mount", "image_pull_overhead", "image_pull_cached", "container_start", "pod_readiness",
+              "container_stop", "tfserving_startup", "tfserving_load", "pod_seconds")
+POD_RATES = ("image_pull_mb_per_s", "tfserving_load_mb_per_s")
+POD_TIME = ("simulated", "real-time")  # the values of options["pods"]
+
+
+def with_real_time_pods(options: dict[str, Any] | None, speed: float) -> dict[str, Any]:
+    """``options`` with the pod stages' timings (overridden or default) scaled so that at ``speed`` they last as many
+    real seconds as they say, when ``options["pods"]`` is ``"real-time"``; unchanged when it is ``"simulated"`` or
+    absent. Any other value is a ValueError naming the field."""
+    options = dict(options or {})
+    mode = options.get("pods", "simulated")
+    if mode not in POD_TIME:
+        raise ValueError(f"pods must be one of {list(POD_TIME)}, got {mode!r}")
+    if mode == "simulated":
+        return options
+    table = resolve(options)
+    overrides = dict(options.get("timings") or {})
+    overrides.update({key: table[key] * speed for key in POD_STAGES})
+    overrides.update({key: table[key] / speed for key in POD_RATES})
+    return options | {"timings": overrides}
 
 
 def resolve(options: dict[str, Any] | None = None) -> dict[str, float]:

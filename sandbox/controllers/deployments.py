@@ -340,11 +340,12 @@ class DeploymentController(Controller):
                          now_iso, touch=True)
         elif deadline is not None and progressing.get("reason") != "ProgressDeadlineExceeded":
             last = ts(progressing.get("lastUpdateTime"))
-            if now >= last + float(deadline):
+            deadline = float(deadline) * self.timings["pod_seconds"]  # a bound on its pods' progress: their seconds
+            if now >= last + deadline:
                 conds = _set(conds, "Progressing", "False", "ProgressDeadlineExceeded",
                              f'ReplicaSet "{name}" has timed out progressing.', now_iso, touch=True)
             else:
-                due = last + float(deadline)
+                due = last + deadline
         order = {"Available": 0, "Progressing": 1}
         conds.sort(key=lambda c: order.get(c.get("type"), 2))
         status["conditions"] = conds

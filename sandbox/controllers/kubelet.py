@@ -15,8 +15,14 @@ readiness probe's ``initialDelaySeconds`` + ``pod_readiness``; a container whose
 restarted per ``restartPolicy`` after CrashLoopBackOff (``crash_backoff_min`` doubling to ``crash_backoff_max``).
 Init containers run first and complete as soon as they start.
 
-Deletion: a pod with ``deletionTimestamp`` gets ``Killing`` ("Stopping container x") events, its handles are
-stopped, and after ``min(grace period, container_stop)`` the kubelet finishes the delete with grace period 0.
+Deletion: a pod with ``deletionTimestamp`` gets ``Killing`` ("Stopping container x") events and its containers the
+stop signal (SIGTERM). A container whose process exits on it stops within ``container_stop``; one whose process
+ignores it (:attr:`~sandbox.controllers.runtime.ContainerHandle.ignores_sigterm`: ``tensorflow_model_server`` has
+no SIGTERM handler, tensorflow/serving#356 and #1853, so a TF Serving pod stays Terminating for its whole grace
+period, kserve/kserve#394) keeps running, and serving, until the grace period ends and the kubelet kills it
+(``pkg/kubelet/kuberuntime/kuberuntime_container.go`` ``killContainer``: StopContainer with the grace period as
+its timeout). Then the kubelet finishes the delete with grace period 0. The seconds a pod's spec writes (probe
+delays, the grace period) count ``pod_seconds`` each (:mod:`sandbox.timings`).
 
 Status written (only when it changes): phase, conditions (PodReadyToStartContainers, Initialized, Ready,
 ContainersReady, PodScheduled), hostIP(s), podIP(s), startTime, containerStatuses (state waiting/running/terminated,
@@ -144,7 +150,7 @@ class Kubelet(Controller):
     def reconcile(self) -> float | None:
         now = self.clock.now()
         nodes = {n["metadata"]["name"]: n for n in self.objects("nodes")}
-        live_nodes = {name for name, n in nodes.items() if _node_kubelet_alive(n)}
+        live_nodes = {name for name, n in nodes.items() if node_kubelet_alive(n)}
         seen: set[str] = set()
         due: list[float] = []
         for pod in self.indexed("pods", "spec.nodeName", live_nodes):
@@ -177,9 +183,9 @@ class Kubelet(Controller):
             run = self._new_run(pod, node, now)
             self.runs[m["uid"]] = run
         phase = (pod.get("status") or {}).get("phase")
-        if m.get("deletionTimestamp") and run.stage != "stopping":
+        if m.get("deletionTimestamp") and run.stage not in ("stopping", "done"):
             return self._begin_stop(pod, run, now)
-        if run.stage == "stopping":
+        if run.stage in ("stopping", "done"):
             return self._advance(pod, node, run, now)
         if phase in ("Succeeded", "Failed"):
             return None
@@ -276,6 +282,10 @@ class Kubelet(Controller):
         return "pull" if run.idx < len(run.containers) else "running"
 
     def _finish_delete(self, pod: dict[str, Any], node: dict[str, Any], run: PodRun, now: float) -> str:
+        for c in run.containers:  # the grace period is over: SIGKILL what still runs
+            if c.handle is not None:
+                self.svc.spawn(c.handle.stop())
+                c.handle = None
         self.store.delete("pods", run.ns, run.name, grace_period_seconds=0)
         return "done"
 
@@ -365,7 +375,7 @@ class Kubelet(Controller):
                                                                               else "Error"), state.message)
                 else:
                     probe = c.spec.get("readinessProbe")
-                    gate = (c.started_at or now) + (float(probe.get("initialDelaySeconds") or 0)
+                    gate = (c.started_at or now) + (self._pod_seconds(probe.get("initialDelaySeconds"))
                                                     + self.timings["pod_readiness"] if probe else 0.0)
                     ready = state.ready and now >= gate
                     if probe and not state.ready and now >= gate and state.message and state.message != c.unhealthy_msg:
@@ -399,18 +409,30 @@ class Kubelet(Controller):
                     due.append(c.restart_at)
         return min(due) if due else None
 
+    def _pod_seconds(self, value: Any) -> float:
+        """Seconds written in a pod's spec, as simulated seconds (``pod_seconds`` each)."""
+        try:
+            return max(0.0, float(value or 0)) * self.timings["pod_seconds"]
+        except (TypeError, ValueError):
+            return 0.0
+
     def _begin_stop(self, pod: dict[str, Any], run: PodRun, now: float) -> float:
+        """SIGTERM: the containers that exit on it stop now, the others run on until the grace period ends."""
         grace = (pod["metadata"].get("deletionGracePeriodSeconds"))
         if grace is None:
             grace = (pod.get("spec") or {}).get("terminationGracePeriodSeconds", 30)
+        grace_ends = now + self._pod_seconds(grace)
+        stop_by = now + self.timings["container_stop"]
         for c in run.containers:
             if c.state == "running":
                 self.event(pod, "Normal", "Killing", f"Stopping container {c.name}", KUBELET, host=run.node)
-            if c.handle is not None:
+            if c.handle is not None and getattr(c.handle, "ignores_sigterm", False):
+                stop_by = grace_ends
+            elif c.handle is not None:
                 self.svc.spawn(c.handle.stop())
                 c.handle = None
         run.stage = "stopping"
-        run.due = now + min(float(grace), self.timings["container_stop"])  # the stage's delay depends on the pod
+        run.due = min(grace_ends, stop_by)  # the stage's delay depends on the pod
         return run.due
 
     # ---- networking -------------------------------------------------------------------------------------------
@@ -520,7 +542,7 @@ def _after(timing: str) -> Callable[[Kubelet, dict[str, Any], PodRun, float], fl
 
 # The pod lifecycle (module docstring). A pod enters ``volumes`` when the kubelet first sees it, and ``stopping``
 # (whatever its stage) once it has a deletionTimestamp; the delay of ``pull`` is the image pull's cost, that of
-# ``stopping`` the pod's grace period capped by ``container_stop``.
+# ``stopping`` the pod's grace period, capped by ``container_stop`` when every container exits on SIGTERM.
 STAGES: dict[str, Stage] = {s.name: s for s in (
     Stage("volumes", due=_after("volume_mount"), effect=Kubelet._mount),  # -> pull (or running: no containers)
     Stage("pull", due=Kubelet._pull_due, effect=Kubelet._create),  # container run.idx: Pulling/Pulled, Created
@@ -545,7 +567,8 @@ def _container_id(uid: str, name: str, restarts: int) -> str:
     return "containerd://" + hashlib.sha256(f"{uid}/{name}/{restarts}".encode()).hexdigest()
 
 
-def _node_kubelet_alive(node: dict[str, Any]) -> bool:
+def node_kubelet_alive(node: dict[str, Any]) -> bool:
+    """The node's kubelet posts its status (Ready is True or False, not Unknown): it drives the node's pods."""
     for c in (node.get("status") or {}).get("conditions") or []:
         if c.get("type") == "Ready":
             return c.get("status") != "Unknown"

@@ -28,7 +28,7 @@ def pod_ready(pod: dict[str, Any]) -> bool:
     return bool(c) and c.get("status") == "True"
 
 
-def pod_available(pod: dict[str, Any], min_ready: int, now: float) -> bool:
+def pod_available(pod: dict[str, Any], min_ready: float, now: float) -> bool:
     c = condition(pod, "Ready")
     if not c or c.get("status") != "True":
         return False
@@ -79,7 +79,7 @@ class ReplicaSetController(Controller):
 
     def _status(self, rs: dict[str, Any], active: list[dict[str, Any]], now: float) -> float | None:
         spec = rs.get("spec") or {}
-        min_ready = int(spec.get("minReadySeconds") or 0)
+        min_ready = int(spec.get("minReadySeconds") or 0) * self.timings["pod_seconds"]  # the pods' own seconds
         tmpl_labels = ((spec.get("template") or {}).get("metadata") or {}).get("labels") or {}
         reqs = selector_from_label_selector({"matchLabels": tmpl_labels})
         ready = [p for p in active if pod_ready(p)]

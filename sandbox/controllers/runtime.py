@@ -91,6 +91,10 @@ class ContainerState(BaseModel):
 
 @runtime_checkable
 class ContainerHandle(Protocol):
+    """A running container. ``stop()`` is its end (SIGTERM for one that exits on it, SIGKILL otherwise); a handle
+    may say ``ignores_sigterm = True`` when its process has no SIGTERM handler: the kubelet then stops it only when
+    the pod's grace period ends (:mod:`sandbox.controllers.kubelet`)."""
+
     def state(self) -> ContainerState: ...
 
     def logs(self) -> str: ...

@@ -121,6 +121,10 @@ def sid(name: str, version: int) -> str:
 class ModelServer:
     """A running model-server container (the :class:`~sandbox.controllers.runtime.ContainerHandle`)."""
 
+    # tensorflow_model_server installs no SIGTERM handler (tensorflow/serving#356, #1853): a deleted pod serves on
+    # until its grace period ends and the kubelet kills it.
+    ignores_sigterm = True
+
     def __init__(self, spec: ContainerSpec, *, fs: PodFS, clock: Any, timings: dict[str, float],
                  settings: CapacitySettings, cache_dir: Path, changed: Callable[[], None],
                  on_stop: Callable[[ModelServer], None] | None = None) -> None:

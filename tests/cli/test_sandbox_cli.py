@@ -23,7 +23,7 @@ def run(*args: str, check: bool = True) -> subprocess.CompletedProcess:
 
 def test_up_status_down_and_state_survives(tmp_path: Path) -> None:
     state = tmp_path / "sb"
-    up = run("sandbox", "up", "--detach", "--dir", str(state), "--speed", "20")
+    up = run("sandbox", "up", "--detach", "--dir", str(state), "--speed", "20", "--pods", "real-time")
     try:
         info_path = state / "sandbox.json"
         info = json.loads(info_path.read_text())
@@ -85,6 +85,13 @@ def test_bad_speed_is_refused_before_start(tmp_path: Path) -> None:
     assert res.returncode != 0
     assert "--speed" in res.stdout + res.stderr
     assert not (tmp_path / "sb" / "sandbox.json").exists()
+
+
+def test_an_unknown_pods_mode_is_refused_before_start(tmp_path: Path) -> None:
+    res = run("sandbox", "up", "--detach", "--dir", str(tmp_path / "sb"), "--pods", "realtime", check=False)
+    out = res.stdout + res.stderr
+    assert res.returncode == 2 and "--pods" in out and "real-time" in out and "Traceback" not in out, out
+    assert not (tmp_path / "sb").exists()
 
 
 def test_a_stale_pid_of_another_live_process_is_neither_reported_nor_killed(tmp_path: Path) -> None:

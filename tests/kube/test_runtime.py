@@ -10,8 +10,10 @@ lookup and checked against the ingress resolver seam. Waits poll with deadlines;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import statistics
+import threading
 import time
 import uuid
 from functools import partial
@@ -31,6 +33,7 @@ from blocks.alibaba import AlibabaCloudCredentials
 from clients.kube import KubeClients
 from core.demo_model import DEFAULT_VERSION, example_inputs, generate_demo_model
 from core.spec import DeploySpec
+from tasks.ingress import render_ingress
 from tasks.model import upload_model
 from tasks.serving import render_serving
 from tasks.storage import render_storage
@@ -157,13 +160,14 @@ def _snake(kind: str) -> str:
     return "".join("_" + c.lower() if c.isupper() else c for c in kind).lstrip("_")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory):
+@contextlib.contextmanager
+def started_env(state: Path, speed: float, options: dict[str, Any] | None = None):
+    """A sandbox with a bucket and a GPU pool of two Ready nodes labelled inference=tensorflow, scaled by hand."""
     from sandbox.runner import Sandbox
 
-    state = tmp_path_factory.mktemp("runtime-sb")
-    sb = Sandbox(state / "sb", speed=SPEED, options={"timings": {
-        "nodepool_create": 10, "ecs_create": 10, "ecs_boot": 20}})
+    timings = {"nodepool_create": 10, "ecs_create": 10, "ecs_boot": 20}
+    options = dict(options or {})
+    sb = Sandbox(state / "sb", speed=speed, options={**options, "timings": {**timings, **options.get("timings", {})}})
     info = sb.start()
     api = config.new_client_from_config(info["kubeconfig"])
     core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
@@ -171,7 +175,6 @@ def env(tmp_path_factory):
     bucket = oss2.Bucket(oss2.Auth(info["access_key_id"], info["access_key_secret"]), info["oss_endpoint"],
                          "elastic-inference-models")
     bucket.create_bucket()
-    # a GPU pool labelled inference=tensorflow, scaled by hand
     pool = cs_call(info, "POST", "/clusters/[ClusterId]/nodepools", gpu_pool("gpu-runtime"))["nodepool_id"]
     wait_for(lambda: cs_call(info, "GET", "/clusters/[ClusterId]/nodepools/[NP]", NP=pool)["status"]["state"]
              == "active", "the pool to be active")
@@ -179,19 +182,32 @@ def env(tmp_path_factory):
     wait_for(lambda: len([n for n in core.list_node(label_selector=f"alibabacloud.com/nodepool-id={pool}").items
                           if any(c.type == "Ready" and c.status == "True" for c in n.status.conditions or [])]) == 2,
              "two Ready GPU nodes")
-    yield Env(sb, info, core, apps, bucket, Path(state) / "models")
-    api.close()
-    sb.stop()
+    try:
+        yield Env(sb, info, core, apps, bucket, Path(state) / "models")
+    finally:
+        api.close()
+        sb.stop()
 
 
-@pytest.fixture
-def ns(env):
+def new_namespace(env: Env) -> str:
+    """A fresh namespace with the OSS PV/PVC the serving pods mount."""
     name = "rt-" + uuid.uuid4().hex[:8]
     env.core.create_namespace({"metadata": {"name": name}})
     spec = env.spec(name)
     env.apply(render_storage(spec, env.info["oss_endpoint"], env.info["access_key_id"],
                              env.info["access_key_secret"]))
     return name
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    with started_env(tmp_path_factory.mktemp("runtime-sb"), SPEED) as e:
+        yield e
+
+
+@pytest.fixture
+def ns(env):
+    return new_namespace(env)
 
 
 # ---- a good deployment -------------------------------------------------------------------------------------------
@@ -529,3 +545,83 @@ def test_a_live_release_on_the_old_shared_model_path_ignores_a_new_releases_own_
     assert _outputs(env, ns, new_pod) != served
     assert f"version: {newer}" not in env.logs(ns, pod)
     assert _outputs(env, ns, pod) == served and env.ready(ns, pod)
+
+
+# ---- a pod that goes away -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def real_time_env(tmp_path_factory):
+    """Pods in real time (their stages, probe delays, preStop hook and grace period in real seconds); quick
+    starts, so that the test is about the stop."""
+    with started_env(tmp_path_factory.mktemp("runtime-rt-sb"), 50.0, {"pods": "real-time", "timings": {
+            "image_pull_mb_per_s": 1e5, "container_start": 0.5, "volume_mount": 0.5, "tfserving_startup": 0.5,
+            "tfserving_load": 0.5}}) as e:
+        yield e
+
+
+def _predict_under_load(url: str, host: str, stop: threading.Event, seen: list[int], workers: int = 6) -> list:
+    body = {"inputs": example_inputs(batch=1, seed=1)}
+
+    def send() -> None:
+        with httpx.Client(base_url=url, timeout=30, headers={"Host": host}) as h:
+            while not stop.is_set():
+                seen.append(h.post(f"/v1/models/{MODEL}:predict", json=body).status_code)
+
+    threads = [threading.Thread(target=send, daemon=True) for _ in range(workers)]
+    for t in threads:
+        t.start()
+    return threads
+
+
+def test_a_deleted_tf_serving_pod_serves_on_until_its_grace_period_ends(real_time_env):
+    """Scale-in under load through the ingress. TF Serving has no SIGTERM handler, so the deleted pod leaves the
+    Endpoints at once but serves on until its grace period ends and the kubelet kills it: by then ingress-nginx's
+    sync and reload have taken it out, and no request fails. (The sandbox stopped it within ``container_stop``
+    before, while nginx still sent to it.) Real seconds: the grace period and the ingress's delays are what count."""
+    env = real_time_env
+    ns = new_namespace(env)
+    grace = 8
+    spec = env.spec(ns, replicas=2, gpus=0)
+    manifests = render_serving(spec)
+    manifests[1]["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] = grace
+    env.upload(spec)
+    env.apply(manifests)
+    client.NetworkingV1Api(env.core.api_client).create_namespaced_ingress(ns, render_ingress(spec))
+    sel = f"release={spec.names.release},app=tensorflow-serving"
+
+    def pods() -> dict[str, Any]:
+        return {p.metadata.name: p for p in env.core.list_namespaced_pod(ns, label_selector=sel).items}
+
+    wait_for(lambda: len([n for n in pods() if env.ready(ns, n)]) == 2, "two Ready replicas", timeout=120)
+    url, host = env.info["ingress_endpoint"], spec.ingress.host
+    with httpx.Client(base_url=url, timeout=10, headers={"Host": host}) as h:
+        wait_for(lambda: h.get(f"/v1/models/{MODEL}/metadata").status_code == 200, "the host served")
+    stop, seen = threading.Event(), []
+    threads = _predict_under_load(url, host, stop, seen)
+    try:
+        wait_for(lambda: len(seen) >= 50, "load through the ingress")
+        before = set(pods())
+        env.apps.patch_namespaced_deployment_scale(spec.names.deployment, ns, {"spec": {"replicas": 1}})
+        victim = wait_for(lambda: next((n for n, p in pods().items() if p.metadata.deletion_timestamp), None),
+                          "a pod Terminating")
+        deleted = time.monotonic()
+        ip = pods()[victim].status.pod_ip
+        wait_for(lambda: ip not in [a.ip for s in env.core.read_namespaced_endpoints(spec.names.service, ns).subsets
+                                    or [] for a in s.addresses or []], "the pod out of the Endpoints")
+        timings = env.sb.services.controllers.timings
+        time.sleep((timings["ingress_sync_period"] + timings["ingress_reload"]) / env.sb.speed)
+        direct = env.rest(ns, victim)  # nginx has stopped sending to it; it still serves
+        assert httpx.post(f"{direct}/v1/models/{MODEL}:predict", timeout=10,
+                          json={"inputs": example_inputs(batch=1, seed=1)}).status_code == 200
+        wait_for(lambda: victim not in pods(), "the pod gone", timeout=60)
+        gone_after = time.monotonic() - deleted
+        assert len(set(pods()) & before) == 1
+        sent = len(seen)
+        wait_for(lambda: len(seen) >= sent + 50, "more load after the pod went")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+        env.core.delete_namespace(ns)
+    assert gone_after >= grace * 0.9, gone_after  # killed when the grace period ended, not at SIGTERM
+    failed = [code for code in seen if code != 200]
+    assert not failed and len(seen) > 100, (len(seen), failed)
