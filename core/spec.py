@@ -1518,7 +1518,7 @@ class DerivedNames(BaseModel):
             service=fullname,
             model_config_map=truncate_name(f"{fullname}-cm"),
             model_config_file="/tfserving/config/model.config",
-            # Each version is its own release with its own HPA (DESIGN.md section 5), so the HPA carries the release.
+            # Each version is its own release with its own HPA (docs/rollouts.md "Releases side by side"), so the HPA carries the release.
             hpa=truncate_name(f"{release}-hpa"),
             ingress=s.name,
             canary_ingress=truncate_name(f"{s.name}-canary"),

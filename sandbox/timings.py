@@ -6,7 +6,7 @@ delay up here. The defaults are cloud-like orders of magnitude, not measurements
 - ECS: ``RunInstances`` returns in seconds but an instance sits in ``Pending`` ~30 s while it is created, then
   ``Starting`` ~60 s while the OS boots; ``DeleteInstance`` on a running instance goes ``Stopping`` ~10 s.
 - Spot reclaim: Alibaba Cloud sends the interruption notice about 5 minutes (300 s) before it releases the
-  instance (ESS ``SpotInstanceRemedy`` documentation; reference/alibaba-apis.md "ESS mixed instances").
+  instance (ESS ``SpotInstanceRemedy`` documentation; docs/alibaba-apis.md "ESS mixed instances").
 - ACK node pool: the pool's infrastructure (ESS scaling group, scaling configuration / launch template, RAM
   bindings) takes about a minute before the pool turns ``active`` and ESS starts launching instances.
 - Kubernetes (``sandbox.controllers``), in the spirit of kwok's stages (node-initialize, node-heartbeat, pod-ready,

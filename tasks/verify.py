@@ -9,7 +9,7 @@ the timeline:
                     (``type=virtual-kubelet``); reports how the pods spread over the nodes.
 ``scale_out``       during the test the HPA went above ``minReplicas`` (timeline) and the pool added ECS instances
                     (more nodes at the peak / at the end than in the first sample, taken before the load).
-``mix``             DESIGN §3 mix rule over the instances ACK reports (DescribeClusterNodes, the authority): with N
+``mix``             ESS's mix rule (docs/alibaba-apis.md) over the instances ACK reports (DescribeClusterNodes, the authority): with N
                     instances, base B and percentage P the pool holds ``min(N,B) + x`` pay-as-you-go where x is floor
                     or ceil of ``P% * max(0, N-B)`` (both accepted, the one that matched is reported). A count off the
                     rule is a *deviation*, reported with numbers (how far, which instances) and explained only by
@@ -161,7 +161,7 @@ def is_virtual(node: NodeFact) -> bool:
 
 
 def expected_pay_as_you_go(n: int, base: int, percentage: int) -> tuple[int, int]:
-    """(floor, ceil) pay-as-you-go counts for ``n`` instances under DESIGN §3's mix rule (integer arithmetic)."""
+    """(floor, ceil) pay-as-you-go counts for ``n`` instances under ESS's mix rule (integer arithmetic)."""
     above = max(0, n - base)
     return min(n, base) + (percentage * above) // 100, min(n, base) + -((-percentage * above) // 100)
 

@@ -1,4 +1,4 @@
-"""The layers of DESIGN.md §2, as import-linter contracts in pyproject.toml: they hold, and each one bites.
+"""The layers of the README's layout section, as import-linter contracts in pyproject.toml: they hold, and each one bites.
 
 ``lint-imports`` runs on the real tree (it must keep every contract), then on copies of the tree into which one
 forbidden import has been written: each copy must break exactly the contract that forbids it, so a contract that

@@ -4,7 +4,7 @@ Shape: ``{"code", "message", "requestId"}`` (lower-case keys only) with the ``x-
 ROA (RESTful) service and its error bodies use lower-case keys: the current SDK's ROA path reads ``code``,
 ``message``, ``requestId`` (and ``requestid``) beside the RPC spellings (``alibabacloud_tea_openapi/client.py``
 ``Client.do_roarequest``), and the issue's audit of real ACK answers found lower-case ``code``. No verbatim ACK
-error body was found in public sources (reference/alibaba-apis.md), so the sandbox does NOT add the capitalised
+error body was found in public sources (docs/alibaba-apis.md), so the sandbox does NOT add the capitalised
 RPC keys as well: emitting both would hide from tests that the classic ``aliyunsdkcore`` reads ONLY ``Code``/
 ``Message``/``RequestId`` (``aliyunsdkcore/client.py`` ``_parse_error_info_from_response_body``) and reports an
 ACK error as ``SDK.UnknownServerError`` with the body in its message (``tasks/ack_api.py`` reads the body itself).
@@ -12,7 +12,7 @@ ACK error as ``SDK.UnknownServerError`` with the body in its message (``tasks/ac
 Where each code comes from:
 
 Confirmed from public sources
-    ``ErrorClusterNotFound`` (404) - reference/alibaba-apis.md; aliyun/terraform-provider-alicloud treats it as
+    ``ErrorClusterNotFound`` (404) - docs/alibaba-apis.md; aliyun/terraform-provider-alicloud treats it as
     "not found". ``ErrorNodePoolNotFound`` (404) - terraform-provider-alicloud ``service_alicloud_cs.go``
     (``IsExpectedErrors(err, ["ErrorNodePoolNotFound", ...])``) and yunion cloudpods' aliyun driver.
     ``InvalidAccessKeyId.NotFound`` (404, "Specified access key is not found.") - an SDK doc comment showing the

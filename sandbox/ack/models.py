@@ -1,7 +1,7 @@
 """Request models of the node-pool API and their field rules (checked before anything is created).
 
 Field names and ranges follow ``alibabacloud_cs20151215`` 7.2.3 ``models/_create_cluster_node_pool_request.py``
-and the API reference summarised in reference/alibaba-apis.md. Unknown keys are accepted and echoed back (the real
+and the CreateClusterNodePool API reference (docs/alibaba-apis.md). Unknown keys are accepted and echoed back (the real
 API ignores what it does not know); known keys are type-checked strictly, the way ACK's Go JSON decoder does
 (a string where an integer belongs is an error, not a conversion). Every error names the field by its JSON path,
 e.g. ``scaling_group.instance_types[2]``.

@@ -18,7 +18,7 @@ cloud-controller-manager + ack-node-problem-detector + the node lifecycle and po
   allocatable = capacity minus a kube/system reservation (GKE-style tiers; ACK reserves similar amounts).
 - Spot reclaim notice (``reclaim_at`` set on the instance): condition ``InstanceExpired=True`` reason
   ``InstanceToBeTerminated`` plus a Warning Event of that reason; otherwise ``False``/``InstanceNotToBeTerminated``
-  (ack-node-problem-detector, reference/alibaba-apis.md "Spot or not, per node"). No taint.
+  (ack-node-problem-detector; docs/alibaba-apis.md "Spot or not, per node"). No taint.
 - Instance Stopping: the kubelet is gone, conditions turn Unknown (``NodeStatusUnknown``, "Kubelet stopped posting
   node status.") with the ``unreachable`` taints; instance released: the Node is deleted (CCM) and the pods bound to
   it are force-deleted (pod GC, ``pkg/controller/podgc``), so their ReplicaSets recreate them elsewhere.

@@ -1,9 +1,9 @@
-"""The ESS mixed-instances rule as PURE functions (no store, no clock): DESIGN §3 "Mix rule".
+"""The ESS mixed-instances rule as PURE functions (no store, no clock).
 
 Given a scaling group's policy, the instances it holds and the desired capacity, these functions say what to
 launch (type, zone, spot or pay-as-you-go, and why) or which instances to remove.
 
-Rules (ESS CreateScalingGroup, reference/alibaba-apis.md "ESS mixed instances"):
+Rules (ESS CreateScalingGroup, docs/alibaba-apis.md "ESS mixed instances"):
 
 - **On-demand count.** With base B and percentage P, a group of N instances holds
   ``min(N, B) + ceil(P% * max(0, N - B))`` pay-as-you-go instances (:func:`on_demand_target`). ESS does not

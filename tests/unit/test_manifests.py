@@ -175,7 +175,7 @@ def test_our_hpa_is_the_seeds_hpa_in_autoscaling_v2() -> None:
     new_ext = new["spec"]["metrics"][0]["external"]
     assert new["apiVersion"] == "autoscaling/v2"
     # The seed names its one HPA after the serving (bert-tfserving-hpa); ours carries the release, since every
-    # version is its own release with its own HPA while two serve side by side (DESIGN.md section 5).
+    # version is its own release with its own HPA while two serve side by side (docs/rollouts.md "Releases side by side").
     assert old["metadata"]["name"] == "bert-tfserving-hpa"
     assert new["metadata"]["name"] == "bert-tfserving-202107141745-hpa"
     assert new["spec"]["scaleTargetRef"] == old["spec"]["scaleTargetRef"]
